@@ -1,0 +1,1 @@
+"""The `convlens` CLI (Typer) and HTTP API (FastAPI): submit jobs, follow them, query results."""

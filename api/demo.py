@@ -1,0 +1,110 @@
+"""`convlens demo`: the main job end to end on whatever broker and database are configured
+(by default the embedded Redis and SQLite under CONVLENS_HOME), with a worker it starts and stops itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from api import queries
+from api.cli import print_table, ready_database
+from api.follow import follow
+from db.session import home
+
+
+def export_test_images(n: int, folder: Path, seed: int = 0) -> int:
+    """Writes n random CIFAR-10 test images as PNGs under folder/<class>/ (the folder names the truth)."""
+    from PIL import Image
+
+    from ml import settings
+    from ml.data.cifar import load_cifar10
+
+    data = load_cifar10(settings.data_dir())
+    picks = np.random.default_rng(seed).choice(len(data.y_test), n, replace=False)
+    for i in picks:
+        target = folder / data.class_names[data.y_test[i]]
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.x_test[i]).save(target / f"test_{i:05d}.png")
+    return n
+
+
+def _start_worker(log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "api.cli", "worker", "--queues", "gpu,cpu", "--concurrency", "1",
+           "--hostname", "demo@%h", "--loglevel", "WARNING"]
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _step(title: str) -> None:
+    typer.secho(f"\n== {title}", bold=True)
+
+
+def _run(kind: str, params: dict) -> dict:
+    from worker.tasks import submit
+
+    job_id = submit(kind, params)
+    typer.echo(f"{kind} job {job_id}")
+    job = follow(job_id)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"{kind} job {job_id} {job['status']}: {job.get('error')}")
+    return queries.get_job(job_id)
+
+
+def run_demo(limit: int | None = None, n_images: int = 300) -> int:
+    from worker.broker import ensure_embedded_redis, is_embedded, stop_embedded_redis
+
+    started = time.perf_counter()
+    ready_database()
+    started_redis = ensure_embedded_redis()
+    out = home() / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    worker = _start_worker(out / "worker.log")
+    typer.echo(f"worker started (pid {worker.pid}, log {out / 'worker.log'})")
+    try:
+        _step("1. train the seed preset on CIFAR-10" + (f" ({limit} images)" if limit else ""))
+        train = _run("train", {"preset": "seed", **({"limit": limit} if limit else {})})
+        r = train["result"]
+        typer.echo(f"test accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}, "
+                   f"{r['epochs_run']} epochs in {r['timings']['fit_s']} s ({r['precision_policy']})")
+        print_table([{"class": m["class"] or "(all)", "metric": m["name"], "value": m["value"]}
+                     for m in queries.metrics(train["id"]) if m["split"] == "test"
+                     and (m["class"] is None or m["name"] == "f1")])
+
+        _step("2. layer-wise linear probes on that model")
+        layers = _run("layers", {"model": train["id"], "limit": 5000})
+        print_table(layers["result"]["rows"], ["layer", "features", "probe_accuracy", "cumulative_layers",
+                                               "cumulative_accuracy"])
+
+        _step(f"3. bulk-classify {n_images} exported test images with Grad-CAM")
+        folder = out / "images"
+        export_test_images(n_images, folder)
+        cls = _run("classify", {"folder": str(folder), "model": train["id"], "gradcam": True,
+                                "shard_size": max(1, n_images // 2)})
+        res = cls["result"]
+        wrong = queries.predictions(cls["id"], misclassified=True)
+        typer.echo(f"{res['classified']} classified ({len(wrong)} misclassified), {res['unreadable']} unreadable, "
+                   f"across {res['shards']} shards")
+        typer.echo(f"Grad-CAM overlays: {res.get('overlay_dir')}")
+        typer.echo(f"training curves: {r['paths']['history_plot']}\nconfusion matrix: {r['paths']['confusion_plot']}"
+                   f"\nlayer plot: {layers['result'].get('plot')}")
+        typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; query it again with "
+                   f"`convlens jobs list` and `convlens results metrics {train['id']}`")
+        return 0
+    except RuntimeError as exc:
+        typer.secho(f"demo failed: {exc}", fg="red", err=True)
+        return 1
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        if started_redis and is_embedded():
+            stop_embedded_redis()
+        typer.echo("worker stopped" + (", embedded Redis stopped" if started_redis else ""))

@@ -1,0 +1,69 @@
+"""Reference recipe vs our `seed` preset on the full CIFAR-10: wall time, peak RSS, test accuracy.
+
+(a) the original report's recipe exactly: seed model, 10 epochs, batch 32, float32 /255.0 arrays,
+    Adam, balanced class weights, early stopping (patience 3) on the test set.
+(b) `convlens`'s default seed preset (ml.train.train), bf16 where the CPU supports it.
+Usage: python bench/bench_seed.py [--only a|b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_child  # noqa: E402
+
+REFERENCE = r"""
+import json, time, numpy as np, keras
+from sklearn.utils.class_weight import compute_class_weight
+from ml import settings
+from ml.data.cifar import load_cifar10
+from ml.models.seed import build_seed
+keras.utils.set_random_seed(0)
+d = load_cifar10(settings.data_dir())
+x_train, x_test = d.x_train / 255.0, d.x_test / 255.0  # the reference's float64 copies
+y_train, y_test = keras.utils.to_categorical(d.y_train, 10), keras.utils.to_categorical(d.y_test, 10)
+w = compute_class_weight("balanced", classes=np.arange(10), y=d.y_train)
+model = build_seed()
+model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+t = time.perf_counter()
+model.fit(x_train, y_train, batch_size=32, epochs=10, validation_data=(x_test, y_test), verbose=0,
+          class_weight=dict(enumerate(w)),
+          callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
+fit_s = time.perf_counter() - t
+acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
+print("RESULT:" + json.dumps({"fit_s": round(fit_s, 1), "test_accuracy": round(acc, 4)}))
+"""
+
+PRESET = r"""
+import json, tempfile
+from ml.train import TrainConfig, train
+r = train(TrainConfig(preset="seed"), tempfile.mkdtemp(prefix="bench-seed-"))
+print("RESULT:" + json.dumps({"fit_s": r["timings"]["fit_s"], "test_accuracy": r["metrics"]["test"]["accuracy"],
+                              "epochs_run": r["epochs_run"], "policy": r["precision_policy"]}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=["a", "b"])
+    args = parser.parse_args()
+    results = {}
+    if args.only in (None, "a"):
+        results["a_reference"] = run_child(REFERENCE, {"CUDA_VISIBLE_DEVICES": ""})
+        print("(a) reference:", json.dumps(results["a_reference"]), flush=True)
+    if args.only in (None, "b"):
+        results["b_seed_preset"] = run_child(PRESET)
+        print("(b) seed preset:", json.dumps(results["b_seed_preset"]), flush=True)
+    if len(results) == 2:
+        a, b = results["a_reference"], results["b_seed_preset"]
+        print(f"wall time ratio b/a: {b['wall_s'] / a['wall_s']:.3f} (target <= 0.2); "
+              f"accuracy b-a: {b['test_accuracy'] - a['test_accuracy']:+.4f} (target >= 0); "
+              f"peak RSS b: {b['peak_rss_mb']} MB (target <= 1536)")
+
+
+if __name__ == "__main__":
+    main()

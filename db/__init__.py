@@ -1,0 +1,1 @@
+"""The results database: SQLAlchemy 2 models, sessions and migrations checks."""

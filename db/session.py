@@ -1,0 +1,114 @@
+"""Engines and sessions for CONVLENS_DATABASE_URL (default: SQLite under CONVLENS_HOME), and migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class DatabaseBehind(RuntimeError):
+    """The database schema is older than this code's migrations."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("CONVLENS_HOME") or ".convlens").expanduser().resolve()
+
+
+def database_url() -> str:
+    url = os.environ.get("CONVLENS_DATABASE_URL")
+    if url:
+        return url
+    home().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home() / 'convlens.db'}"
+
+
+def is_embedded(url: str | None = None) -> bool:
+    return not os.environ.get("CONVLENS_DATABASE_URL") and url in (None, database_url())
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # several worker processes share the file
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return create_engine(url, pool_pre_ping=True)
+
+
+def engine(url: str | None = None) -> Engine:
+    return _engine(url or database_url())
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error."""
+    session = sessionmaker(engine(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", (url or database_url()).replace("%", "%%"))
+    return cfg
+
+
+def current_revision(url: str | None = None) -> str | None:
+    with engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def ensure_current(url: str | None = None) -> None:
+    """Refuses a database behind the code's migrations; the embedded default is brought up to date itself."""
+    url = url or database_url()
+    current, head = current_revision(url), head_revision()
+    if current == head:
+        return
+    if is_embedded(url):
+        upgrade(url)
+        return
+    raise DatabaseBehind(
+        f"database {engine(url).url.render_as_string(hide_password=True)} is at revision {current or 'none'}, "
+        f"this code needs {head}: run `convlens db upgrade`"
+    )

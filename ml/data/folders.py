@@ -1,0 +1,36 @@
+"""Labelled image folders: root/<class>/**/<image>, decoded to RGB and resized to the model input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ml.data.cifar import ImageDataset
+from ml.data.images import decode_batch, list_files
+from ml.data.splits import stratified_split
+from ml.errors import DatasetError
+
+
+def load_image_folder(
+    root: Path, size: tuple[int, int] = (32, 32), test_fraction: float = 0.2, seed: int = 0
+) -> tuple[ImageDataset, list[tuple[Path, str]]]:
+    """Returns the dataset (a stratified test split carved out) and the unreadable files with reasons."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if len(class_dirs) < 2:
+        raise DatasetError(f"{root}: needs at least two class folders, found {len(class_dirs)}")
+    xs, ys, errors = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        batch = decode_batch(list_files(class_dir), size)
+        errors.extend(batch.errors)
+        xs.append(batch.images)
+        ys.append(np.full(len(batch.images), label, np.uint8))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if len(x) == 0:
+        raise DatasetError(f"{root}: no readable images")
+    train_idx, test_idx = stratified_split(y, test_fraction, seed)
+    names = [d.name for d in class_dirs]
+    return ImageDataset(x[train_idx], y[train_idx], x[test_idx], y[test_idx], names), errors

@@ -1,0 +1,65 @@
+"""Decoding image files of any format, size and mode into RGB arrays of the model's input size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ml.errors import ImageReadError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def list_files(root: Path) -> list[Path]:
+    """Every regular file under root, recursively, in a stable (sorted) order."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """The image at path as uint8 RGB (H, W, 3) at its original resolution."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "P", "PA"):
+                # Composite transparent pixels on white instead of letting them turn black.
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError as exc:
+        raise ImageReadError(str(path), "file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(str(path), "not a readable image") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(str(path), f"corrupt image: {exc}") from exc
+
+
+def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if rgb.shape[:2] == size:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+@dataclass
+class DecodedBatch:
+    paths: list[Path]
+    images: np.ndarray  # uint8 (n, H, W, 3) at model size
+    errors: list[tuple[Path, str]]
+
+
+def decode_batch(paths: Iterable[Path], size: tuple[int, int]) -> DecodedBatch:
+    ok: list[Path] = []
+    images: list[np.ndarray] = []
+    errors: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            images.append(resize(decode_rgb(path), size))
+            ok.append(path)
+        except ImageReadError as exc:
+            errors.append((path, exc.reason))
+    array = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
+    return DecodedBatch(ok, array, errors)

