@@ -75,9 +75,7 @@ def classify_files(
     k = min(top_k, len(names))
     for batch in _batches(paths, size, batch_size, keep=gradcam):
         good = [b for b in batch if b[1] is not None]
-        for path, _, _, error in batch:
-            if error is not None:
-                rows.append({"path": str(path), "error": error})
+        by_path: dict[Path, dict[str, Any]] = {}
         if good:
             x = np.stack([g[1] for g in good]).astype(np.float32) / 255.0
             probs = predict(tf.constant(x)).numpy().astype(np.float32)
@@ -99,7 +97,9 @@ def classify_files(
                 }
                 if gradcam:
                     row["overlay"] = str(save_overlay(original, cams[i], out_dir / overlay_name(path)))
-                rows.append(row)
+                by_path[path] = row
+        # Rows keep the order of the input list; unreadable files get their error instead of a prediction.
+        rows.extend(by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch)
         if progress is not None:
             progress({"stage": "classify", "done": len(rows), "total": len(paths)})
     return rows

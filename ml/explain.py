@@ -49,8 +49,8 @@ class CamModel:
         self.head = head
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Activations are returned as computed (bf16 under mixed precision) so gradients reach them."""
         acts, pre = self.inner(x, training=False)
-        acts = tf.cast(acts, tf.float32)
         if self.softmax_dense:
             logits = tf.matmul(tf.cast(pre, tf.float32), tf.cast(self.head.kernel, tf.float32))
             if self.head.use_bias:
@@ -86,12 +86,12 @@ def compute_cam(
     size = (int(x.shape[1]), int(x.shape[2]))
     with tf.GradientTape() as tape:
         acts, logits = cm(x)
-        tape.watch(acts)
         classes = _classes(logits, class_idx)
         score = tf.gather(logits, classes, axis=1, batch_dims=1)
     if method == "scorecam":
-        return _scorecam(cm, x, acts, classes, size), classes.numpy()
-    grads = tape.gradient(score, acts)
+        return _scorecam(cm, x, tf.cast(acts, tf.float32), classes, size), classes.numpy()
+    grads = tf.cast(tape.gradient(score, acts), tf.float32)
+    acts = tf.cast(acts, tf.float32)
     if method == "gradcam":
         weights = tf.reduce_mean(grads, axis=(1, 2))
     else:  # Grad-CAM++ (Chattopadhyay et al.), with exp(score) so higher derivatives are powers of the gradient

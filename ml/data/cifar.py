@@ -63,9 +63,11 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
-def load_cifar10(data_dir: Path, download: bool = True, url: str = CIFAR10_URL) -> ImageDataset:
+def load_cifar10(
+    data_dir: Path, download: bool = True, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5
+) -> ImageDataset:
     """Loads data_dir/cifar-10-batches-bin, extracting or downloading the official tarball first if absent."""
-    folder = ensure_cifar10(Path(data_dir), download=download, url=url)
+    folder = ensure_cifar10(Path(data_dir), download=download, url=url, md5=md5)
     parts = [read_batch(folder / name) for name in TRAIN_FILES]
     x_test, y_test = read_batch(folder / TEST_FILE)
     return ImageDataset(
@@ -77,7 +79,9 @@ def load_cifar10(data_dir: Path, download: bool = True, url: str = CIFAR10_URL) 
     )
 
 
-def ensure_cifar10(data_dir: Path, download: bool = True, url: str = CIFAR10_URL) -> Path:
+def ensure_cifar10(
+    data_dir: Path, download: bool = True, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5
+) -> Path:
     folder = data_dir / FOLDER
     if folder.is_dir():
         return folder
@@ -86,9 +90,9 @@ def ensure_cifar10(data_dir: Path, download: bool = True, url: str = CIFAR10_URL
         if not download:
             raise DatasetError(f"{folder}: not found and download is off")
         data_dir.mkdir(parents=True, exist_ok=True)
-        download_file(url, tarball, CIFAR10_MD5)
-    elif md5sum(tarball) != CIFAR10_MD5:
-        raise DatasetError(f"{tarball}: MD5 mismatch, expected {CIFAR10_MD5}")
+        download_file(url, tarball, md5)
+    elif md5sum(tarball) != md5:
+        raise DatasetError(f"{tarball}: MD5 mismatch, expected {md5}")
     safe_extract(tarball, data_dir)
     if not folder.is_dir():
         raise DatasetError(f"{tarball}: does not contain {FOLDER}/")

@@ -1,0 +1,44 @@
+"""Shared fixtures: real CIFAR-10 from ../shared, a private CONVLENS_HOME, a small model trained once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT.parent / "shared" / "datasets").resolve()
+os.environ.setdefault("CONVLENS_DATA_DIR", str(SHARED))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+DATA_DIR = Path(os.environ["CONVLENS_DATA_DIR"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def convlens_home(tmp_path_factory) -> Path:
+    """Every test session writes under its own CONVLENS_HOME (and the embedded SQLite/Redis live there)."""
+    home = tmp_path_factory.mktemp("convlens-home")
+    os.environ["CONVLENS_HOME"] = str(home)
+    for key in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS"):
+        os.environ.pop(key, None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def cifar():
+    from ml.data.cifar import load_cifar10
+
+    return load_cifar10(DATA_DIR, download=False)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cifar):
+    """The seed preset trained briefly on 6,000 real training images (about 45% test accuracy)."""
+    from ml.saved import load_trained
+    from ml.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("trained")
+    result = train(TrainConfig(limit=6000, epochs=4, augment={"flip": True, "translation": 0.0}), out,
+                   data=cifar)
+    model = load_trained(result["paths"]["model"])
+    return {"result": result, "model": model, "path": Path(result["paths"]["model"])}

@@ -1,0 +1,112 @@
+"""The seed model, training, evaluation, thresholds, resume and the `convlens run train` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from ml.evaluate import classification_metrics
+from ml.models import get_preset
+from ml.thresholds import thresholded_predictions, tune_thresholds
+from ml.train import TrainConfig, prepare_data, predict_probs, train
+
+
+def test_seed_is_the_reference_cnn():
+    model = get_preset("seed").build((32, 32, 3), 10)
+    names = [layer.name for layer in model.layers]
+    assert names == ["image", "conv1", "pool1", "conv2", "pool2", "conv3", "flatten", "dense1", "dropout", "output"]
+    params = {layer.name: layer.count_params() for layer in model.layers if layer.count_params()}
+    assert params == {"conv1": 896, "conv2": 18496, "conv3": 73856, "dense1": 262272, "output": 1290}
+    assert model.get_layer("conv3").output.shape[1:] == (4, 4, 128)
+
+
+def test_short_training_beats_chance_and_writes_outputs(trained):
+    r = trained["result"]
+    assert r["metrics"]["test"]["accuracy"] > 0.35  # chance is 0.10
+    assert r["n_train"] == 5400 and r["n_val"] == 600 and r["n_test"] == 10_000
+    for key in ("model", "result", "history_plot", "confusion_plot"):
+        assert os.path.getsize(r["paths"][key]) > 0
+    assert json.loads(open(r["paths"]["result"]).read())["metrics"]["test"]["accuracy"] == \
+        r["metrics"]["test"]["accuracy"]
+    assert r["class_weights"] is not None and len(r["history"]["val_loss"]) == r["epochs_run"]
+
+
+def test_metrics_equal_scikit_learn(trained, cifar):
+    model = trained["model"]
+    idx = np.random.default_rng(0).choice(10_000, 2000, replace=False)  # the test set is class-ordered
+    probs = predict_probs(model.model, cifar.x_test[idx])
+    y, pred = cifar.y_test[idx], probs.argmax(1)
+    m = classification_metrics(y, pred, model.class_names, probs)
+    assert m["accuracy"] == pytest.approx(float(np.mean(pred == y)))
+    assert m["macro"]["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["weighted"]["precision"] == pytest.approx(precision_score(y, pred, average="weighted", zero_division=0))
+    cm = np.zeros((10, 10), int)
+    np.add.at(cm, (y, pred), 1)
+    assert m["confusion_matrix"] == cm.tolist()
+    cat = model.class_names.index("cat")
+    assert m["per_class"]["cat"]["recall"] == pytest.approx(recall_score(y == cat, pred == cat))
+    top3 = np.mean([t in np.argsort(-p)[:3] for t, p in zip(y, probs, strict=True)])
+    assert m["top3_accuracy"] == pytest.approx(top3)
+
+
+def test_thresholds_come_from_the_validation_split(trained, cifar):
+    r, model = trained["result"], trained["model"]
+    cfg = TrainConfig(**{k: v for k, v in r["config"].items()})
+    prep = prepare_data(cfg, cifar)
+    # The stored thresholds are exactly those tuned on the validation split's probabilities.
+    val_probs = predict_probs(model.model, prep.x_val)
+    assert np.allclose(tune_thresholds(prep.y_val, val_probs), model.thresholds, atol=1e-3)
+    # ...and the validation split shares no image with the test set.
+    val_keys = {x.tobytes() for x in prep.x_val}
+    assert not any(x.tobytes() in val_keys for x in cifar.x_test[:2000])
+    test_probs = predict_probs(model.model, cifar.x_test)
+    thr_acc = float(np.mean(thresholded_predictions(test_probs, model.thresholds) == cifar.y_test))
+    assert thr_acc == pytest.approx(r["metrics"]["test_thresholded"]["accuracy"], abs=2e-3)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_a_stop(tmp_path, cifar):
+    cfg = TrainConfig(limit=1000, epochs=3, batch_size=64, patience=0)
+
+    def stop_after_first_epoch(event):
+        if event["stage"] == "epoch" and event["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path, progress=stop_after_first_epoch, data=cifar)
+    assert (tmp_path / "checkpoint.keras").is_file()
+    import keras
+
+    keras.models.load_model(tmp_path / "checkpoint.keras")  # the checkpoint loads on its own
+    epochs_seen = []
+    result = train(cfg, tmp_path, progress=lambda e: epochs_seen.append(e.get("epoch")), data=cifar)
+    assert min(e for e in epochs_seen if e) == 2  # continued, not restarted
+    assert result["epochs_run"] == 3 and len(result["history"]["loss"]) == 3
+    assert not (tmp_path / "checkpoint.keras").exists()
+
+
+def test_cli_run_train_json(tmp_path):
+    env = {**os.environ, "CONVLENS_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "api.cli", "run", "train", "--limit", "500", "--epochs", "1",
+                           "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "succeeded" and doc["kind"] == "train"
+    assert 0.0 < doc["result"]["accuracy"] <= 1.0
+    assert (tmp_path / "convlens.db").is_file()
+
+
+def test_cli_rejects_bad_options(tmp_path):
+    env = {**os.environ, "CONVLENS_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "api.cli", "run", "train", "--preset", "nope", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0 and "unknown preset 'nope'" in proc.stdout + proc.stderr
