@@ -171,8 +171,10 @@ def deletion_insertion_auc(
     model: keras.Model, images: np.ndarray, cams: np.ndarray, classes: np.ndarray, steps: int = 16
 ) -> dict[str, np.ndarray]:
     """Per image: area under the class-probability curve as the most salient pixels are removed (deletion,
-    lower is better) or revealed on a blank image (insertion, higher is better)."""
+    lower is better) or revealed (insertion, higher is better). Removed pixels take the value of a blurred copy
+    of the image, so that removal does not add sharp artificial edges the model would react to."""
     n, h, w, _ = images.shape
+    baseline = blurred(images)
     order = np.argsort(-cams.reshape(n, -1), axis=1)
     fractions = np.linspace(0, 1, steps + 1)
     deleted, inserted = [], []
@@ -181,14 +183,20 @@ def deletion_insertion_auc(
         k = int(round(f * h * w))
         np.put_along_axis(mask, order[:, :k], True, axis=1)
         mask = mask.reshape(n, h, w, 1)
-        deleted.append(np.where(mask, 0.0, images))
-        inserted.append(np.where(mask, images, 0.0))
+        deleted.append(np.where(mask, baseline, images))
+        inserted.append(np.where(mask, images, baseline))
     out = {}
     for name, batches in (("deletion", deleted), ("insertion", inserted)):
         probs = model.predict(np.concatenate(batches).astype(np.float32), batch_size=1024, verbose=0)
         p = probs.reshape(steps + 1, n, -1)[:, np.arange(n), classes]  # (steps+1, n)
         out[name] = np.trapezoid(p, fractions, axis=0)
     return out
+
+
+def blurred(images: np.ndarray, size: int = 11) -> np.ndarray:
+    pad = size // 2
+    padded = tf.pad(tf.convert_to_tensor(images, tf.float32), [[0, 0], [pad, pad], [pad, pad], [0, 0]], "REFLECT")
+    return tf.nn.avg_pool2d(padded, size, 1, "VALID").numpy()
 
 
 def randomised_copy(model: keras.Model, seed: int = 0) -> keras.Model:

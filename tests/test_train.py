@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from ml.evaluate import classification_metrics
 from ml.models import get_preset
 from ml.thresholds import thresholded_predictions, tune_thresholds
-from ml.train import TrainConfig, prepare_data, predict_probs, train
+from ml.train import TrainConfig, predict_probs, prepare_data, train
 
 
 def test_seed_is_the_reference_cnn():
@@ -29,7 +29,7 @@ def test_seed_is_the_reference_cnn():
 def test_short_training_beats_chance_and_writes_outputs(trained):
     r = trained["result"]
     assert r["metrics"]["test"]["accuracy"] > 0.35  # chance is 0.10
-    assert r["n_train"] == 5400 and r["n_val"] == 600 and r["n_test"] == 10_000
+    assert r["n_train"] == 9000 and r["n_val"] == 1000 and r["n_test"] == 10_000
     for key in ("model", "result", "history_plot", "confusion_plot"):
         assert os.path.getsize(r["paths"][key]) > 0
     assert json.loads(open(r["paths"]["result"]).read())["metrics"]["test"]["accuracy"] == \

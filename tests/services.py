@@ -1,0 +1,102 @@
+"""Helpers for tests against real services: throwaway PostgreSQL databases, Redis, worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379"
+
+
+def create_pg_database() -> str:
+    name = f"convlens_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    from db.session import _engine
+
+    _engine.cache_clear()  # engines of this process; WITH (FORCE) ends any other session
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_redis_db() -> str:
+    """A Redis database index nobody else is using right now (empty), flushed for this run."""
+    for _ in range(50):
+        n = int.from_bytes(os.urandom(1)) % 14 + 2
+        client = redis.Redis.from_url(f"{REDIS}/{n}")
+        if client.dbsize() == 0:
+            return f"{REDIS}/{n}"
+    raise RuntimeError("no empty Redis database index")
+
+
+def cli(env: dict, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "api.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"convlens {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def cli_json(env: dict, *args: str, timeout: float = 600, check: bool = True):
+    return json.loads(cli(env, *args, "--json", timeout=timeout, check=check).stdout)
+
+
+class Worker:
+    """A real `convlens worker` process (Celery main process plus one prefork child)."""
+
+    def __init__(self, env: dict, name: str, log_dir: Path, queues: str = "gpu,cpu") -> None:
+        self.name = name
+        self.log = log_dir / f"{name.split('@')[0]}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--queues", queues, "--concurrency", "1",
+             "--hostname", name, "--loglevel", "INFO"],
+            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if "ready." in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        raise TimeoutError(f"worker {self.name} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def pool_children(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def wait_for(predicate, timeout: float = 300, interval: float = 0.5, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")

@@ -1,0 +1,87 @@
+"""Layer probes, k-fold and bulk classification on real data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+from ml.analysis import layer_probes
+from ml.classify import classify_files, list_folder, shard_files
+from ml.kfold import aggregate_folds, fold_dataset, run_fold
+from ml.train import TrainConfig
+
+
+def test_layer_probes(tmp_path, trained, cifar):
+    result = layer_probes(trained["model"].model, cifar, train_limit=3000, test_limit=2000, out_dir=tmp_path)
+    rows = {r["layer"]: r for r in result["rows"]}
+    assert list(rows) == ["conv1", "conv2", "conv3"]
+    assert rows["conv3"]["probe_accuracy"] > rows["conv1"]["probe_accuracy"]
+    assert [r["cumulative_layers"] for r in result["rows"]] == ["conv1", "conv1+conv2", "conv1+conv2+conv3"]
+    assert rows["conv3"]["cumulative_features"] == 32 + 64 + 128 and rows["conv2"]["features"] == 64
+    assert (tmp_path / "layers.png").is_file() and result["n_train"] == 3000
+
+
+def test_kfold_folds_and_aggregate(tmp_path, cifar):
+    cfg = TrainConfig(limit=1500, epochs=1, batch_size=64, patience=0)
+    held = [fold_dataset(cfg, 3, f, cifar) for f in range(3)]
+    keys = [{x.tobytes() for x in h.x_test} for h in held]
+    assert sum(len(k) for k in keys) == 1500 and not (keys[0] & keys[1])  # each image scored once
+    results = [run_fold(cfg, 3, f, tmp_path / f"f{f}", data=cifar) for f in range(3)]
+    assert [r["n_test"] for r in results] == [500, 500, 500]
+    agg = aggregate_folds(results)
+    acc = [r["metrics"]["test"]["accuracy"] for r in results]
+    assert agg["folds"] == 3 and np.isclose(agg["metrics"]["accuracy"]["mean"], np.mean(acc))
+    assert np.isclose(agg["metrics"]["accuracy"]["std"], np.std(acc))
+    assert "f1:cat" in agg["metrics"] and "macro_f1" in agg["metrics"]
+    assert dataclasses.replace(cfg).seed == 0 and results[1]["config"]["seed"] == 1
+
+
+def make_messy_folder(root, cifar, n=40):
+    """Real test images as PNG/JPEG in class folders, plus grayscale, RGBA and unreadable files."""
+    idx = np.random.default_rng(2).choice(10_000, n, replace=False)
+    for k, i in enumerate(idx):
+        d = root / cifar.class_names[cifar.y_test[i]]
+        d.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(cifar.x_test[i])
+        if k % 4 == 0:
+            img.resize((96, 64)).save(d / f"{i}.jpg")
+        elif k % 4 == 1:
+            img.convert("L").save(d / f"{i}_gray.png")
+        elif k % 4 == 2:
+            img.convert("RGBA").save(d / f"{i}_rgba.png")
+        else:
+            img.save(d / f"{i}.png")
+    bad = root / "junk"
+    bad.mkdir()
+    (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "readme.txt").write_text("hello")
+    return n, {"corrupt.png", "empty.jpg", "readme.txt"}
+
+
+def test_classify_messy_folder(tmp_path, trained, cifar):
+    n, bad = make_messy_folder(tmp_path / "in", cifar)
+    files = list_folder(tmp_path / "in")
+    rows = classify_files(trained["model"], files, top_k=3, gradcam=True, out_dir=tmp_path / "ov", batch_size=16)
+    assert [r["path"] for r in rows] == [str(f) for f in files]  # every file once, in order
+    errors = {r["path"].rsplit("/", 1)[1] for r in rows if r["error"]}
+    assert errors == bad
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == n
+    for r in good:
+        assert r["predicted"] == r["top_k"][0][0] and len(r["top_k"]) == 3
+        assert r["confidence"] >= r["top_k"][1][1] and r["decision"] in trained["model"].class_names + ["uncertain"]
+        assert Image.open(r["overlay"]).size in ((32, 32), (96, 64))
+    correct = np.mean([r["predicted"] == r["true_label"] for r in good])
+    assert correct > 0.2  # the small model beats chance on real images
+
+
+def test_shards_cover_every_file_once(tmp_path):
+    files = [tmp_path / f"{i:04d}.png" for i in range(103)]
+    shards = shard_files(list(reversed(files)), 7)
+    assert len(shards) == 7 and sorted(f for s in shards for f in s) == sorted(files)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert shard_files(files, 7) == shards  # deterministic whatever the input order
+    assert shard_files(files[:2], 5) == [[files[0]], [files[1]]]

@@ -1,0 +1,224 @@
+"""The job system end to end against real services: PostgreSQL, Redis, Celery worker processes, the CLI and
+the HTTP API. Two workers share the queues; jobs are submitted through `convlens submit` and over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from conftest import DATA_DIR
+from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
+from sqlalchemy import func, select
+from test_analysis import make_messy_folder
+
+from db.models import Job, Metric, Prediction, TrainedModelRow
+from db.session import session_scope
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cifar):
+    home = tmp_path_factory.mktemp("cluster-home")
+    images = tmp_path_factory.mktemp("allowed")
+    pg = create_pg_database()
+    broker = free_redis_db()
+    env = {**os.environ, "CONVLENS_HOME": str(home), "CONVLENS_DATABASE_URL": pg, "CONVLENS_BROKER_URL": broker,
+           "CONVLENS_DATA_DIR": str(DATA_DIR), "CONVLENS_ALLOWED_ROOTS": str(images)}
+    refused = cli(env, "jobs", "list", check=False)
+    assert refused.returncode == 2 and "convlens db upgrade" in refused.stderr  # behind: refuses to run
+    cli(env, "db", "upgrade")
+    workers = [Worker(env, f"w{i}@convlens-test", home) for i in (1, 2)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        train = cli_json(env, "submit", "train", "--limit", "2000", "--epochs", "3", "--batch-size", "64", "--wait")
+        assert train["status"] == "succeeded", train
+        yield {"env": env, "pg": pg, "home": home, "images": images, "workers": workers, "train": train,
+               "cifar": cifar}
+    finally:
+        for w in workers:
+            w.stop()
+        redis.Redis.from_url(broker).flushdb()
+        drop_pg_database(pg)
+
+
+def count(url: str, stmt) -> int:
+    with session_scope(url) as s:
+        return s.scalar(stmt)
+
+
+def test_train_job_recorded(cluster):
+    train, pg = cluster["train"], cluster["pg"]
+    assert train["worker"] in {w.name for w in cluster["workers"]}
+    assert 0.2 < train["result"]["accuracy"] <= 1
+    models = select(func.count()).select_from(TrainedModelRow).where(TrainedModelRow.job_id == train["id"])
+    assert count(pg, models) == 1
+    assert count(pg, select(func.count()).select_from(Metric).where(Metric.job_id == train["id"],
+                                                                     Metric.name == "accuracy")) == 3
+    out = cli(cluster["env"], "results", "metrics", train["id"], "--format", "csv").stdout
+    assert out.splitlines()[0] == "split,fold,class,name,value" and ",accuracy," in out
+
+
+def test_kfold_runs_folds_on_both_workers(cluster):
+    job = cli_json(cluster["env"], "submit", "kfold", "--folds", "4", "--limit", "1200", "--epochs", "1",
+                   "--batch-size", "64", "--wait", timeout=900)
+    assert job["status"] == "succeeded", job
+    assert [c["part"] for c in job["children"]] == [0, 1, 2, 3]
+    assert {c["worker"] for c in job["children"]} == {w.name for w in cluster["workers"]}
+    assert job["result"]["folds"] == 4 and len(job["result"]["metrics"]["accuracy"]["values"]) == 4
+    pg = cluster["pg"]
+    per_fold = count(pg, select(func.count(func.distinct(Metric.fold))).where(Metric.job_id == job["id"]))
+    assert per_fold == 4
+    assert count(pg, select(func.count()).select_from(Metric).where(
+        Metric.job_id == job["id"], Metric.name == "accuracy_mean")) == 1
+
+
+def test_classify_folder_with_bad_files(cluster):
+    folder = cluster["images"] / "messy"
+    n, bad = make_messy_folder(folder, cluster["cifar"], n=60)
+    job = cli_json(cluster["env"], "submit", "classify", str(folder), "--model", cluster["train"]["id"],
+                   "--gradcam", "--shard-size", "13", "--wait")
+    assert job["status"] == "succeeded", job
+    assert job["result"]["classified"] == n and job["result"]["unreadable"] == len(bad)
+    assert job["result"]["shards"] == 5
+    pg = cluster["pg"]
+    with session_scope(pg) as s:
+        paths = s.scalars(select(Prediction.path).where(Prediction.job_id == job["id"])).all()
+        errors = s.scalars(select(Prediction.path).where(Prediction.job_id == job["id"],
+                                                         Prediction.error.is_not(None))).all()
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert sorted(paths) == files  # every file exactly once
+    assert {Path(p).name for p in errors} == bad
+
+
+    out = cli(cluster["env"], "results", "predictions", job["id"], "--misclassified", "--format", "csv").stdout
+    assert all(line.split(",")[1] != line.split(",")[4] for line in out.splitlines()[1:] if line)
+
+
+
+def _pool_child_running(worker: Worker):
+    kids = worker.pool_children()
+    return kids[0] if kids else None
+
+
+def test_worker_killed_mid_task_loses_nothing(cluster):
+    env, pg = cluster["env"], cluster["pg"]
+    job_id = cli(env, "submit", "train", "--limit", "6000", "--epochs", "4", "--batch-size", "64",
+                 "--patience", "0").stdout.strip()
+
+    def running_epoch_2():
+        with session_scope(pg) as s:
+            job = s.get(Job, job_id)
+            return job if job.status == "running" and (job.progress or {}).get("epoch", 0) >= 2 else None
+
+    job = wait_for(running_epoch_2, 300, what="training to reach epoch 2")
+    victim = next(w for w in cluster["workers"] if w.name == job.worker)
+    child = _pool_child_running(victim)
+    child.send_signal(signal.SIGKILL)  # kill -9 of the process running the task
+    done = cli_json(env, "jobs", "wait", job_id, timeout=600)
+    assert done["status"] == "succeeded", done
+    assert count(pg, select(func.count()).select_from(TrainedModelRow).where(TrainedModelRow.job_id == job_id)) == 1
+    assert count(pg, select(func.count()).select_from(Metric).where(Metric.job_id == job_id,
+                                                                     Metric.name == "accuracy")) == 3
+    assert len(done["result"]["history"]["loss"]) == 4  # resumed from its checkpoint, no epoch twice
+    log = victim.log.read_text()
+    assert "WorkerLostError" in log or "exited prematurely" in log
+
+
+def test_cancel(cluster):
+    env, pg = cluster["env"], cluster["pg"]
+    job_id = cli(env, "submit", "train", "--limit", "10000", "--epochs", "30", "--patience", "0").stdout.strip()
+    wait_for(lambda: count(pg, select(func.count()).select_from(Job).where(Job.id == job_id,
+                                                                            Job.status == "running")), 120,
+             what="job to start")
+    assert "cancelled" in cli(env, "jobs", "cancel", job_id).stdout
+    time.sleep(3)
+    job = cli_json(env, "jobs", "show", job_id)
+    assert job["status"] == "cancelled"
+    assert not job["result"]
+    # Both workers are still alive and take new work.
+    assert all(w.proc.poll() is None for w in cluster["workers"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http(cluster):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port)], env=cluster["env"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def up():
+        try:
+            return client.get("/openapi.json").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, 60, what="the HTTP API")
+    yield client
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_http_validation_and_roots(http, cluster, tmp_path):
+    r = http.post("/jobs", json={"kind": "paint", "params": {}})
+    assert r.status_code == 422 and "kind" in r.text
+    r = http.post("/jobs", json={"kind": "train", "params": {"epochs": "many", "colour": 1}})
+    assert r.status_code == 422
+    msg = r.json()["detail"]["message"]
+    assert "epochs" in msg and "colour" in msg
+    model = cluster["train"]["id"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for folder in (str(outside), str(cluster["images"]) + "/../" + outside.name):
+        r = http.post("/jobs", json={"kind": "classify", "params": {"folder": folder, "model": model}})
+        assert r.status_code == 403, r.text
+    link = cluster["images"] / "sneaky"
+    link.symlink_to(outside)
+    r = http.post("/jobs", json={"kind": "classify", "params": {"folder": str(link), "model": model}})
+    assert r.status_code == 403 and "outside the allowed roots" in r.text
+    assert http.get("/jobs/nope").status_code == 404
+
+
+def test_http_end_to_end(http, cluster, cifar):
+    folder = cluster["images"] / "http"
+    n, bad = make_messy_folder(folder, cifar, n=20)
+    r = http.post("/jobs", json={"kind": "classify", "params": {"folder": str(folder), "model": cluster["train"]["id"],
+                                                                "gradcam": True, "top_k": 2}})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    job = wait_for(lambda: (j := http.get(f"/jobs/{job_id}").json())["status"] in ("succeeded", "failed") and j,
+                   300, what="classify over HTTP")
+    assert job["status"] == "succeeded", job
+    page1 = http.get(f"/jobs/{job_id}/predictions", params={"limit": 10, "errors": False}).json()["predictions"]
+    page2 = http.get(f"/jobs/{job_id}/predictions", params={"limit": 10, "offset": 10, "errors": False}).json()
+    assert len(page1) == 10 and len(page2["predictions"]) == n - 10
+    assert {p["path"] for p in page1}.isdisjoint(p["path"] for p in page2["predictions"])
+    assert all(len(p["top_k"]) == 2 for p in page1)
+    errs = http.get(f"/jobs/{job_id}/predictions", params={"errors": True}).json()["predictions"]
+    assert {Path(p["path"]).name for p in errs} == bad
+    sure = http.get(f"/jobs/{job_id}/predictions", params={"min_confidence": 0.5}).json()["predictions"]
+    assert all(p["confidence"] >= 0.5 for p in sure)
+    listed = http.get("/jobs", params={"kind": "classify", "status": "succeeded"}).json()["jobs"]
+    assert job_id in [j["id"] for j in listed]
+    metrics = http.get(f"/jobs/{job_id}/metrics").json()["metrics"]
+    assert sum(m["value"] for m in metrics if m["name"] == "count") == n
+    train = http.get(f"/jobs/{cluster['train']['id']}").json()
+    plot = next(a for a in train["artifacts"] if a["kind"] == "confusion_plot")
+    png = http.get(f"/artifacts/{plot['id']}")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    t = http.post("/jobs", json={"kind": "train", "params": {"limit": 10000, "epochs": 30}}).json()
+    assert http.post(f"/jobs/{t['id']}/cancel").json()["status"] == "cancelled"
+    assert "/jobs/{job_id}/predictions" in http.get("/openapi.json").json()["paths"]
