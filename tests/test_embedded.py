@@ -1,0 +1,50 @@
+"""The embedded default: no settings at all, a SQLite file and a Redis that convlens starts on a unix socket."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from services import Worker, cli, cli_json
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    home = tmp_path_factory.mktemp("embedded-home")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
+    env["CONVLENS_HOME"] = str(home)
+    worker = Worker(env, "embedded@convlens-test", home)
+    try:
+        worker.wait_ready()
+        yield {"env": env, "home": home, "worker": worker}
+    finally:
+        worker.stop()
+        sock = home / "redis.sock"
+        if sock.exists():
+            try:
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+            except redis.ConnectionError:
+                pass
+
+
+def test_embedded_submit_and_query(embedded, tmp_path, cifar):
+    from test_analysis import make_messy_folder
+
+    env, home = embedded["env"], embedded["home"]
+    assert (home / "redis.sock").exists() and (home / "convlens.db").is_file()
+    train = cli_json(env, "submit", "train", "--limit", "1000", "--epochs", "2", "--batch-size", "64", "--wait")
+    assert train["status"] == "succeeded" and train["worker"] == "embedded@convlens-test"
+    n, bad = make_messy_folder(tmp_path / "imgs", cifar, n=12)
+    job = cli_json(env, "submit", "classify", str(tmp_path / "imgs"), "--model", train["id"], "--wait")
+    assert job["result"]["classified"] == n and job["result"]["unreadable"] == len(bad)
+    listed = cli_json(env, "jobs", "list")
+    assert {j["id"] for j in listed} >= {train["id"], job["id"]}
+    table = cli(env, "jobs", "list").stdout
+    assert train["id"] in table and "succeeded" in table
+    # `run` records its job in the same database as the queued ones.
+    ran = cli_json(env, "run", "layers", "--model", train["id"], "--limit", "500", "--test-limit", "500")
+    assert [r["layer"] for r in ran["result"]["rows"]] == ["conv1", "conv2", "conv3"]
+    assert ran["id"] in {j["id"] for j in cli_json(env, "jobs", "list", "--kind", "layers")}
