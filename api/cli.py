@@ -184,9 +184,9 @@ LR = Annotated[float | None, typer.Option("--lr", help="peak learning rate (defa
 Schedule = Annotated[str | None, typer.Option(help="plateau | cosine | warmup_linear | none")]
 Patience = Annotated[int | None, typer.Option(help="early-stopping patience on validation loss; 0: off")]
 NoAug = Annotated[bool, typer.Option("--no-augment", help="turn every augmentation off")]
-ValFrac = Annotated[float, typer.Option(help="stratified validation fraction of the training data")]
+ValFrac = Annotated[float | None, typer.Option(help="stratified validation fraction (default: the preset's)")]
 Limit = Annotated[int | None, typer.Option(help="stratified subset of N training images")]
-CW = Annotated[str, typer.Option(help="balanced | none")]
+CW = Annotated[str | None, typer.Option(help="balanced | none (default: the preset's)")]
 LT = Annotated[float | None, typer.Option("--long-tail", help="CIFAR-10-LT imbalance ratio r")]
 NoMP = Annotated[bool, typer.Option("--no-mixed-precision", help="compute in float32")]
 Seed = Annotated[int, typer.Option(help="seed for splits, initialisation and augmentation")]
@@ -201,8 +201,8 @@ def _register(sub: typer.Typer, mode: str) -> None:
     @sub.command("train")
     def train_cmd(preset: Preset = "seed", dataset: Dataset = "cifar10", epochs: Epochs = None,
                   batch_size: Batch = None, lr: LR = None, schedule: Schedule = None, patience: Patience = None,
-                  no_augment: NoAug = False, val_fraction: ValFrac = 0.1, limit: Limit = None,
-                  class_weight: CW = "balanced", long_tail: LT = None, no_mixed_precision: NoMP = False,
+                  no_augment: NoAug = False, val_fraction: ValFrac = None, limit: Limit = None,
+                  class_weight: CW = None, long_tail: LT = None, no_mixed_precision: NoMP = False,
                   seed: Seed = 0, wait: Wait = False, json_out: Json = False) -> None:
         """Train a model and evaluate it on the test set."""
         params = _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment,
@@ -213,7 +213,7 @@ def _register(sub: typer.Typer, mode: str) -> None:
     def kfold_cmd(folds: Annotated[int, typer.Option(help="K")] = 5, preset: Preset = "seed",
                   dataset: Dataset = "cifar10", epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
                   schedule: Schedule = None, patience: Patience = None, no_augment: NoAug = False,
-                  val_fraction: ValFrac = 0.1, limit: Limit = None, class_weight: CW = "balanced",
+                  val_fraction: ValFrac = None, limit: Limit = None, class_weight: CW = None,
                   long_tail: LT = None, no_mixed_precision: NoMP = False, seed: Seed = 0, wait: Wait = False,
                   json_out: Json = False) -> None:
         """Stratified k-fold over the training data: one job per fold, then mean ± std."""

@@ -26,11 +26,14 @@ def conv_layers(model: keras.Model) -> list[str]:
 
 
 def default_layer(model: keras.Model) -> str:
-    """The preset's chosen Grad-CAM layer when the model names one, else the last convolutional layer."""
-    preferred = [layer.name for layer in model.layers if layer.name.endswith("_gradcam")]
-    if preferred:
-        return preferred[-1]
+    """The Grad-CAM layer its preset chose (models are named after their preset), else the last conv layer."""
+    from ml.models import get_preset, list_presets
+
     names = conv_layers(model)
+    if model.name in list_presets():
+        chosen = get_preset(model.name).gradcam_layer
+        if chosen in names:
+            return chosen
     if not names:
         raise ValueError(f"model {model.name!r} has no convolutional layer")
     return names[-1]

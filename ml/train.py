@@ -39,6 +39,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "schedule": "plateau",  # plateau | cosine | warmup_linear | none
     "warmup_epochs": 0.0,
     "patience": 3,  # early stopping on validation loss; 0 turns it off
+    "val_fraction": 0.1,  # stratified validation split of the training data
+    "class_weight": "balanced",  # balanced | none
     "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0, "translation": 0.1},
     "tta": False,  # test-time flip averaging
 }
@@ -61,9 +63,9 @@ class TrainConfig:
     patience: int | None = None
     augment: dict | None = None
     tta: bool | None = None
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     limit: int | None = None
-    class_weight: str = "balanced"  # balanced | none
+    class_weight: str | None = None
     long_tail_ratio: float | None = None
     mixed_precision: bool = True
     seed: int = 0
@@ -127,12 +129,14 @@ def prepare_data(
     """Train/validation/test arrays; `split` (indices into the training pool) overrides the validation split."""
     data = data or load_dataset(cfg)
     x, y = training_pool(cfg, data)
-    train_idx, val_idx = split if split is not None else stratified_split(y, cfg.val_fraction, cfg.seed)
+    fraction = cfg.recipe()["val_fraction"]
+    train_idx, val_idx = split if split is not None else stratified_split(y, fraction, cfg.seed)
     return PreparedData(
         x[train_idx], y[train_idx], x[val_idx], y[val_idx], data.x_test, data.y_test, data.class_names
     )
 
 
+@keras.saving.register_keras_serializable("convlens")
 class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to the peak, then linear decay to zero."""
 
@@ -236,8 +240,12 @@ def train(
     resume: bool = True,
     data: ImageDataset | None = None,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> dict[str, Any]:
-    """Trains cfg.preset, evaluates it on the test set and writes the model, a result JSON and plots."""
+    """Trains cfg.preset, evaluates it on the test set and writes the model, a result JSON and plots.
+
+    `callbacks` are extra Keras callbacks (benchmarks use them to time accuracy during training).
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,13 +271,15 @@ def train(
         initial_epoch, history = int(state["epoch"]), state["history"]
     else:
         model = preset.build((cfg.image_size, cfg.image_size, 3), n_classes)
+        if preset.init_from_data is not None:
+            preset.init_from_data(model, prep.x_train)
         model.compile(
             optimizer=build_optimizer(recipe, steps),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
             metrics=["accuracy"],
         )
 
-    callbacks: list[keras.callbacks.Callback] = [CheckpointCallback(out_dir, history)]
+    callbacks = [CheckpointCallback(out_dir, history), *(callbacks or [])]
     monitor = "val_loss" if val_ds is not None else "loss"
     if recipe["patience"] and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=int(recipe["patience"]),
@@ -279,7 +289,7 @@ def train(
     if progress is not None:
         callbacks.append(ProgressCallback(progress, int(recipe["epochs"]), steps))
 
-    weights = class_weights(prep.y_train, n_classes, cfg.class_weight)
+    weights = class_weights(prep.y_train, n_classes, recipe["class_weight"])
     fit_start = time.perf_counter()
     if initial_epoch < recipe["epochs"]:
         model.fit(train_ds, validation_data=val_ds, epochs=int(recipe["epochs"]), initial_epoch=initial_epoch,

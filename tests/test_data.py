@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR
 from PIL import Image
 
+from conftest import DATA_DIR
 from ml.data import cifar as C
 from ml.data.folders import load_image_folder
 from ml.data.images import decode_rgb

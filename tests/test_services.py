@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import DATA_DIR
-from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
 from sqlalchemy import func, select
-from test_analysis import make_messy_folder
 
+from conftest import DATA_DIR
 from db.models import Job, Metric, Prediction, TrainedModelRow
 from db.session import session_scope
+from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
+from test_analysis import make_messy_folder
 
 
 @pytest.fixture(scope="module")

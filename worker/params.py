@@ -20,9 +20,9 @@ class TrainParams(_Params):
     schedule: Literal["plateau", "cosine", "warmup_linear", "none"] | None = None
     patience: Annotated[int, Field(ge=0)] | None = None
     augment: bool = True
-    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] | None = None
     limit: Annotated[int, Field(ge=20)] | None = None
-    class_weight: Literal["balanced", "none"] = "balanced"
+    class_weight: Literal["balanced", "none"] | None = None
     long_tail_ratio: Annotated[float, Field(ge=1)] | None = None
     mixed_precision: bool = True
     seed: int = 0

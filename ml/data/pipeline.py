@@ -38,7 +38,9 @@ def augmentation_layers(cfg: AugmentConfig, seed: int) -> keras.Sequential | Non
         layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2))
     if cfg.translation > 0:
         t = cfg.translation
-        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="reflect", seed=seed + 3))
+        # Nearest-neighbour: whole-pixel shifts, no blur.
+        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="reflect", interpolation="nearest",
+                                                     seed=seed + 3))
     return keras.Sequential(layers, name="augment") if layers else None
 
 

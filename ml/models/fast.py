@@ -1,1 +1,82 @@
-"""`fast`: placeholder module, filled in by the fast-preset work."""
+"""`fast`: the most accurate CIFAR-10 model this 2-core CPU trains in ten minutes.
+
+After the fastest published CIFAR-10 recipes (written from scratch here): a frozen 2x2 patch-whitening first
+layer computed from the training images, three conv groups (conv-pool-BN-GELU-conv-BN-GELU) of widths
+64/256/256, BatchNorm without a learned scale, a max-pooled head with scaled logits, label smoothing 0.2,
+Nesterov SGD with large batches and warm-up/linear decay, an EMA of the weights, flip and translate
+augmentation on whole batches, and test-time flip averaging.
+
+Layers are named for the analyses: `whiten`, then `blockN_conv1`/`blockN_conv2`. At 32x32 input block3 works
+at 7x7 and 3x3; Grad-CAM defaults to `block2_conv2` (15x15 -> 7x7 activations) for a map with useful detail.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+from ml.models.registry import Preset, register_preset
+
+WIDTHS = (64, 256, 256)
+
+
+def build_fast(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10,
+               widths: tuple[int, int, int] = WIDTHS) -> keras.Model:
+    inputs = keras.Input(input_shape, name="image")
+    # 2x2 patches projected on their whitened principal components (and their negatives); set from data.
+    x = layers.Conv2D(24, 2, padding="valid", trainable=False, name="whiten")(inputs)
+    x = layers.Activation("gelu", name="whiten_gelu")(x)
+    for i, width in enumerate(widths, start=1):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
+        x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+        x = layers.BatchNormalization(scale=False, momentum=0.9, name=f"block{i}_bn1")(x)
+        x = layers.Activation("gelu", name=f"block{i}_gelu1")(x)
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
+        x = layers.BatchNormalization(scale=False, momentum=0.9, name=f"block{i}_bn2")(x)
+        x = layers.Activation("gelu", name=f"block{i}_gelu2")(x)
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Rescaling(1 / 9, name="logit_scale")(x)  # scaled logits, as in the fast recipes
+    outputs = layers.Dense(num_classes, activation="softmax", use_bias=False, dtype="float32", name="output")(x)
+    return keras.Model(inputs, outputs, name="fast")
+
+
+def init_whitening(model: keras.Model, x_train: np.ndarray, n: int = 2000, eps: float = 5e-4) -> None:
+    """Sets the frozen `whiten` layer from the eigenvectors of the 2x2x3 patch covariance of training images."""
+    rng = np.random.default_rng(0)
+    sample = x_train[rng.choice(len(x_train), min(n, len(x_train)), replace=False)].astype(np.float32) / 255.0
+    patches = np.lib.stride_tricks.sliding_window_view(sample, (2, 2, 3), axis=(1, 2, 3)).reshape(-1, 12)
+    mean = patches.mean(0)
+    eigval, eigvec = np.linalg.eigh(np.cov(patches - mean, rowvar=False))
+    filters = eigvec / np.sqrt(eigval + eps)  # (12, 12): column k whitens component k
+    filters = np.concatenate([filters, -filters], axis=1)  # (12, 24)
+    kernel = filters.reshape(2, 2, 3, 24)
+    model.get_layer("whiten").set_weights([kernel.astype(np.float32), (-(mean @ filters)).astype(np.float32)])
+
+
+FAST = register_preset(
+    Preset(
+        name="fast",
+        build=build_fast,
+        description="Whitened 64/256/256 conv net, Nesterov SGD, label smoothing, EMA, flip TTA (10 CPU minutes).",
+        recipe={
+            "epochs": 10,
+            "batch_size": 512,
+            "learning_rate": 0.4,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "label_smoothing": 0.2,
+            "ema": True,
+            "schedule": "warmup_linear",
+            "warmup_epochs": 1.0,
+            "patience": 0,
+            "val_fraction": 0.02,
+            "class_weight": "none",
+            "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0, "translation": 2 / 32},
+            "tta": True,
+        },
+        gradcam_layer="block2_conv2",
+        init_from_data=init_whitening,
+    )
+)

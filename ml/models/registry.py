@@ -18,8 +18,8 @@ class Preset:
     recipe: dict[str, Any] = field(default_factory=dict)
     # The convolutional layer Grad-CAM uses by default (None: the last conv layer).
     gradcam_layer: str | None = None
-    # A custom training loop, for recipes Keras' fit() cannot express; None: ml.train's fit() path.
-    trainer: Callable[..., Any] | None = None
+    # Sets data-dependent weights (e.g. a whitening layer) on a freshly built model from uint8 training images.
+    init_from_data: Callable[[keras.Model, Any], None] | None = None
 
 
 _PRESETS: dict[str, Preset] = {}
