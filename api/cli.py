@@ -169,8 +169,9 @@ def show_job(job: dict) -> None:
 
 
 def _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment, val_fraction, limit,
-                  class_weight, long_tail, no_mixed_precision, seed) -> dict:
-    return {"preset": preset, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
+                  class_weight, long_tail, no_mixed_precision, seed, flip, rotation, zoom, translation) -> dict:
+    return {"flip": flip, "rotation": rotation, "zoom": zoom, "translation": translation,
+            "preset": preset, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "schedule": schedule, "patience": patience, "augment": not no_augment,
             "val_fraction": val_fraction, "limit": limit, "class_weight": class_weight,
             "long_tail_ratio": long_tail, "mixed_precision": not no_mixed_precision, "seed": seed}
@@ -184,6 +185,10 @@ LR = Annotated[float | None, typer.Option("--lr", help="peak learning rate (defa
 Schedule = Annotated[str | None, typer.Option(help="plateau | cosine | warmup_linear | none")]
 Patience = Annotated[int | None, typer.Option(help="early-stopping patience on validation loss; 0: off")]
 NoAug = Annotated[bool, typer.Option("--no-augment", help="turn every augmentation off")]
+Flip = Annotated[bool | None, typer.Option("--flip/--no-flip", help="random horizontal flips")]
+Rot = Annotated[float | None, typer.Option(help="random rotation, fraction of a full turn (e.g. 0.05)")]
+Zoom = Annotated[float | None, typer.Option(help="random zoom, fraction of the side (e.g. 0.1)")]
+Shift = Annotated[float | None, typer.Option(help="random translation, fraction of the side (e.g. 0.1)")]
 ValFrac = Annotated[float | None, typer.Option(help="stratified validation fraction (default: the preset's)")]
 Limit = Annotated[int | None, typer.Option(help="stratified subset of N training images")]
 CW = Annotated[str | None, typer.Option(help="balanced | none (default: the preset's)")]
@@ -203,10 +208,12 @@ def _register(sub: typer.Typer, mode: str) -> None:
                   batch_size: Batch = None, lr: LR = None, schedule: Schedule = None, patience: Patience = None,
                   no_augment: NoAug = False, val_fraction: ValFrac = None, limit: Limit = None,
                   class_weight: CW = None, long_tail: LT = None, no_mixed_precision: NoMP = False,
-                  seed: Seed = 0, wait: Wait = False, json_out: Json = False) -> None:
+                  seed: Seed = 0, flip: Flip = None, rotation: Rot = None, zoom: Zoom = None,
+                  translation: Shift = None, wait: Wait = False, json_out: Json = False) -> None:
         """Train a model and evaluate it on the test set."""
         params = _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment,
-                               val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed)
+                               val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed,
+                               flip, rotation, zoom, translation)
         execute("train", params, mode, wait or not waits, json_out)
 
     @sub.command("kfold")
@@ -214,11 +221,13 @@ def _register(sub: typer.Typer, mode: str) -> None:
                   dataset: Dataset = "cifar10", epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
                   schedule: Schedule = None, patience: Patience = None, no_augment: NoAug = False,
                   val_fraction: ValFrac = None, limit: Limit = None, class_weight: CW = None,
-                  long_tail: LT = None, no_mixed_precision: NoMP = False, seed: Seed = 0, wait: Wait = False,
+                  long_tail: LT = None, no_mixed_precision: NoMP = False, seed: Seed = 0, flip: Flip = None,
+                  rotation: Rot = None, zoom: Zoom = None, translation: Shift = None, wait: Wait = False,
                   json_out: Json = False) -> None:
         """Stratified k-fold over the training data: one job per fold, then mean ± std."""
         params = _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment,
-                               val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed)
+                               val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed,
+                               flip, rotation, zoom, translation)
         execute("kfold", {**params, "folds": folds}, mode, wait or not waits, json_out)
 
     @sub.command("layers")

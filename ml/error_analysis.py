@@ -23,10 +23,12 @@ def confused_pairs(confusion: list[list[int]], class_names: list[str], top: int 
 
 
 def highest_loss_gallery(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: list[str], path: Path, n: int = 24
+    model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: list[str], path: Path, n: int = 24,
+    probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The n test images with the highest cross-entropy, with true/predicted labels and Grad-CAM overlays."""
-    probs = predict_probs(model, x)
+    if probs is None:
+        probs = predict_probs(model, x)
     loss = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))
     worst = np.argsort(-loss)[:n]
     images = x[worst]

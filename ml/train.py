@@ -87,7 +87,8 @@ class TrainConfig:
         for key in RECIPE_DEFAULTS:
             value = getattr(self, key)
             if value is not None:
-                merged[key] = value
+                # A partial augment dict changes only the transforms it names.
+                merged[key] = {**merged["augment"], **value} if key == "augment" else value
         return merged
 
 
@@ -315,6 +316,11 @@ def train(
         )
 
     model_path = save_trained(model, out_dir / "model.keras", prep.class_names, thresholds, cfg.preset)
+    from ml.error_analysis import confused_pairs, highest_loss_gallery
+
+    errors = {"confused_pairs": confused_pairs(metrics["test"]["confusion_matrix"], prep.class_names),
+              **highest_loss_gallery(model, prep.x_test, prep.y_test, prep.class_names, out_dir / "errors.png",
+                                     probs=test_probs)}
     val_losses = history.get("val_loss", [])
     result: dict[str, Any] = {
         "preset": cfg.preset,
@@ -329,6 +335,7 @@ def train(
         "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
         "thresholds": thresholds,
         "metrics": metrics,
+        "errors": errors,
         "timings": {"fit_s": round(fit_s, 2), "total_s": round(time.perf_counter() - started, 2)},
         "paths": {
             "model": str(model_path),
@@ -336,6 +343,7 @@ def train(
             "history_plot": str(plots.plot_history(history, out_dir / "history.png")),
             "confusion_plot": str(plots.plot_confusion(metrics["test"]["confusion_matrix"], prep.class_names,
                                                        out_dir / "confusion.png")),
+            "error_gallery": errors["gallery"],
         },
     }
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))

@@ -218,6 +218,18 @@ def _children(s, job_id: str) -> list[Job]:
     return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part)))
 
 
+def _ready_to_aggregate(s, job_id: str, what: str) -> tuple[Job | None, list[Job]]:
+    """The parent and its children when every child succeeded; (None, []) when the parent already ended."""
+    job = s.get(Job, job_id)
+    if job is None or job.status in FINISHED:
+        return None, []
+    children = _children(s, job_id)
+    missing = [c.part for c in children if c.status != "succeeded"]
+    if missing:
+        raise JobError(f"{what} {missing} did not succeed")
+    return job, children
+
+
 @guarded
 def plan_kfold(job_id: str, hostname: str | None = None) -> list[str]:
     """Creates one child job per fold (once: a redelivery reuses them) and returns their ids."""
@@ -266,13 +278,9 @@ def aggregate_kfold(job_id: str, hostname: str | None = None) -> dict | None:
     from ml.kfold import aggregate_folds
 
     with session_scope() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status in FINISHED:
+        job, children = _ready_to_aggregate(s, job_id, "folds")
+        if job is None:
             return None
-        children = _children(s, job_id)
-        missing = [c.part for c in children if c.status != "succeeded"]
-        if missing:
-            raise JobError(f"folds {missing} did not succeed")
         agg = aggregate_folds([c.result for c in children])
         _replace(s, Metric, job_id, "fold", None)
         for name, stats in agg["metrics"].items():
@@ -381,13 +389,9 @@ def run_classify_shard(child_id: str, hostname: str | None = None) -> dict | Non
 @guarded
 def aggregate_classify(job_id: str, hostname: str | None = None) -> dict | None:
     with session_scope() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status in FINISHED:
+        job, children = _ready_to_aggregate(s, job_id, "shards")
+        if job is None:
             return None
-        children = _children(s, job_id)
-        missing = [c.part for c in children if c.status != "succeeded"]
-        if missing:
-            raise JobError(f"shards {missing} did not succeed")
         preds = list(s.scalars(select(Prediction).where(Prediction.job_id == job_id)))
         counts: dict[str, int] = {}
         for pr in preds:

@@ -19,7 +19,11 @@ class TrainParams(_Params):
     learning_rate: Annotated[float, Field(gt=0, le=10)] | None = None
     schedule: Literal["plateau", "cosine", "warmup_linear", "none"] | None = None
     patience: Annotated[int, Field(ge=0)] | None = None
-    augment: bool = True
+    augment: bool = Field(True, description="False turns every augmentation off")
+    flip: bool | None = None
+    rotation: Annotated[float, Field(ge=0, le=0.5)] | None = None
+    zoom: Annotated[float, Field(ge=0, lt=1)] | None = None
+    translation: Annotated[float, Field(ge=0, lt=0.5)] | None = None
     val_fraction: Annotated[float, Field(ge=0, lt=1)] | None = None
     limit: Annotated[int, Field(ge=20)] | None = None
     class_weight: Literal["balanced", "none"] | None = None
@@ -29,9 +33,12 @@ class TrainParams(_Params):
 
     def train_config(self) -> dict:
         """Keyword arguments for ml.train.TrainConfig (no augmentation: every transform off)."""
-        cfg = self.model_dump(exclude={"augment", "folds"}, exclude_none=True)
+        transforms = ("flip", "rotation", "zoom", "translation")
+        cfg = self.model_dump(exclude={"augment", "folds", *transforms}, exclude_none=True)
         if not self.augment:
             cfg["augment"] = {"flip": False, "rotation": 0.0, "zoom": 0.0, "translation": 0.0}
+        elif any(getattr(self, t) is not None for t in transforms):
+            cfg["augment"] = {t: getattr(self, t) for t in transforms if getattr(self, t) is not None}
         return cfg
 
 

@@ -31,16 +31,17 @@ class AugmentConfig:
 def augmentation_layers(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
     layers: list[keras.layers.Layer] = []
     if cfg.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"))
     if cfg.rotation > 0:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1))
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
     if cfg.zoom > 0:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2))
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2, dtype="float32"))
     if cfg.translation > 0:
         t = cfg.translation
         # Nearest-neighbour: whole-pixel shifts, no blur.
         layers.append(keras.layers.RandomTranslation(t, t, fill_mode="reflect", interpolation="nearest",
-                                                     seed=seed + 3))
+                                                     seed=seed + 3, dtype="float32"))
+    # float32 whatever the global mixed-precision policy: the model casts its own inputs.
     return keras.Sequential(layers, name="augment") if layers else None
 
 
