@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = (ROOT.parent / "shared" / "datasets").resolve()
-os.environ.setdefault("CONVLENS_DATA_DIR", str(SHARED))
+os.environ["CONVLENS_DATA_DIR"] = os.environ.get("CONVLENS_DATA_DIR") or str(SHARED)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DATA_DIR = Path(os.environ["CONVLENS_DATA_DIR"])
 
