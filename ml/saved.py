@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+import ml.models  # noqa: F401  registers the custom layers that saved models refer to
 from ml.errors import ConvlensError
 
 

@@ -62,3 +62,24 @@ def test_gradcam_and_probes_on_fast(fast_run, cifar):
     assert cams.shape == (8, 32, 32)
     result = layer_probes(model, cifar, layers=["block1_conv2", "block3_conv2"], train_limit=1000, test_limit=500)
     assert [r["layer"] for r in result["rows"]] == ["block1_conv2", "block3_conv2"]
+
+
+def test_fast_model_loads_in_a_fresh_process(fast_run):
+    """A new process (float32 global policy, nothing imported yet) loads and runs the saved fast model."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from ml.saved import load_trained; "
+            f"t = load_trained({fast_run['paths']['model']!r}); "
+            "print(t.model.predict(np.zeros((2, 32, 32, 3), 'float32'), verbose=0).shape)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(2, 10)" in proc.stdout
+
+
+def test_fast_kfold_on_a_small_subset(tmp_path, cifar):
+    from ml.kfold import run_fold
+
+    cfg = TrainConfig(preset="fast", limit=600, epochs=1, batch_size=64, learning_rate=0.1)
+    result = run_fold(cfg, 2, 1, tmp_path, data=cifar)
+    assert result["n_test"] == 300 and result["n_val"] >= 10

@@ -11,7 +11,9 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     idx = np.arange(len(y))
     if fraction <= 0:
         return idx, idx[:0]
-    keep, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
+    # At least one image per class is held out, or stratification is impossible on small subsets.
+    n_held = max(int(round(fraction * len(y))), len(np.unique(y)))
+    keep, held = train_test_split(idx, test_size=n_held, stratify=y, random_state=seed)
     return np.sort(keep), np.sort(held)
 
 

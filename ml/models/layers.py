@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras.src.backend.common.variables import AutocastScope
 
 
 @keras.saving.register_keras_serializable("convlens")
@@ -30,16 +31,21 @@ class FusedBatchNorm(keras.layers.Layer):
         return input_shape
 
     def call(self, x, training: bool = False):
-        gamma = tf.ones_like(self.beta)
+        # An enclosing model may have opened a bf16 autocast scope; the kernel needs float32 statistics.
+        with AutocastScope(None):
+            beta = tf.convert_to_tensor(self.beta)
+            moving_mean = tf.convert_to_tensor(self.moving_mean)
+            moving_variance = tf.convert_to_tensor(self.moving_variance)
+        gamma = tf.ones_like(beta)
         if training:
             y, mean, var, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=self.beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
+                x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
                 epsilon=self.epsilon, exponential_avg_factor=1.0, is_training=True)
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + var * (1 - self.momentum))
             return y
         y, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
+            x=x, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
             epsilon=self.epsilon, is_training=False)
         return y
 
