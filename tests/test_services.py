@@ -96,8 +96,6 @@ def test_classify_folder_with_bad_files(cluster):
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     assert sorted(paths) == files  # every file exactly once
     assert {Path(p).name for p in errors} == bad
-
-
     out = cli(cluster["env"], "results", "predictions", job["id"], "--misclassified", "--format", "csv").stdout
     assert all(line.split(",")[1] != line.split(",")[4] for line in out.splitlines()[1:] if line)
 

@@ -41,8 +41,9 @@ class FusedBatchNorm(keras.layers.Layer):
             y, mean, var, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
                 epsilon=self.epsilon, exponential_avg_factor=1.0, is_training=True)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + var * (1 - self.momentum))
+            # Update from the float32 reads above: reading the variables here would see bf16-rounded values.
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + var * (1 - self.momentum))
             return y
         y, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
