@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from ml import plots, precision, settings
@@ -35,14 +36,14 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "label_smoothing": 0.0,
-    "ema": False,
+    "lookahead": False,  # weight averaging of all float weights (BN statistics too), see Lookahead
     "schedule": "plateau",  # plateau | cosine | warmup_linear | none
     "warmup_epochs": 0.0,
     "patience": 3,  # early stopping on validation loss; 0 turns it off
     "val_fraction": 0.1,  # stratified validation split of the training data
     "class_weight": "balanced",  # balanced | none
     "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0, "translation": 0.1},
-    "tta": False,  # test-time flip averaging
+    "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip and 1-pixel shifts
 }
 
 
@@ -57,12 +58,12 @@ class TrainConfig:
     momentum: float | None = None
     weight_decay: float | None = None
     label_smoothing: float | None = None
-    ema: bool | None = None
+    lookahead: bool | None = None
     schedule: str | None = None
     warmup_epochs: float | None = None
     patience: int | None = None
     augment: dict | None = None
-    tta: bool | None = None
+    tta: int | None = None
     val_fraction: float | None = None
     limit: int | None = None
     class_weight: str | None = None
@@ -161,7 +162,7 @@ def build_optimizer(recipe: dict[str, Any], steps_per_epoch: int) -> keras.optim
         lr = keras.optimizers.schedules.CosineDecay(lr, total)
     elif recipe["schedule"] == "warmup_linear":
         lr = WarmupLinear(lr, int(recipe["warmup_epochs"] * steps_per_epoch), total)
-    common = {"learning_rate": lr, "use_ema": bool(recipe["ema"])}
+    common: dict[str, Any] = {"learning_rate": lr}
     if recipe["weight_decay"]:
         common["weight_decay"] = recipe["weight_decay"]
     if recipe["optimizer"] == "sgd":
@@ -208,17 +209,61 @@ class CheckpointCallback(keras.callbacks.Callback):
         atomic_write_text(self.state_path, json.dumps({"epoch": epoch + 1, "history": self.history}))
 
 
+class Lookahead(keras.callbacks.Callback):
+    """Every `every` steps, moves an average of the weights towards the live ones and resets them to it.
+
+    The average covers every float weight, BatchNorm statistics included, so the averaged model evaluates
+    consistently (Keras' optimizer EMA averages trainable weights only). Its decay ramps from 0 (plain
+    training) to `decay ** every` at the end, as cubic in progress; training ends on the average.
+    """
+
+    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95) -> None:
+        super().__init__()
+        self.total, self.every, self.decay = max(1, total_steps), every, decay
+        self.step = 0
+        self.average: list = []
+
+    def on_train_begin(self, logs=None):
+        self.average = [keras.Variable(w, trainable=False) for w in self.model.weights]
+
+    def _update(self, decay: float) -> None:
+        for avg, w in zip(self.average, self.model.weights, strict=True):
+            avg.assign(avg + (1.0 - decay) * (w - avg))
+            w.assign(avg)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            self._update(self.decay ** self.every * min(1.0, self.step / self.total) ** 3)
+
+    def on_train_end(self, logs=None):
+        self._update(1.0)
+
+
 def _floats(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 
 
-def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
-    """Softmax probabilities for uint8 images; with tta, averaged with the horizontally flipped images."""
+def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: int = 0) -> np.ndarray:
+    """Softmax probabilities for uint8 images.
+
+    tta 1 averages them with the mirrored images'; tta 2 also averages (at half weight in all) the four
+    views shifted one pixel diagonally either way, mirrored or not, with reflected borders.
+    """
     ds = make_dataset(x, None, 0, batch_size)
-    probs = model.predict(ds, verbose=0).astype(np.float32)
-    if tta:
-        flipped = model.predict(ds.map(lambda b: b[:, :, ::-1, :]), verbose=0).astype(np.float32)
-        probs = (probs + flipped) / 2
+
+    def mirrored(view: tf.data.Dataset) -> np.ndarray:
+        probs = model.predict(view, verbose=0).astype(np.float32)
+        if tta >= 1:
+            probs = (probs + model.predict(view.map(lambda b: b[:, :, ::-1, :]), verbose=0).astype(np.float32)) / 2
+        return probs
+
+    probs = mirrored(ds)
+    h, w = x.shape[1:3]
+    if tta >= 2:
+        padded = ds.map(lambda b: tf.pad(b, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"))
+        shifted = [mirrored(padded.map(lambda b, o=o: b[:, o:o + h, o:o + w, :])) for o in (0, 2)]
+        probs = (probs + (shifted[0] + shifted[1]) / 2) / 2
     return probs
 
 
@@ -287,6 +332,8 @@ def train(
                                                        restore_best_weights=True))
     if recipe["schedule"] == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=1, min_lr=1e-5))
+    if recipe["lookahead"]:
+        callbacks.append(Lookahead(steps * (int(recipe["epochs"]) - initial_epoch)))
     if progress is not None:
         callbacks.append(ProgressCallback(progress, int(recipe["epochs"]), steps))
 
@@ -295,13 +342,11 @@ def train(
     if initial_epoch < recipe["epochs"]:
         model.fit(train_ds, validation_data=val_ds, epochs=int(recipe["epochs"]), initial_epoch=initial_epoch,
                   class_weight=weights, callbacks=callbacks, verbose=0)
-    if recipe["ema"]:
-        model.optimizer.finalize_variable_values(model.trainable_variables)
     fit_s = time.perf_counter() - fit_start
 
     if progress is not None:
         progress({"stage": "evaluate"})
-    tta = bool(recipe["tta"])
+    tta = int(recipe["tta"])
     test_probs = predict_probs(model, prep.x_test, tta=tta)
     test_pred = test_probs.argmax(1)
     metrics = {"test": classification_metrics(prep.y_test, test_pred, prep.class_names, test_probs)}

@@ -47,7 +47,7 @@ def test_short_run_learns_and_reloads(fast_run, cifar):
     loss = fast_run["history"]["loss"]
     assert loss[-1] < loss[0]
     assert fast_run["metrics"]["test"]["accuracy"] > 0.2
-    assert fast_run["recipe"]["optimizer"] == "sgd" and fast_run["recipe"]["tta"] is True
+    assert fast_run["recipe"]["optimizer"] == "sgd" and fast_run["recipe"]["tta"] == 2
     trained = load_trained(fast_run["paths"]["model"])
     assert trained.preset == "fast"
     x = cifar.x_test[:64]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src.backend.common.variables import AutocastScope
 
@@ -15,9 +16,11 @@ class FusedBatchNorm(keras.layers.Layer):
     the fused kernel takes bf16 activations with float32 statistics and costs almost nothing.
     """
 
-    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs) -> None:
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, bias_scale: float = 1.0, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)  # statistics and shift stay float32
-        self.momentum, self.epsilon = momentum, epsilon
+        # The shift is stored divided by bias_scale: SGD then moves it bias_scale**2 times faster than the
+        # conv weights (a per-parameter learning rate without a custom optimizer).
+        self.momentum, self.epsilon, self.bias_scale = momentum, epsilon, bias_scale
 
     def build(self, input_shape) -> None:
         channels = input_shape[-1]
@@ -33,7 +36,7 @@ class FusedBatchNorm(keras.layers.Layer):
     def call(self, x, training: bool = False):
         # An enclosing model may have opened a bf16 autocast scope; the kernel needs float32 statistics.
         with AutocastScope(None):
-            beta = tf.convert_to_tensor(self.beta)
+            beta = tf.convert_to_tensor(self.beta) * self.bias_scale
             moving_mean = tf.convert_to_tensor(self.moving_mean)
             moving_variance = tf.convert_to_tensor(self.moving_variance)
         gamma = tf.ones_like(beta)
@@ -51,4 +54,21 @@ class FusedBatchNorm(keras.layers.Layer):
         return y
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
+                "bias_scale": self.bias_scale}
+
+
+@keras.saving.register_keras_serializable("convlens")
+class PartialIdentity(keras.initializers.Initializer):
+    """Glorot-uniform conv kernels whose first min(in, out) filters pass their input channel through unchanged.
+
+    The identity start lets a freshly built deep net train at a large learning rate from the first step.
+    """
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, cin, cout = shape
+        kernel = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()(shape, dtype="float32"))
+        n = min(cin, cout)
+        kernel[:, :, :, :n] = 0.0
+        kernel[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1.0
+        return keras.ops.convert_to_tensor(kernel, dtype=dtype)
