@@ -169,8 +169,9 @@ def show_job(job: dict) -> None:
 
 
 def _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment, val_fraction, limit,
-                  class_weight, long_tail, no_mixed_precision, seed, flip, rotation, zoom, translation) -> dict:
-    return {"flip": flip, "rotation": rotation, "zoom": zoom, "translation": translation,
+                  class_weight, long_tail, no_mixed_precision, seed, flip, rotation, zoom, translation,
+                  time_budget) -> dict:
+    return {"time_budget_s": time_budget, "flip": flip, "rotation": rotation, "zoom": zoom, "translation": translation,
             "preset": preset, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "schedule": schedule, "patience": patience, "augment": not no_augment,
             "val_fraction": val_fraction, "limit": limit, "class_weight": class_weight,
@@ -184,6 +185,8 @@ Batch = Annotated[int | None, typer.Option(help="batch size (default: the preset
 LR = Annotated[float | None, typer.Option("--lr", help="peak learning rate (default: the preset's)")]
 Schedule = Annotated[str | None, typer.Option(help="plateau | cosine | warmup_linear | none")]
 Patience = Annotated[int | None, typer.Option(help="early-stopping patience on validation loss; 0: off")]
+Budget = Annotated[float | None, typer.Option(
+    help="seconds for training plus evaluation; the schedule follows the clock (default: the preset's)")]
 NoAug = Annotated[bool, typer.Option("--no-augment", help="turn every augmentation off")]
 Flip = Annotated[bool | None, typer.Option("--flip/--no-flip", help="random horizontal flips")]
 Rot = Annotated[float | None, typer.Option(help="random rotation, fraction of a full turn (e.g. 0.05)")]
@@ -209,11 +212,12 @@ def _register(sub: typer.Typer, mode: str) -> None:
                   no_augment: NoAug = False, val_fraction: ValFrac = None, limit: Limit = None,
                   class_weight: CW = None, long_tail: LT = None, no_mixed_precision: NoMP = False,
                   seed: Seed = 0, flip: Flip = None, rotation: Rot = None, zoom: Zoom = None,
-                  translation: Shift = None, wait: Wait = False, json_out: Json = False) -> None:
+                  translation: Shift = None, time_budget: Budget = None, wait: Wait = False,
+                  json_out: Json = False) -> None:
         """Train a model and evaluate it on the test set."""
         params = _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment,
                                val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed,
-                               flip, rotation, zoom, translation)
+                               flip, rotation, zoom, translation, time_budget)
         execute("train", params, mode, wait or not waits, json_out)
 
     @sub.command("kfold")
@@ -222,12 +226,12 @@ def _register(sub: typer.Typer, mode: str) -> None:
                   schedule: Schedule = None, patience: Patience = None, no_augment: NoAug = False,
                   val_fraction: ValFrac = None, limit: Limit = None, class_weight: CW = None,
                   long_tail: LT = None, no_mixed_precision: NoMP = False, seed: Seed = 0, flip: Flip = None,
-                  rotation: Rot = None, zoom: Zoom = None, translation: Shift = None, wait: Wait = False,
-                  json_out: Json = False) -> None:
+                  rotation: Rot = None, zoom: Zoom = None, translation: Shift = None,
+                  time_budget: Budget = None, wait: Wait = False, json_out: Json = False) -> None:
         """Stratified k-fold over the training data: one job per fold, then mean ± std."""
         params = _train_params(preset, dataset, epochs, batch_size, lr, schedule, patience, no_augment,
                                val_fraction, limit, class_weight, long_tail, no_mixed_precision, seed,
-                               flip, rotation, zoom, translation)
+                               flip, rotation, zoom, translation, time_budget)
         execute("kfold", {**params, "folds": folds}, mode, wait or not waits, json_out)
 
     @sub.command("layers")

@@ -19,7 +19,8 @@ def describe(progress: dict | None) -> str:
     if "epoch" in p:
         m = p.get("metrics") or {}
         extra = " ".join(f"{k}={v:.3f}" for k, v in m.items() if k in ("loss", "accuracy", "val_accuracy"))
-        return f"epoch {p['epoch']}/{p.get('epochs', '?')} step {p.get('step', 0)}/{p.get('steps', '?')} {extra}"
+        done = f" ({p['fraction']:.0%})" if "fraction" in p else ""
+        return f"epoch {p['epoch']}/{p.get('epochs', '?')} step {p.get('step', 0)}/{p.get('steps', '?')}{done} {extra}"
     if "done" in p:
         return f"{p.get('stage', '')} {p['done']}/{p.get('total', '?')}"
     return str(p.get("stage", ""))

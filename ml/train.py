@@ -38,7 +38,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "lookahead": False,  # weight averaging of all float weights (BN statistics too), see Lookahead
     "schedule": "plateau",  # plateau | cosine | warmup_linear | none
-    "warmup_epochs": 0.0,
+    "warmup_fraction": 0.0,  # of training, for warmup_linear
+    "time_budget_s": None,  # wall-clock seconds for training plus evaluation; see TrainingClock
     "patience": 3,  # early stopping on validation loss; 0 turns it off
     "val_fraction": 0.1,  # stratified validation split of the training data
     "class_weight": "balanced",  # balanced | none
@@ -60,7 +61,8 @@ class TrainConfig:
     label_smoothing: float | None = None
     lookahead: bool | None = None
     schedule: str | None = None
-    warmup_epochs: float | None = None
+    warmup_fraction: float | None = None
+    time_budget_s: float | None = None
     patience: int | None = None
     augment: dict | None = None
     tta: int | None = None
@@ -138,30 +140,11 @@ def prepare_data(
     )
 
 
-@keras.saving.register_keras_serializable("convlens")
-class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to the peak, then linear decay to zero."""
-
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
-        self.peak, self.warmup_steps, self.total_steps = peak, max(1, warmup_steps), max(2, total_steps)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        up = step / self.warmup_steps
-        down = (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps)
-        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
-
-    def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
-
-
 def build_optimizer(recipe: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    total = steps_per_epoch * recipe["epochs"]
+    """The optimizer; a warmup_linear learning rate is set step by step by TrainingClock."""
     lr: Any = recipe["learning_rate"]
     if recipe["schedule"] == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, total)
-    elif recipe["schedule"] == "warmup_linear":
-        lr = WarmupLinear(lr, int(recipe["warmup_epochs"] * steps_per_epoch), total)
+        lr = keras.optimizers.schedules.CosineDecay(lr, steps_per_epoch * recipe["epochs"])
     common: dict[str, Any] = {"learning_rate": lr}
     if recipe["weight_decay"]:
         common["weight_decay"] = recipe["weight_decay"]
@@ -175,9 +158,9 @@ def build_optimizer(recipe: dict[str, Any], steps_per_epoch: int) -> keras.optim
 class ProgressCallback(keras.callbacks.Callback):
     """Forwards (epoch, step, metrics) to a plain function; raising from it stops training."""
 
-    def __init__(self, fn: ProgressFn, epochs: int, steps: int, every: int = 20) -> None:
+    def __init__(self, fn: ProgressFn, epochs: int, steps: int, clock: TrainingClock, every: int = 20) -> None:
         super().__init__()
-        self.fn, self.epochs, self.steps, self.every = fn, epochs, steps, every
+        self.fn, self.epochs, self.steps, self.clock, self.every = fn, epochs, steps, clock, every
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -185,28 +168,87 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if batch % self.every == 0:
-            self.fn({"stage": "train", "epoch": self.epoch + 1, "epochs": self.epochs,
-                     "step": batch + 1, "steps": self.steps, "metrics": _floats(logs)})
+            self.fn({"stage": "train", "epoch": self.epoch + 1, "epochs": self.epochs, "step": batch + 1,
+                     "steps": self.steps, "fraction": round(self.clock.progress(), 4), "metrics": _floats(logs)})
 
     def on_epoch_end(self, epoch, logs=None):
-        self.fn({"stage": "epoch", "epoch": epoch + 1, "epochs": self.epochs,
-                 "step": self.steps, "steps": self.steps, "metrics": _floats(logs)})
+        self.fn({"stage": "epoch", "epoch": epoch + 1, "epochs": self.epochs, "step": self.steps,
+                 "steps": self.steps, "fraction": round(self.clock.progress(), 4), "metrics": _floats(logs)})
 
 
 class CheckpointCallback(keras.callbacks.Callback):
     """Each epoch: the model (with optimizer state) and the history so far, both written atomically."""
 
-    def __init__(self, out_dir: Path, history: dict[str, list[float]]) -> None:
+    def __init__(self, out_dir: Path, history: dict[str, list[float]], clock: TrainingClock) -> None:
         super().__init__()
         self.model_path = out_dir / "checkpoint.keras"
         self.state_path = out_dir / "checkpoint.json"
-        self.history = history
+        self.history, self.clock = history, clock
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in _floats(logs).items():
             self.history.setdefault(key, []).append(value)
         atomic_save_model(self.model, self.model_path)
-        atomic_write_text(self.state_path, json.dumps({"epoch": epoch + 1, "history": self.history}))
+        atomic_write_text(self.state_path, json.dumps({"epoch": epoch + 1, "history": self.history,
+                                                       "spent_s": self.clock.spent_s_now()}))
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Progress through training in [0, 1]: by steps, or under a time budget by the wall clock if further.
+
+    A budget covers training plus evaluation, so training stops when what is left would only just pay for
+    the evaluation: `eval_images` forward passes, estimated at 4x the measured training rate (a forward
+    pass is about a third of a training step), plus a margin for saving and plots. `spent_s` is the time
+    already used (data loading, an earlier run that was resumed). With `peak_lr`, it also sets the
+    learning rate: linear warm-up over `warmup_fraction` of the progress, then linear decay to zero.
+    """
+
+    def __init__(self, total_steps: int, batch_size: int, budget_s: float | None = None, spent_s: float = 0.0,
+                 eval_images: int = 0, peak_lr: float | None = None, warmup_fraction: float = 0.0,
+                 margin_s: float = 15.0) -> None:
+        super().__init__()
+        self.total, self.batch_size = max(1, total_steps), batch_size
+        self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
+        self.peak_lr, self.warmup = peak_lr, warmup_fraction
+        self.steps = self.run_steps = 0  # all steps (a resumed run starts past 0), this run's steps
+        self.started = self.rate_from = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.started = self.rate_from = time.perf_counter()
+
+    def train_seconds(self) -> float | None:
+        """Seconds of training the budget allows, given the training rate measured so far."""
+        if self.budget_s is None:
+            return None
+        timed_steps = self.run_steps - 1  # the first step includes graph tracing
+        elapsed = time.perf_counter() - self.rate_from
+        rate = timed_steps * self.batch_size / elapsed if timed_steps > 0 and elapsed > 0 else None
+        eval_s = self.eval_images / (4 * rate) if rate else 0.0
+        return max(1.0, self.budget_s - self.spent_s - eval_s - self.margin_s)
+
+    def spent_s_now(self) -> float:
+        """Budget used so far: before this run's training, plus its training."""
+        return self.spent_s + time.perf_counter() - self.started
+
+    def progress(self) -> float:
+        by_steps = self.steps / self.total
+        allowed = self.train_seconds()
+        by_time = (time.perf_counter() - self.started) / allowed if allowed else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.peak_lr is not None:
+            p = self.progress()
+            up = p / self.warmup if self.warmup > 0 else 1.0
+            self.model.optimizer.learning_rate = self.peak_lr * max(0.0, min(up, (1 - p) / (1 - self.warmup)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self.run_steps += 1
+        if self.run_steps == 1:
+            self.rate_from = time.perf_counter()
+        if self.budget_s is not None and self.progress() >= 1.0:
+            self.model.stop_training = True
 
 
 class Lookahead(keras.callbacks.Callback):
@@ -214,12 +256,12 @@ class Lookahead(keras.callbacks.Callback):
 
     The average covers every float weight, BatchNorm statistics included, so the averaged model evaluates
     consistently (Keras' optimizer EMA averages trainable weights only). Its decay ramps from 0 (plain
-    training) to `decay ** every` at the end, as cubic in progress; training ends on the average.
+    training) to `decay ** every` at the end, cubic in the clock's progress; training ends on the average.
     """
 
-    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95) -> None:
+    def __init__(self, clock: TrainingClock, every: int = 5, decay: float = 0.95) -> None:
         super().__init__()
-        self.total, self.every, self.decay = max(1, total_steps), every, decay
+        self.clock, self.every, self.decay = clock, every, decay
         self.step = 0
         self.average: list = []
 
@@ -234,7 +276,7 @@ class Lookahead(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.step % self.every == 0:
-            self._update(self.decay ** self.every * min(1.0, self.step / self.total) ** 3)
+            self._update(self.decay ** self.every * self.clock.progress() ** 3)
 
     def on_train_end(self, logs=None):
         self._update(1.0)
@@ -308,13 +350,13 @@ def train(
     val_ds = make_dataset(prep.x_val, prep.y_val, n_classes, 512) if len(prep.x_val) else None
 
     history: dict[str, list[float]] = {}
-    initial_epoch = 0
+    initial_epoch, spent_s = 0, 0.0
     ckpt = out_dir / "checkpoint.keras"
     preset = get_preset(cfg.preset)
     if resume and ckpt.is_file() and (out_dir / "checkpoint.json").is_file():
         state = json.loads((out_dir / "checkpoint.json").read_text())
-        model = keras.models.load_model(ckpt, custom_objects={"WarmupLinear": WarmupLinear})
-        initial_epoch, history = int(state["epoch"]), state["history"]
+        model = keras.models.load_model(ckpt)
+        initial_epoch, history, spent_s = int(state["epoch"]), state["history"], float(state.get("spent_s", 0.0))
     else:
         model = preset.build((cfg.image_size, cfg.image_size, 3), n_classes)
         if preset.init_from_data is not None:
@@ -325,7 +367,16 @@ def train(
             metrics=["accuracy"],
         )
 
-    callbacks = [CheckpointCallback(out_dir, history), *(callbacks or [])]
+    tta = int(recipe["tta"])
+    views = 2 ** min(tta, 1) * (3 if tta >= 2 else 1)
+    clock = TrainingClock(
+        steps * int(recipe["epochs"]), batch, recipe["time_budget_s"],
+        spent_s=spent_s + time.perf_counter() - started,
+        eval_images=views * (len(prep.x_test) + len(prep.x_val)) + len(prep.x_test),  # + the error gallery
+        peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
+        warmup_fraction=float(recipe["warmup_fraction"]))
+    clock.steps = steps * initial_epoch
+    callbacks = [clock, CheckpointCallback(out_dir, history, clock), *(callbacks or [])]
     monitor = "val_loss" if val_ds is not None else "loss"
     if recipe["patience"] and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=int(recipe["patience"]),
@@ -333,9 +384,9 @@ def train(
     if recipe["schedule"] == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=1, min_lr=1e-5))
     if recipe["lookahead"]:
-        callbacks.append(Lookahead(steps * (int(recipe["epochs"]) - initial_epoch)))
+        callbacks.append(Lookahead(clock))
     if progress is not None:
-        callbacks.append(ProgressCallback(progress, int(recipe["epochs"]), steps))
+        callbacks.append(ProgressCallback(progress, int(recipe["epochs"]), steps, clock))
 
     weights = class_weights(prep.y_train, n_classes, recipe["class_weight"])
     fit_start = time.perf_counter()
@@ -346,7 +397,6 @@ def train(
 
     if progress is not None:
         progress({"stage": "evaluate"})
-    tta = int(recipe["tta"])
     test_probs = predict_probs(model, prep.x_test, tta=tta)
     test_pred = test_probs.argmax(1)
     metrics = {"test": classification_metrics(prep.y_test, test_pred, prep.class_names, test_probs)}
@@ -376,7 +426,8 @@ def train(
         "class_weights": {prep.class_names[c]: w for c, w in weights.items()} if weights else None,
         "n_train": len(prep.x_train), "n_val": len(prep.x_val), "n_test": len(prep.x_test),
         "history": history,
-        "epochs_run": len(history.get("loss", [])),
+        "epochs_run": len(history.get("loss", [])),  # the last may be partial when a time budget ran out
+        "steps_run": clock.steps,
         "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
         "thresholds": thresholds,
         "metrics": metrics,

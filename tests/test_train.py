@@ -110,3 +110,14 @@ def test_cli_rejects_bad_options(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "api.cli", "run", "train", "--preset", "nope", "--json"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0 and "unknown preset 'nope'" in proc.stdout + proc.stderr
+
+
+def test_time_budget_stops_training_on_the_clock(tmp_path, cifar):
+    """With a budget, the clock (not the epoch count) ends training, leaving time for the evaluation."""
+    cfg = TrainConfig(preset="seed", limit=2000, epochs=200, batch_size=64, schedule="warmup_linear",
+                      warmup_fraction=0.1, time_budget_s=40, val_fraction=0.1)
+    result = train(cfg, tmp_path, data=cifar)
+    assert 1 <= result["epochs_run"] < 200
+    assert result["timings"]["fit_s"] < 40
+    assert result["timings"]["total_s"] < 40 + 30  # evaluation is estimated, not exact
+    assert result["metrics"]["test"]["accuracy"] > 0.15

@@ -19,6 +19,8 @@ class TrainParams(_Params):
     learning_rate: Annotated[float, Field(gt=0, le=10)] | None = None
     schedule: Literal["plateau", "cosine", "warmup_linear", "none"] | None = None
     patience: Annotated[int, Field(ge=0)] | None = None
+    time_budget_s: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="wall-clock seconds for training plus evaluation (default: the preset's)")
     augment: bool = Field(True, description="False turns every augmentation off")
     flip: bool | None = None
     rotation: Annotated[float, Field(ge=0, le=0.5)] | None = None
