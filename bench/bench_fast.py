@@ -29,7 +29,7 @@ r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempf
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
-    "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2)}}))
+    "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"]}}))
 """
 
 
@@ -48,7 +48,7 @@ def run(seed: int, budget: float) -> dict:
     r = run_child(CHILD.format(seed=seed, budget=budget))
     print(f"seed {seed}, budget {budget:.0f} s: test accuracy {r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
           f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
-          f"{r['epochs']} epochs, {r['policy']}", flush=True)
+          f"{r['epochs']} epochs, TTA level {r['tta']}, {r['policy']}", flush=True)
     return r
 
 

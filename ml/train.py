@@ -197,33 +197,46 @@ class TrainingClock(keras.callbacks.Callback):
     """Progress through training in [0, 1]: by steps, or under a time budget by the wall clock if further.
 
     A budget covers training plus evaluation, so training stops when what is left would only just pay for
-    the evaluation: `eval_images` forward passes, estimated at 4x the measured training rate (a forward
-    pass is about a third of a training step), plus a margin for saving and plots. `spent_s` is the time
-    already used (data loading, an earlier run that was resumed). With `peak_lr`, it also sets the
-    learning rate: linear warm-up over `warmup_fraction` of the progress, then linear decay to zero.
+    the evaluation: `eval_images[level]` forward passes for each test-time augmentation level, estimated at
+    3x the measured training rate (a forward pass costs about a third of a training step), plus a margin for
+    saving and plots. The evaluation may take at most `eval_share` of the budget, so on a slow machine the
+    augmentation level drops rather than the training. `spent_s` is the time already used (data loading,
+    an earlier run that was resumed). With `peak_lr`, the clock also sets the learning rate: linear warm-up
+    over `warmup_fraction` of the progress, then linear decay to zero.
     """
 
     def __init__(self, total_steps: int, batch_size: int, budget_s: float | None = None, spent_s: float = 0.0,
-                 eval_images: int = 0, peak_lr: float | None = None, warmup_fraction: float = 0.0,
-                 margin_s: float = 15.0) -> None:
+                 eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
+                 margin_s: float = 20.0, eval_share: float = 0.2) -> None:
         super().__init__()
         self.total, self.batch_size = max(1, total_steps), batch_size
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
-        self.peak_lr, self.warmup = peak_lr, warmup_fraction
+        self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
         self.steps = self.run_steps = 0  # all steps (a resumed run starts past 0), this run's steps
         self.started = self.rate_from = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         self.started = self.rate_from = time.perf_counter()
 
+    def _eval_seconds(self, level: int) -> float:
+        timed_steps = self.run_steps - 1  # the first step includes graph tracing
+        elapsed = time.perf_counter() - self.rate_from
+        if timed_steps <= 0 or elapsed <= 0:
+            return 0.0
+        return self.eval_images[level] / (3 * timed_steps * self.batch_size / elapsed)
+
+    def eval_level(self) -> int:
+        """The highest test-time augmentation level whose evaluation fits its share of the budget."""
+        if self.budget_s is None:
+            return len(self.eval_images) - 1
+        fits = [lv for lv in range(len(self.eval_images)) if self._eval_seconds(lv) <= self.eval_share * self.budget_s]
+        return max(fits, default=0)
+
     def train_seconds(self) -> float | None:
         """Seconds of training the budget allows, given the training rate measured so far."""
         if self.budget_s is None:
             return None
-        timed_steps = self.run_steps - 1  # the first step includes graph tracing
-        elapsed = time.perf_counter() - self.rate_from
-        rate = timed_steps * self.batch_size / elapsed if timed_steps > 0 and elapsed > 0 else None
-        eval_s = self.eval_images / (4 * rate) if rate else 0.0
+        eval_s = self._eval_seconds(self.eval_level())
         return max(1.0, self.budget_s - self.spent_s - eval_s - self.margin_s)
 
     def spent_s_now(self) -> float:
@@ -367,12 +380,12 @@ def train(
             metrics=["accuracy"],
         )
 
-    tta = int(recipe["tta"])
-    views = 2 ** min(tta, 1) * (3 if tta >= 2 else 1)
+    # Forward passes of the evaluation at each test-time augmentation level (1, 2 or 6 views), + the error gallery.
+    eval_images = tuple(views * (len(prep.x_test) + len(prep.x_val)) + len(prep.x_test)
+                        for views in (1, 2, 6)[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
         steps * int(recipe["epochs"]), batch, recipe["time_budget_s"],
-        spent_s=spent_s + time.perf_counter() - started,
-        eval_images=views * (len(prep.x_test) + len(prep.x_val)) + len(prep.x_test),  # + the error gallery
+        spent_s=spent_s + time.perf_counter() - started, eval_images=eval_images,
         peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
         warmup_fraction=float(recipe["warmup_fraction"]))
     clock.steps = steps * initial_epoch
@@ -397,6 +410,7 @@ def train(
 
     if progress is not None:
         progress({"stage": "evaluate"})
+    tta = clock.eval_level()
     test_probs = predict_probs(model, prep.x_test, tta=tta)
     test_pred = test_probs.argmax(1)
     metrics = {"test": classification_metrics(prep.y_test, test_pred, prep.class_names, test_probs)}
@@ -428,6 +442,7 @@ def train(
         "history": history,
         "epochs_run": len(history.get("loss", [])),  # the last may be partial when a time budget ran out
         "steps_run": clock.steps,
+        "tta_used": tta,
         "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
         "thresholds": thresholds,
         "metrics": metrics,

@@ -31,18 +31,19 @@ BIAS_SCALE = 8.0  # BatchNorm shifts learn 64x faster than the conv weights, as 
 
 def build_fast(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10,
                widths: tuple[int, int, int] = WIDTHS, activation: str = ACTIVATION,
-               bias_scale: float = BIAS_SCALE) -> keras.Model:
+               bias_scale: float = BIAS_SCALE, identity_init: bool = True) -> keras.Model:
+    init = PartialIdentity() if identity_init else "glorot_uniform"
     inputs = keras.Input(input_shape, name="image")
     # 2x2 patches projected on their whitened principal components (and their negatives); set from data.
     x = layers.Conv2D(24, 2, padding="valid", trainable=False, name="whiten")(inputs)
     x = layers.Activation(activation, name="whiten_act")(x)
     for i, width in enumerate(widths, start=1):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=init,
                           name=f"block{i}_conv1")(x)
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
         x = FusedBatchNorm(bias_scale=bias_scale, name=f"block{i}_bn1")(x)
         x = layers.Activation(activation, name=f"block{i}_act1")(x)
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=init,
                           name=f"block{i}_conv2")(x)
         x = FusedBatchNorm(bias_scale=bias_scale, name=f"block{i}_bn2")(x)
         x = layers.Activation(activation, name=f"block{i}_act2")(x)
