@@ -197,33 +197,35 @@ class TrainingClock(keras.callbacks.Callback):
     """Progress through training in [0, 1]: by steps, or under a time budget by the wall clock if further.
 
     A budget covers training plus evaluation, so training stops when what is left would only just pay for
-    the evaluation: `eval_images[level]` forward passes for each test-time augmentation level, estimated at
-    3x the measured training rate (a forward pass costs about a third of a training step), plus a margin for
-    saving and plots. The evaluation may take at most `eval_share` of the budget, so on a slow machine the
-    augmentation level drops rather than the training. `spent_s` is the time already used (data loading,
+    the evaluation: `eval_images[level]` forward passes for each test-time augmentation level, at the rate
+    measured on `probe_images` when training begins (with 20% to spare), plus a margin for saving and plots.
+    The evaluation may take at most `eval_share` of the budget, so on a slow machine the augmentation level
+    drops rather than the training. `spent_s` is the time already used (data loading,
     an earlier run that was resumed). With `peak_lr`, the clock also sets the learning rate: linear warm-up
     over `warmup_fraction` of the progress, then linear decay to zero.
     """
 
     def __init__(self, total_steps: int, batch_size: int, budget_s: float | None = None, spent_s: float = 0.0,
                  eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
-                 margin_s: float = 20.0, eval_share: float = 0.2) -> None:
+                 margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None) -> None:
         super().__init__()
         self.total, self.batch_size = max(1, total_steps), batch_size
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
         self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
-        self.steps = self.run_steps = 0  # all steps (a resumed run starts past 0), this run's steps
-        self.started = self.rate_from = time.perf_counter()
+        self.probe_images, self.forward_rate = probe_images, None
+        self.steps = 0  # a resumed run starts past 0
+        self.started = time.perf_counter()
 
     def on_train_begin(self, logs=None):
-        self.started = self.rate_from = time.perf_counter()
+        self.started = time.perf_counter()
+        if self.budget_s is not None and self.probe_images is not None and len(self.probe_images):
+            predict_probs(self.model, self.probe_images[:64])  # traces the predict function
+            start = time.perf_counter()
+            predict_probs(self.model, self.probe_images)
+            self.forward_rate = len(self.probe_images) / max(1e-6, time.perf_counter() - start)
 
     def _eval_seconds(self, level: int) -> float:
-        timed_steps = self.run_steps - 1  # the first step includes graph tracing
-        elapsed = time.perf_counter() - self.rate_from
-        if timed_steps <= 0 or elapsed <= 0:
-            return 0.0
-        return self.eval_images[level] / (3 * timed_steps * self.batch_size / elapsed)
+        return 1.2 * self.eval_images[level] / self.forward_rate if self.forward_rate else 0.0
 
     def eval_level(self) -> int:
         """The highest test-time augmentation level whose evaluation fits its share of the budget."""
@@ -257,9 +259,6 @@ class TrainingClock(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        self.run_steps += 1
-        if self.run_steps == 1:
-            self.rate_from = time.perf_counter()
         if self.budget_s is not None and self.progress() >= 1.0:
             self.model.stop_training = True
 
@@ -387,7 +386,7 @@ def train(
         steps * int(recipe["epochs"]), batch, recipe["time_budget_s"],
         spent_s=spent_s + time.perf_counter() - started, eval_images=eval_images,
         peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
-        warmup_fraction=float(recipe["warmup_fraction"]))
+        warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048])
     clock.steps = steps * initial_epoch
     callbacks = [clock, CheckpointCallback(out_dir, history, clock), *(callbacks or [])]
     monitor = "val_loss" if val_ds is not None else "loss"
