@@ -207,13 +207,14 @@ class TrainingClock(keras.callbacks.Callback):
 
     def __init__(self, total_steps: int, batch_size: int, budget_s: float | None = None, spent_s: float = 0.0,
                  eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
-                 margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None) -> None:
+                 margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None,
+                 done_steps: int = 0) -> None:
         super().__init__()
         self.total, self.batch_size = max(1, total_steps), batch_size
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
         self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
         self.probe_images, self.forward_rate = probe_images, None
-        self.steps = 0  # a resumed run starts past 0
+        self.steps = done_steps  # a resumed run starts past 0
         self.started = time.perf_counter()
 
     def on_train_begin(self, logs=None):
@@ -235,7 +236,7 @@ class TrainingClock(keras.callbacks.Callback):
         return max(fits, default=0)
 
     def train_seconds(self) -> float | None:
-        """Seconds of training the budget allows, given the training rate measured so far."""
+        """Seconds of training the budget allows, given the forward rate measured when training began."""
         if self.budget_s is None:
             return None
         eval_s = self._eval_seconds(self.eval_level())
@@ -274,7 +275,6 @@ class Lookahead(keras.callbacks.Callback):
     def __init__(self, clock: TrainingClock, every: int = 5, decay: float = 0.95) -> None:
         super().__init__()
         self.clock, self.every, self.decay = clock, every, decay
-        self.step = 0
         self.average: list = []
 
     def on_train_begin(self, logs=None):
@@ -286,8 +286,7 @@ class Lookahead(keras.callbacks.Callback):
             w.assign(avg)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step % self.every == 0:
+        if self.clock.steps % self.every == 0:  # the clock, listed first, has counted this step
             self._update(self.decay ** self.every * self.clock.progress() ** 3)
 
     def on_train_end(self, logs=None):
@@ -296,6 +295,9 @@ class Lookahead(keras.callbacks.Callback):
 
 def _floats(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
+
+
+TTA_VIEWS = (1, 2, 6)  # forward passes per image at each test-time augmentation level of predict_probs
 
 
 def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: int = 0) -> np.ndarray:
@@ -381,13 +383,13 @@ def train(
 
     # Forward passes of the evaluation at each test-time augmentation level (1, 2 or 6 views), + the error gallery.
     eval_images = tuple(views * (len(prep.x_test) + len(prep.x_val)) + len(prep.x_test)
-                        for views in (1, 2, 6)[:int(recipe["tta"]) + 1])
+                        for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
         steps * int(recipe["epochs"]), batch, recipe["time_budget_s"],
         spent_s=spent_s + time.perf_counter() - started, eval_images=eval_images,
         peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
-        warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048])
-    clock.steps = steps * initial_epoch
+        warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048],
+        done_steps=steps * initial_epoch)
     callbacks = [clock, CheckpointCallback(out_dir, history, clock), *(callbacks or [])]
     monitor = "val_loss" if val_ds is not None else "loss"
     if recipe["patience"] and val_ds is not None:

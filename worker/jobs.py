@@ -106,9 +106,6 @@ class Reporter:
 
 def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in event.items() if k != "metrics"}
-    if "epoch" in event and "epochs" in event and "fraction" not in event:
-        steps = max(1, event.get("steps", 1))
-        out["fraction"] = round(((event["epoch"] - 1) + event.get("step", 0) / steps) / event["epochs"], 4)
     if "done" in event and event.get("total"):
         out["fraction"] = round(event["done"] / event["total"], 4)
     if event.get("metrics"):
