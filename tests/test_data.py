@@ -164,13 +164,43 @@ def test_splits_are_stratified_and_repeatable(cifar):
 
 
 def test_pipeline_batches_are_scaled_float32(cifar):
-    from ml.data.pipeline import AugmentConfig, make_dataset
+    from ml.data.pipeline import AugmentConfig, make_dataset, make_training_dataset
 
-    ds = make_dataset(cifar.x_test[:100], cifar.y_test[:100], 10, 32, training=True,
-                      augment=AugmentConfig(flip=True, rotation=0.05, zoom=0.1, translation=0.1))
-    x, y = next(iter(ds))
+    ds = make_training_dataset(cifar.x_test[:100], cifar.y_test[:100], 10, 32, epochs=2, seed=0,
+                               augment=AugmentConfig(flip=True, rotation=0.05, zoom=0.1, translation=0.1))
+    batches = list(ds)
+    assert len(batches) == 2 * 4  # ceil(100 / 32) per epoch
+    x, y = batches[0]
     assert x.dtype.name == "float32" and x.shape == (32, 32, 32, 3)
     assert 0.0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 1.0
     assert y.shape == (32, 10) and np.allclose(y.numpy().sum(1), 1)
     plain = next(iter(make_dataset(cifar.x_test[:8], None, 10, 8)))
     assert np.allclose(plain.numpy(), cifar.x_test[:8] / 255.0, atol=1e-6)
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch(cifar):
+    import keras
+
+    from ml.data.pipeline import AugmentConfig, make_training_dataset
+
+    keras.utils.set_random_seed(0)  # as training does: a global seed must not upset the per-epoch shuffles
+    x = cifar.x_test[:64]
+    aug = AugmentConfig(flip=True, alternate_flip=True, translation=0.0)
+    epochs = [np.concatenate([b[0].numpy() for b in make_training_dataset(
+        x, cifar.y_test[:64], 10, 16, epochs=3, augment=aug, seed=0, first_epoch=e)][:4]) for e in (0, 1)]
+    plain, mirrored = x / 255.0, x[:, :, ::-1] / 255.0
+
+    def flipped(batch: np.ndarray) -> np.ndarray:
+        """Per source image: 0 seen as is, 1 seen mirrored (each image appears once per epoch)."""
+        state = np.full(len(x), -1)
+        for img in batch:
+            same = np.abs(plain - img).reshape(len(x), -1).max(1) < 1e-6
+            mirror = np.abs(mirrored - img).reshape(len(x), -1).max(1) < 1e-6
+            i = int(np.flatnonzero(same | mirror)[0])
+            state[i] = 0 if same[i] else 1
+        return state
+
+    first, second = flipped(epochs[0]), flipped(epochs[1])
+    assert (first >= 0).all() and (second >= 0).all()
+    assert 16 < first.sum() < 48  # a random half in the first epoch
+    assert (first != second).all()  # and the other view in the next

@@ -16,6 +16,9 @@ import tensorflow as tf
 @dataclass
 class AugmentConfig:
     flip: bool = True
+    # After a random first epoch each image is mirrored every other epoch, so consecutive epochs see both
+    # views (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): worth more than random flips on short runs.
+    alternate_flip: bool = False
     rotation: float = 0.0  # fraction of a full turn
     zoom: float = 0.0  # fraction of the side
     translation: float = 0.1  # fraction of the side
@@ -30,7 +33,7 @@ class AugmentConfig:
 
 def augmentation_layers(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
     layers: list[keras.layers.Layer] = []
-    if cfg.flip:
+    if cfg.flip and not cfg.alternate_flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32"))
     if cfg.rotation > 0:
         layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
@@ -50,28 +53,51 @@ def scale(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
-def make_dataset(
-    x: np.ndarray,
-    y: np.ndarray | None,
-    num_classes: int,
-    batch_size: int,
-    training: bool = False,
-    augment: AugmentConfig | None = None,
-    seed: int = 0,
-) -> tf.data.Dataset:
-    """Batches of (float images, one-hot labels), or of images alone when y is None."""
+def make_dataset(x: np.ndarray, y: np.ndarray | None, num_classes: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of (float images, one-hot labels) in order, or of images alone when y is None."""
     images = tf.constant(x)  # one uint8 copy, shared by every batch
     labels = None if y is None else tf.one_hot(tf.constant(y, tf.int32), num_classes)
-    ds = tf.data.Dataset.range(len(x))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    aug = augmentation_layers(augment, seed) if (training and augment and augment.enabled) else None
 
     def gather(idx: tf.Tensor):
         batch = scale(tf.gather(images, idx))
-        if aug is not None:
-            batch = aug(batch, training=True)
         return batch if labels is None else (batch, tf.gather(labels, idx))
 
+    ds = tf.data.Dataset.range(len(x)).batch(batch_size)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_training_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    epochs: int,
+    augment: AugmentConfig,
+    seed: int = 0,
+    first_epoch: int = 0,
+) -> tf.data.Dataset:
+    """Augmented (images, one-hot labels) batches for epochs first_epoch..epochs-1, ceil(len(x)/batch_size) each.
+
+    Each epoch's shuffle is seeded by (seed, epoch), so a resumed run sees the batches it would have seen.
+    """
+    n = len(x)
+    images = tf.constant(x)
+    labels = tf.one_hot(tf.constant(y, tf.int32), num_classes)
+    first_flip = tf.constant(np.random.default_rng(seed).integers(0, 2, n, dtype=np.int64))
+    aug = augmentation_layers(augment, seed) if augment.enabled else None
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(lambda idx: (idx, epoch))
+
+    def gather(idx: tf.Tensor, epoch: tf.Tensor):
+        batch = scale(tf.gather(images, idx))
+        if augment.flip and augment.alternate_flip:
+            flip = tf.not_equal(tf.gather(first_flip, idx), epoch % 2)
+            batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
+        if aug is not None:
+            batch = aug(batch, training=True)
+        return batch, tf.gather(labels, idx)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
