@@ -205,12 +205,12 @@ class TrainingClock(keras.callbacks.Callback):
     over `warmup_fraction` of the progress, then linear decay to zero.
     """
 
-    def __init__(self, total_steps: int, batch_size: int, budget_s: float | None = None, spent_s: float = 0.0,
+    def __init__(self, total_steps: int, budget_s: float | None = None, spent_s: float = 0.0,
                  eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
                  margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None,
                  done_steps: int = 0) -> None:
         super().__init__()
-        self.total, self.batch_size = max(1, total_steps), batch_size
+        self.total = max(1, total_steps)
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
         self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
         self.probe_images, self.forward_rate = probe_images, None
@@ -385,7 +385,7 @@ def train(
     eval_images = tuple(views * (len(prep.x_test) + len(prep.x_val)) + len(prep.x_test)
                         for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
-        steps * int(recipe["epochs"]), batch, recipe["time_budget_s"],
+        steps * int(recipe["epochs"]), recipe["time_budget_s"],
         spent_s=spent_s + time.perf_counter() - started, eval_images=eval_images,
         peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
         warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048],

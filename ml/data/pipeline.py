@@ -83,7 +83,8 @@ def make_training_dataset(
     n = len(x)
     images = tf.constant(x)
     labels = tf.one_hot(tf.constant(y, tf.int32), num_classes)
-    first_flip = tf.constant(np.random.default_rng(seed).integers(0, 2, n, dtype=np.int64))
+    alternate = augment.flip and augment.alternate_flip
+    first_flip = tf.constant(np.random.default_rng(seed).integers(0, 2, n, dtype=np.int64)) if alternate else None
     aug = augmentation_layers(augment, seed) if augment.enabled else None
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
@@ -92,7 +93,7 @@ def make_training_dataset(
 
     def gather(idx: tf.Tensor, epoch: tf.Tensor):
         batch = scale(tf.gather(images, idx))
-        if augment.flip and augment.alternate_flip:
+        if alternate:
             flip = tf.not_equal(tf.gather(first_flip, idx), epoch % 2)
             batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
         if aug is not None:
