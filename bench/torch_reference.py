@@ -110,18 +110,26 @@ def batches(n, bs, epoch, seed, dev):
     return [order[i:i + bs] for i in range(0, n, bs)]
 
 
-def augment(x, idx, epoch, first_flip, gen):
+def augment(x, idx, epoch, first_flip, gen, translate=2, cutout=0):
+    """Alternating flip, a random shift of up to `translate` px (reflected borders), a zeroed cutout square."""
     b = x[idx]
     flip = (first_flip[idx] ^ (epoch % 2)).bool()
     b = torch.where(flip.view(-1, 1, 1, 1), b.flip(3), b)
-    pad = F.pad(b, (2, 2, 2, 2), mode="reflect")
-    n = len(b)
-    dx = torch.randint(0, 5, (n,), device=b.device, generator=gen)
-    dy = torch.randint(0, 5, (n,), device=b.device, generator=gen)
-    ar = torch.arange(32, device=b.device)
-    rows = (dy.view(-1, 1) + ar).view(n, 1, 32, 1).expand(n, 3, 32, 36)
-    cols = (dx.view(-1, 1) + ar).view(n, 1, 1, 32).expand(n, 3, 32, 32)
-    return torch.gather(torch.gather(pad, 2, rows), 3, cols)
+    t, n, side = translate, len(b), x.shape[-1]
+    pad = F.pad(b, (t, t, t, t), mode="reflect")
+    dx = torch.randint(0, 2 * t + 1, (n,), device=b.device, generator=gen)
+    dy = torch.randint(0, 2 * t + 1, (n,), device=b.device, generator=gen)
+    ar = torch.arange(side, device=b.device)
+    rows = (dy.view(-1, 1) + ar).view(n, 1, side, 1).expand(n, 3, side, side + 2 * t)
+    cols = (dx.view(-1, 1) + ar).view(n, 1, 1, side).expand(n, 3, side, side)
+    b = torch.gather(torch.gather(pad, 2, rows), 3, cols)
+    if cutout:
+        cy = torch.randint(0, side - cutout + 1, (n, 1), device=b.device, generator=gen)
+        cx = torch.randint(0, side - cutout + 1, (n, 1), device=b.device, generator=gen)
+        inside_y = ((ar >= cy) & (ar < cy + cutout)).view(n, 1, side, 1)
+        inside_x = ((ar >= cx) & (ar < cx + cutout)).view(n, 1, 1, side)
+        b = b.masked_fill(inside_y & inside_x, 0.0)
+    return b
 
 
 @torch.no_grad()
@@ -148,7 +156,7 @@ def sync(dev):
 
 def run(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
         whiten: tuple[torch.Tensor, torch.Tensor], widths: tuple[int, ...], act: str, epochs: int, seed: int,
-        convs: int = 2, bs: int = 512, dev: str = "cuda") -> dict:
+        convs: int = 2, bs: int = 512, dev: str = "cuda", translate: int = 2, cutout: int = 0) -> dict:
     """Trains one model for `epochs` on all of xtr and returns its test accuracy at TTA levels 0, 1 and 2."""
     torch.manual_seed(seed)
     model = Net(widths, act, convs).to(dev).to(memory_format=torch.channels_last)
@@ -174,7 +182,8 @@ def run(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tens
             lr = 0.75 * max(0.0, min(p / 0.23, (1 - p) / 0.77))
             for g in opt.param_groups:
                 g["lr"] = lr
-            xb = augment(xtr, idx, epoch, first_flip, gen).contiguous(memory_format=torch.channels_last)
+            xb = augment(xtr, idx, epoch, first_flip, gen, translate, cutout)
+            xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev, dtype=torch.bfloat16):
                 loss = F.cross_entropy(model(xb).float(), ytr[idx], label_smoothing=0.2)
             opt.zero_grad(set_to_none=True)
@@ -194,6 +203,7 @@ def run(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tens
     train_s = time.perf_counter() - t0
     model.eval()
     res = {"widths": list(widths), "convs": convs, "act": act, "epochs": epochs, "seed": seed,
+           "translate": translate, "cutout": cutout,
            "train_s": round(train_s, 1)}
     with torch.autocast(dev, dtype=torch.bfloat16):
         for tta in (0, 1, 2):
@@ -208,6 +218,8 @@ def main() -> None:
     ap.add_argument("--runs", required=True,
                     help="semicolon list of widths/act/epochs/seed[/convs per group], e.g. 64-128-256/relu/9/0")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--translate", type=int, default=2, help="largest random shift, px (the preset's 2)")
+    ap.add_argument("--cutout", type=int, default=0, help="side of a random zeroed square, px (the preset: none)")
     ap.add_argument("--subset", type=int, default=0, help="train on this many images, test on a quarter (a smoke test)")
     a = ap.parse_args()
     xtr_np, ytr_np, xte_np, yte_np = load(a.data)
@@ -223,7 +235,7 @@ def main() -> None:
     for spec in a.runs.split(";"):
         widths, act, epochs, seed, *convs = spec.split("/")
         r = run(xtr, ytr, xte, yte, whiten, tuple(int(v) for v in widths.split("-")), act, int(epochs), int(seed),
-                convs=int(convs[0]) if convs else 2, dev=dev)
+                convs=int(convs[0]) if convs else 2, dev=dev, translate=a.translate, cutout=a.cutout)
         print(json.dumps(r), flush=True)
 
 
