@@ -147,9 +147,12 @@ def show_job(job: dict) -> None:
     result = job.get("result") or {}
     if job["kind"] == "train" and result:
         typer.echo(f"test accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}  "
-                   f"with thresholds {result.get('thresholded_accuracy') or 0:.4f}  epochs {result['epochs_run']}  "
+                   f"with thresholds {result.get('thresholded_accuracy') or 0:.4f}  "
+                   f"epochs {result.get('epochs_trained', result['epochs_run'])}  "
                    f"fit {result['timings']['fit_s']} s  ({result['precision_policy']})")
         typer.echo(f"model: {result['paths']['model']}")
+        for warning in result.get("warnings", []):
+            typer.secho(f"warning: {warning}", fg="yellow")
     elif job["kind"] == "kfold" and result:
         m = result["metrics"]
         typer.echo(f"{result['folds']} folds: accuracy {m['accuracy']['mean']:.4f} ± {m['accuracy']['std']:.4f}, "

@@ -121,3 +121,12 @@ def test_time_budget_stops_training_on_the_clock(tmp_path, cifar):
     assert result["timings"]["fit_s"] < 40
     assert result["timings"]["total_s"] < 40 + 30  # evaluation is estimated, not exact
     assert result["metrics"]["test"]["accuracy"] > 0.15
+    assert result["epochs_trained"] == round(result["steps_run"] / 29, 2) and result["warnings"] == []
+
+
+def test_a_budget_too_short_for_one_epoch_says_so(tmp_path, cifar):
+    """The clock floors training at 1 s, which is a fraction of this 141-step epoch on any CPU."""
+    cfg = TrainConfig(preset="seed", limit=10000, epochs=5, batch_size=64, time_budget_s=5, val_fraction=0.1)
+    result = train(cfg, tmp_path, data=cifar)
+    assert result["epochs_run"] == 1 and 0 < result["epochs_trained"] < 1
+    assert len(result["warnings"]) == 1 and "raise the time budget" in result["warnings"][0]

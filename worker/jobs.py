@@ -176,7 +176,8 @@ def _summary(result: dict) -> dict:
     return {
         "accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
         "thresholded_accuracy": result["metrics"].get("test_thresholded", {}).get("accuracy"),
-        "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
+        "epochs_run": result["epochs_run"], "epochs_trained": result["epochs_trained"],
+        "warnings": result["warnings"], "best_epoch": result["best_epoch"],
         "precision_policy": result["precision_policy"], "timings": result["timings"],
         "history": result["history"], "paths": result["paths"], "n_train": result["n_train"],
         "n_val": result["n_val"], "n_test": result["n_test"], "class_names": result["class_names"],
