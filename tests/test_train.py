@@ -130,3 +130,14 @@ def test_a_budget_too_short_for_one_epoch_says_so(tmp_path, cifar):
     result = train(cfg, tmp_path, data=cifar)
     assert result["epochs_run"] == 1 and 0 < result["epochs_trained"] < 1
     assert len(result["warnings"]) == 1 and "raise the time budget" in result["warnings"][0]
+
+
+def test_the_evaluation_level_follows_the_rate_the_evaluation_measured():
+    """50 s of a 100 s budget are left: at 100 images/s the shifted views (5,500 passes to go) do not fit."""
+    from ml.train import TrainingClock
+
+    clock = TrainingClock(100, budget_s=100, spent_s=50, eval_images=(1000, 2000, 6000), margin_s=0)
+    assert clock.affordable_level(rate=100, done_images=500) == 1
+    assert clock.affordable_level(rate=1000, done_images=500) == 2
+    assert clock.affordable_level(rate=1, done_images=500) == 0
+    assert TrainingClock(100, eval_images=(1000, 2000, 6000)).affordable_level(rate=1, done_images=0) == 2
