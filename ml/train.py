@@ -207,6 +207,9 @@ class TrainingClock(keras.callbacks.Callback):
     decay to zero.
     """
 
+    PLANNED_SPARE = 1.5  # on the forecast rate from the probe
+    MEASURED_SPARE = 1.2  # on the rate the evaluation itself measured
+
     def __init__(self, total_steps: int, budget_s: float | None = None, spent_s: float = 0.0,
                  eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
                  margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None,
@@ -228,14 +231,15 @@ class TrainingClock(keras.callbacks.Callback):
             predict_probs(self.model, self.probe_images)
             self.forward_rate = len(self.probe_images) / max(1e-6, time.perf_counter() - start)
 
-    def _eval_seconds(self, level: int) -> float:
-        return 1.5 * self.eval_images[level] / self.forward_rate if self.forward_rate else 0.0
+    def _eval_seconds(self, level: int, rate: float | None, spare: float, done_images: int = 0) -> float:
+        return spare * max(0, self.eval_images[level] - done_images) / rate if rate else 0.0
 
     def eval_level(self) -> int:
         """The highest test-time augmentation level whose evaluation fits its share of the budget."""
         if self.budget_s is None:
             return len(self.eval_images) - 1
-        fits = [lv for lv in range(len(self.eval_images)) if self._eval_seconds(lv) <= self.eval_share * self.budget_s]
+        fits = [lv for lv in range(len(self.eval_images))
+                if self._eval_seconds(lv, self.forward_rate, self.PLANNED_SPARE) <= self.eval_share * self.budget_s]
         return max(fits, default=0)
 
     def affordable_level(self, rate: float, done_images: int) -> int:
@@ -248,14 +252,14 @@ class TrainingClock(keras.callbacks.Callback):
             return len(self.eval_images) - 1
         left = self.budget_s - self.spent_s_now() - self.margin_s
         fits = [lv for lv in range(len(self.eval_images))
-                if 1.2 * max(0, self.eval_images[lv] - done_images) / max(rate, 1e-6) <= left]
+                if self._eval_seconds(lv, max(rate, 1e-6), self.MEASURED_SPARE, done_images) <= left]
         return max(fits, default=0)
 
     def train_seconds(self) -> float | None:
         """Seconds of training the budget allows, given the forward rate measured when training began."""
         if self.budget_s is None:
             return None
-        eval_s = self._eval_seconds(self.eval_level())
+        eval_s = self._eval_seconds(self.eval_level(), self.forward_rate, self.PLANNED_SPARE)
         return max(1.0, self.budget_s - self.spent_s - eval_s - self.margin_s)
 
     def spent_s_now(self) -> float:
