@@ -1,14 +1,17 @@
 # Datasets: ../shared/datasets when it exists (CI and the dev machines), else CONVLENS_HOME/datasets.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# A Python that runs and that TensorFlow 2.21 has wheels for (the code needs 3.11+); 3.11, the tested one, first.
+PYTHON ?= $(firstword $(foreach v,3.11 3.12 3.13,$(shell python$(v) -c 'import sys' 2>/dev/null && echo python$(v))))
 SHARED_DATA := $(abspath ../shared/datasets)
 export CONVLENS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-fast lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
-	python3.11 -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
@@ -17,6 +20,11 @@ install: $(VENV)/.installed
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+# No PostgreSQL, no CIFAR-10, no worker processes: about half a minute.
+test-fast: install lint
+	$(VENV)/bin/pytest -q tests/fast
 
 test: install lint
 	$(VENV)/bin/pytest -q tests

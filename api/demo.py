@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from api import queries
-from api.cli import print_table, ready_database
-from api.follow import follow
-from db.session import home
+from convlens.api import queries
+from convlens.api.follow import follow
+from convlens.api.output import print_table, ready_database
+from convlens.ml.settings import settings
+from convlens.worker.kinds.layers import LAYER_COLUMNS
 
 
 def export_test_images(n: int, folder: Path, seed: int = 0) -> int:
     """Writes n random CIFAR-10 test images as PNGs under folder/<class>/ (the folder names the truth)."""
     from PIL import Image
 
-    from ml import settings
-    from ml.data.cifar import load_cifar10
+    from convlens.ml.data.cifar import load_cifar10
 
-    data = load_cifar10(settings.data_dir())
+    data = load_cifar10(settings().datasets_dir)
     picks = np.random.default_rng(seed).choice(len(data.y_test), n, replace=False)
     for i in picks:
         target = folder / data.class_names[data.y_test[i]]
@@ -36,7 +36,7 @@ def export_test_images(n: int, folder: Path, seed: int = 0) -> int:
 
 
 def _start_worker(log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "api.cli", "worker", "--queues", "gpu,cpu", "--concurrency", "1",
+    cmd = [sys.executable, "-m", "convlens.api.cli", "worker", "--queues", "gpu,cpu", "--concurrency", "1",
            "--hostname", "demo@%h", "--loglevel", "WARNING"]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -46,23 +46,23 @@ def _step(title: str) -> None:
 
 
 def _run(kind: str, params: dict) -> dict:
-    from worker.tasks import submit
+    from convlens.worker.tasks import submit
 
     job_id = submit(kind, params)
     typer.echo(f"{kind} job {job_id}")
     job = follow(job_id)
     if job["status"] != "succeeded":
         raise RuntimeError(f"{kind} job {job_id} {job['status']}: {job.get('error')}")
-    return queries.get_job(job_id)
+    return queries.get_job(job_id).model_dump(mode="json")
 
 
 def run_demo(limit: int | None = None, n_images: int = 300) -> int:
-    from worker.broker import ensure_embedded_redis, is_embedded, stop_embedded_redis
+    from convlens.worker.broker import ensure_embedded_redis, stop_embedded_redis
 
     started = time.perf_counter()
     ready_database()
     started_redis = ensure_embedded_redis()
-    out = home() / "demo"
+    out = settings().home_dir / "demo"
     out.mkdir(parents=True, exist_ok=True)
     worker = _start_worker(out / "worker.log")
     typer.echo(f"worker started (pid {worker.pid}, log {out / 'worker.log'})")
@@ -72,14 +72,13 @@ def run_demo(limit: int | None = None, n_images: int = 300) -> int:
         r = train["result"]
         typer.echo(f"test accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}, "
                    f"{r['epochs_run']} epochs in {r['timings']['fit_s']} s ({r['precision_policy']})")
-        print_table([{"class": m["class"] or "(all)", "metric": m["name"], "value": m["value"]}
-                     for m in queries.metrics(train["id"]) if m["split"] == "test"
-                     and (m["class"] is None or m["name"] == "f1")])
+        print_table([{"class": m.class_name or "(all)", "metric": m.name, "value": m.value}
+                     for m in queries.metrics(train["id"]) if m.split == "test"
+                     and (m.class_name is None or m.name == "f1")])
 
         _step("2. layer-wise linear probes on that model")
         layers = _run("layers", {"model": train["id"], "limit": 5000})
-        print_table(layers["result"]["rows"], ["layer", "features", "probe_accuracy", "cumulative_layers",
-                                               "cumulative_accuracy"])
+        print_table(layers["result"]["rows"], LAYER_COLUMNS)
 
         _step(f"3. bulk-classify {n_images} exported test images with Grad-CAM")
         folder = out / "images"
@@ -105,6 +104,6 @@ def run_demo(limit: int | None = None, n_images: int = 300) -> int:
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
-        if started_redis and is_embedded():
+        if started_redis and settings().embedded_broker:
             stop_embedded_redis()
         typer.echo("worker stopped" + (", embedded Redis stopped" if started_redis else ""))

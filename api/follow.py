@@ -8,20 +8,20 @@ import time
 
 import typer
 
-from api import queries
-from db.models import FINISHED
+from convlens.api import queries
+from convlens.db.models import FINISHED
 
 
 def describe(progress: dict | None) -> str:
     if not progress:
         return ""
     p = progress
-    if "epoch" in p:
+    if p.get("epoch") is not None:
         m = p.get("metrics") or {}
         extra = " ".join(f"{k}={v:.3f}" for k, v in m.items() if k in ("loss", "accuracy", "val_accuracy"))
-        done = f" ({p['fraction']:.0%})" if "fraction" in p else ""
+        done = f" ({p['fraction']:.0%})" if p.get("fraction") is not None else ""
         return f"epoch {p['epoch']}/{p.get('epochs', '?')} step {p.get('step', 0)}/{p.get('steps', '?')}{done} {extra}"
-    if "done" in p:
+    if p.get("done") is not None:
         return f"{p.get('stage', '')} {p['done']}/{p.get('total', '?')}"
     return str(p.get("stage", ""))
 
@@ -33,10 +33,11 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
                            hidden=quiet) as bar:
         shown = 0
         while True:
-            job = queries.get_job(job_id)
-            if job is None:
+            view = queries.get_job(job_id)
+            if view is None:
                 raise typer.BadParameter(f"job {job_id} not found")
-            fraction = (job.get("progress") or {}).get("fraction", 0.0) or 0.0
+            job = view.model_dump(mode="json")
+            fraction = (job.get("progress") or {}).get("fraction") or 0.0
             target = int(1000 * (1.0 if job["status"] in FINISHED else fraction))
             if target > shown:
                 bar.update(target - shown)

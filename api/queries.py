@@ -1,34 +1,33 @@
-"""Read-side queries shared by the CLI and the HTTP API."""
+"""Read-side queries shared by the CLI and the HTTP API; they return the typed views of api.schemas."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
-from db.models import Artifact, Job, Metric, Prediction
-from db.session import session_scope
+from convlens.api.schemas import JobView
+from convlens.db.models import Artifact, Job, Metric, Prediction
+from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.db.session import session_scope
+from convlens.worker.kinds import UnknownKind, get_kind
 
 
-def job_dict(job: Job, with_result: bool = True) -> dict[str, Any]:
-    out = {
-        "id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
-        "params": job.params if job.kind not in ("classify_shard",) else {"files": len(job.params.get("files", []))},
-        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at), "worker": job.worker, "error": job.error,
-        "parent_id": job.parent_id, "part": job.part,
-    }
-    if with_result:
-        out["result"] = job.result
-    return out
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
+def job_view(job: Job, with_result: bool = True) -> JobView:
+    try:
+        kind = get_kind(job.kind)
+        params = kind.public_params(job.params or {}, is_part=job.parent_id is not None)
+        result_model = kind.part_result_model if job.parent_id is not None else kind.result_model
+    except UnknownKind:  # a row written by a newer or older convlens: shown as it is
+        params, result_model = job.params or {}, None
+    result = None
+    if with_result and job.result is not None and result_model is not None:
+        result = result_model.model_validate(job.result)
+    return JobView(id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=params,
+                   created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+                   worker=job.worker, error=job.error, parent_id=job.parent_id, part=job.part, result=result)
 
 
 def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
-              limit: int = 50, offset: int = 0, top_level: bool = True) -> list[dict[str, Any]]:
+              limit: int = 50, offset: int = 0, top_level: bool = True) -> list[JobView]:
     with session_scope() as s:
         q = select(Job).order_by(Job.created_at.desc(), Job.id)
         if status:
@@ -39,34 +38,32 @@ def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str
             q = q.where(Job.parent_id == parent_id)
         elif top_level:
             q = q.where(Job.parent_id.is_(None))
-        return [job_dict(j, with_result=False) for j in s.scalars(q.limit(limit).offset(offset))]
+        return [job_view(j, with_result=False) for j in s.scalars(q.limit(limit).offset(offset))]
 
 
-def get_job(job_id: str) -> dict[str, Any] | None:
+def get_job(job_id: str) -> JobView | None:
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
             return None
-        out = job_dict(job)
+        view = job_view(job)
         children = s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part)).all()
-        out["children"] = [job_dict(c, with_result=False) for c in children]
-        out["artifacts"] = [{"id": a.id, "kind": a.kind, "path": a.path, "part": a.part}
-                            for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id)
-                                               .where(Artifact.kind != "gradcam_overlay").order_by(Artifact.id))]
-        return out
+        view.children = [job_view(c, with_result=False) for c in children]
+        listed = select(Artifact).where(Artifact.job_id == job_id, Artifact.kind != "gradcam_overlay")
+        view.artifacts = [ArtifactRow.of(a) for a in s.scalars(listed.order_by(Artifact.id))]
+        return view
 
 
-def metrics(job_id: str) -> list[dict[str, Any]]:
+def metrics(job_id: str) -> list[MetricRow]:
     with session_scope() as s:
         rows = s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.split, Metric.fold,
                                                                                   Metric.class_name, Metric.name))
-        return [{"name": m.name, "value": m.value, "class": m.class_name, "fold": m.fold, "split": m.split}
-                for m in rows]
+        return [MetricRow.of(m) for m in rows]
 
 
 def predictions(job_id: str, label: str | None = None, min_confidence: float | None = None,
                 misclassified: bool = False, errors: bool | None = None, limit: int | None = None,
-                offset: int = 0) -> list[dict[str, Any]]:
+                offset: int = 0) -> list[PredictionRow]:
     with session_scope() as s:
         q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.path)
         if label:
@@ -82,18 +79,9 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
         q = q.offset(offset)
         if limit:
             q = q.limit(limit)
-        return [{"path": p.path, "predicted": p.predicted, "confidence": p.confidence, "top_k": p.top_k,
-                 "decision": p.decision, "true_label": p.true_label, "error": p.error, "shard": p.shard}
-                for p in s.scalars(q)]
+        return [PredictionRow.of(p) for p in s.scalars(q)]
 
 
-def artifact(artifact_id: int) -> dict[str, Any] | None:
+def artifact(artifact_id: int) -> Artifact | None:
     with session_scope() as s:
-        a = s.get(Artifact, artifact_id)
-        return None if a is None else {"id": a.id, "job_id": a.job_id, "kind": a.kind, "path": a.path}
-
-
-def overlay_artifacts(job_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    with session_scope() as s:
-        q = select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "gradcam_overlay").limit(limit)
-        return [{"id": a.id, "path": a.path} for a in s.scalars(q)]
+        return s.get(Artifact, artifact_id)

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ml import settings
-from ml.classify import classify_files, list_folder
-from ml.data.cifar import load_cifar10
-from ml.saved import load_trained
-from ml.train import TrainConfig, train
+from convlens.ml.classify import classify_files, list_folder
+from convlens.ml.config import TrainConfig
+from convlens.ml.data.cifar import load_cifar10
+from convlens.ml.saved import load_trained
+from convlens.ml.settings import settings
+from convlens.ml.train import train
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-classify-"))
-    data = load_cifar10(settings.data_dir())
+    data = load_cifar10(settings().datasets_dir)
     model_path = args.model or train(TrainConfig(limit=5000, epochs=2), work / "model", data=data)["paths"]["model"]
     trained = load_trained(model_path)
     folder = work / "images"

@@ -19,11 +19,12 @@ from _measure import run_child  # noqa: E402
 
 CHILD = r"""
 import json, tempfile, time
-from ml import settings
-from ml.data.cifar import load_cifar10
-from ml.train import TrainConfig, train
+from convlens.ml.settings import settings
+from convlens.ml.data.cifar import load_cifar10
+from convlens.ml.config import TrainConfig
+from convlens.ml.train import train
 t0 = time.perf_counter()
-data = load_cifar10(settings.data_dir())
+data = load_cifar10(settings().datasets_dir)
 r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempfile.mkdtemp(prefix="bench-fast-"),
           data=data)
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],

@@ -19,11 +19,11 @@ from _measure import run_child  # noqa: E402
 REFERENCE = r"""
 import json, time, numpy as np, keras
 from sklearn.utils.class_weight import compute_class_weight
-from ml import settings
-from ml.data.cifar import load_cifar10
-from ml.models.seed import build_seed
+from convlens.ml.settings import settings
+from convlens.ml.data.cifar import load_cifar10
+from convlens.ml.models.seed import build_seed
 keras.utils.set_random_seed(0)
-d = load_cifar10(settings.data_dir())
+d = load_cifar10(settings().datasets_dir)
 x_train, x_test = d.x_train / 255.0, d.x_test / 255.0  # the reference's float64 copies
 y_train, y_test = keras.utils.to_categorical(d.y_train, 10), keras.utils.to_categorical(d.y_test, 10)
 w = compute_class_weight("balanced", classes=np.arange(10), y=d.y_train)
@@ -40,7 +40,8 @@ print("RESULT:" + json.dumps({"fit_s": round(fit_s, 1), "test_accuracy": round(a
 
 PRESET = r"""
 import json, tempfile
-from ml.train import TrainConfig, train
+from convlens.ml.config import TrainConfig
+from convlens.ml.train import train
 r = train(TrainConfig(preset="seed"), tempfile.mkdtemp(prefix="bench-seed-"))
 print("RESULT:" + json.dumps({"fit_s": r["timings"]["fit_s"], "test_accuracy": r["metrics"]["test"]["accuracy"],
                               "epochs_run": r["epochs_run"], "policy": r["precision_policy"]}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -15,6 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from convlens.ml.settings import settings
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -22,20 +23,17 @@ class DatabaseBehind(RuntimeError):
     """The database schema is older than this code's migrations."""
 
 
-def home() -> Path:
-    return Path(os.environ.get("CONVLENS_HOME") or ".convlens").expanduser().resolve()
-
-
 def database_url() -> str:
-    url = os.environ.get("CONVLENS_DATABASE_URL")
-    if url:
-        return url
-    home().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home() / 'convlens.db'}"
+    conf = settings()
+    if conf.database_url:
+        return conf.database_url
+    conf.home_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{conf.home_dir / 'convlens.db'}"
 
 
 def is_embedded(url: str | None = None) -> bool:
-    return not os.environ.get("CONVLENS_DATABASE_URL") and url in (None, database_url())
+    """Whether url (default: the configured one) is the embedded SQLite file, which upgrades itself."""
+    return settings().embedded_database and url in (None, database_url())
 
 
 @lru_cache(maxsize=8)

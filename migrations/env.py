@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from db.models import Base
-from db.session import database_url, engine
+from convlens.db.models import Base
+from convlens.db.session import database_url, engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or database_url()

@@ -11,12 +11,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml import plots
-from ml.data.cifar import ImageDataset
-from ml.data.pipeline import make_dataset
-from ml.data.splits import stratified_subset
-from ml.explain import conv_layers
-from ml.train import ProgressFn
+from convlens.ml import plots
+from convlens.ml.data.cifar import ImageDataset
+from convlens.ml.data.pipeline import make_dataset
+from convlens.ml.data.splits import stratified_subset
+from convlens.ml.explain import conv_layers
+from convlens.ml.progress import ProgressEvent, ProgressFn
 
 
 def pooled_features(model: keras.Model, layers: list[str], x: np.ndarray, batch: int = 500) -> list[np.ndarray]:
@@ -58,7 +58,7 @@ def layer_probes(
     rows = []
     for i, name in enumerate(names):
         if progress is not None:
-            progress({"stage": "probe", "layer": name, "done": i, "total": len(names)})
+            progress(ProgressEvent(stage="probe", layer=name, done=i, total=len(names)))
         row = {"layer": name, "features": int(f_train[i].shape[1]),
                "probe_accuracy": probe_accuracy(f_train[i], y_train, f_test[i], y_test)}
         if i == 0:

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ml.data.images import decode_rgb, list_files, resize
-from ml.errors import ImageReadError
-from ml.explain import CamModel, compute_cam, save_overlay
-from ml.saved import TrainedModel
-from ml.thresholds import decisions
-from ml.train import ProgressFn
+from convlens.ml.data.images import decode_rgb, list_files, resize
+from convlens.ml.errors import ImageReadError
+from convlens.ml.explain import CamModel, compute_cam, save_overlay
+from convlens.ml.progress import ProgressEvent, ProgressFn
+from convlens.ml.saved import TrainedModel
+from convlens.ml.thresholds import decisions
 
 
 def list_folder(root: Path) -> list[Path]:
@@ -101,5 +101,5 @@ def classify_files(
         # Rows keep the order of the input list; unreadable files get their error instead of a prediction.
         rows.extend(by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch)
         if progress is not None:
-            progress({"stage": "classify", "done": len(rows), "total": len(paths)})
+            progress(ProgressEvent(stage="classify", done=len(rows), total=len(paths)))
     return rows

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ml.explain import compute_cam, save_gallery
-from ml.train import predict_probs
+from convlens.ml.explain import compute_cam, save_gallery
+from convlens.ml.predict import predict_probs
 
 
 def confused_pairs(confusion: list[list[int]], class_names: list[str], top: int = 10) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ def conv_layers(model: keras.Model) -> list[str]:
 
 def default_layer(model: keras.Model) -> str:
     """The Grad-CAM layer its preset chose (models are named after their preset), else the last conv layer."""
-    from ml.models import get_preset, list_presets
+    from convlens.ml.models import get_preset, list_presets
 
     names = conv_layers(model)
     if model.name in list_presets():

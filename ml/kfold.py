@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ml.data.cifar import ImageDataset
-from ml.data.splits import stratified_folds
-from ml.train import ProgressFn, TrainConfig, load_dataset, train, training_pool
+from convlens.ml.config import TrainConfig
+from convlens.ml.data.cifar import ImageDataset
+from convlens.ml.data.splits import stratified_folds
+from convlens.ml.prepare import load_dataset, training_pool
+from convlens.ml.progress import ProgressFn
+from convlens.ml.train import train
 
 
 def fold_dataset(cfg: TrainConfig, k: int, fold: int, data: ImageDataset | None = None) -> ImageDataset:
@@ -30,7 +32,7 @@ def run_fold(
 ) -> dict[str, Any]:
     """Trains on k-1 folds with seed cfg.seed + fold; result["metrics"]["test"] scores the held-out fold."""
     fold_data = fold_dataset(cfg, k, fold, data)
-    fold_cfg = dataclasses.replace(cfg, limit=None, long_tail_ratio=None, seed=cfg.seed + fold)
+    fold_cfg = cfg.model_copy(update={"limit": None, "long_tail_ratio": None, "seed": cfg.seed + fold})
     result = train(fold_cfg, out_dir, progress=progress, data=fold_data, resume=True)
     result["fold"] = fold
     return result

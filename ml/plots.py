@@ -12,6 +12,13 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     keys = [k for k in ("loss", "accuracy") if k in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
@@ -22,10 +29,7 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -33,10 +37,7 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path) 
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names).plot(
         ax=ax, xticks_rotation=45, colorbar=False
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_bars(labels: list[str], series: dict[str, list[float]], title: str, path: Path) -> Path:
@@ -49,7 +50,4 @@ def plot_bars(labels: list[str], series: dict[str, list[float]], title: str, pat
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import keras
 
-import ml.models  # noqa: F401  registers the custom layers that saved models refer to
-from ml.errors import ConvlensError
+import convlens.ml.models  # noqa: F401  registers the custom layers that saved models refer to
+from convlens.ml.errors import ConvlensError
 
 
 def atomic_write_text(path: Path, text: str) -> None:

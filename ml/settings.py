@@ -1,15 +1,54 @@
-"""Paths taken from the environment: CONVLENS_HOME (runs, models, plots) and CONVLENS_DATA_DIR (datasets)."""
+"""The one settings object: every CONVLENS_* environment variable, read and validated here and nowhere else.
+
+It lives in the bottom layer because every layer reads it (ml only for the data and home folders). It is read
+afresh on each call: tests and tools change the environment between runs, and reading it costs microseconds.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-def home() -> Path:
-    return Path(os.environ.get("CONVLENS_HOME") or ".convlens").expanduser().resolve()
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVLENS_", extra="ignore")
+
+    home: Path = Field(Path(".convlens"), description="runs, models, plots, overlays, the embedded services")
+    data_dir: Path | None = Field(None, description="where cifar-10-batches-bin/ lives (default HOME/datasets)")
+    database_url: str | None = Field(None, description="default: SQLite under HOME")
+    broker_url: str | None = Field(None, description="default: an embedded Redis on a socket under HOME")
+    allowed_roots: str | None = Field(None, description="folders jobs may read, separated by ':'")
+    visibility_timeout: int = Field(21600, ge=1, description="seconds before an unacknowledged task returns")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve() if self.data_dir else self.home_dir / "datasets"
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def roots(self) -> list[Path] | None:
+        """The allowed roots, or None when unset (HTTP then refuses every folder; the CLI reads any)."""
+        if self.allowed_roots is None:
+            return None
+        return [Path(p).expanduser().resolve() for p in self.allowed_roots.split(os.pathsep) if p.strip()]
 
 
-def data_dir() -> Path:
-    env = os.environ.get("CONVLENS_DATA_DIR")
-    return Path(env).expanduser().resolve() if env else home() / "datasets"
+def settings() -> Settings:
+    # An empty variable means its default, as it always did.
+    return Settings(**{name: field.default for name, field in Settings.model_fields.items()
+                       if os.environ.get(f"CONVLENS_{name.upper()}") == ""})
+

@@ -26,7 +26,7 @@ def convlens_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar():
-    from ml.data.cifar import load_cifar10
+    from convlens.ml.data.cifar import load_cifar10
 
     return load_cifar10(DATA_DIR, download=False)
 
@@ -34,11 +34,12 @@ def cifar():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, cifar):
     """The seed preset trained briefly on 10,000 real training images."""
-    from ml.saved import load_trained
-    from ml.train import TrainConfig, train
+    from convlens.ml.config import TrainConfig
+    from convlens.ml.saved import load_trained
+    from convlens.ml.train import train
 
     out = tmp_path_factory.mktemp("trained")
-    result = train(TrainConfig(limit=10000, epochs=6, batch_size=128, augment={"flip": True, "translation": 0.0}), out,
+    result = train(TrainConfig(limit=10000, epochs=6, batch_size=128, flip=True, translation=0.0), out,
                    data=cifar)
     model = load_trained(result["paths"]["model"])
     return {"result": result, "model": model, "path": Path(result["paths"]["model"])}

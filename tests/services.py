@@ -27,7 +27,7 @@ def create_pg_database() -> str:
 
 
 def drop_pg_database(url: str) -> None:
-    from db.session import _engine
+    from convlens.db.session import _engine
 
     _engine.cache_clear()  # engines of this process; WITH (FORCE) ends any other session
     name = url.rsplit("/", 1)[1]
@@ -46,7 +46,7 @@ def free_redis_db() -> str:
 
 
 def cli(env: dict, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "api.cli", *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "convlens.api.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"convlens {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
@@ -65,7 +65,7 @@ class Worker:
         self.name = name
         self.log = log_dir / f"{name.split('@')[0]}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queues", queues, "--concurrency", "1",
+            [sys.executable, "-m", "convlens.api.cli", "worker", "--queues", queues, "--concurrency", "1",
              "--hostname", name, "--loglevel", "INFO"],
             env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 

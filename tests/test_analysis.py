@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-from ml.analysis import layer_probes
-from ml.classify import classify_files, list_folder, shard_files
-from ml.kfold import aggregate_folds, fold_dataset, run_fold
-from ml.train import TrainConfig
+from convlens.ml.analysis import layer_probes
+from convlens.ml.classify import classify_files, list_folder, shard_files
+from convlens.ml.config import TrainConfig
+from convlens.ml.kfold import aggregate_folds, fold_dataset, run_fold
 
 
 def test_layer_probes(tmp_path, trained, cifar):

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from conftest import DATA_DIR
-from ml.data import cifar as C
-from ml.data.folders import load_image_folder
-from ml.data.images import decode_rgb
-from ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
-from ml.errors import DatasetError
+from convlens.ml.data import cifar as C
+from convlens.ml.data.folders import load_image_folder
+from convlens.ml.data.images import decode_rgb
+from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
+from convlens.ml.errors import DatasetError
 
 SRC = DATA_DIR / C.FOLDER
 
@@ -164,7 +164,7 @@ def test_splits_are_stratified_and_repeatable(cifar):
 
 
 def test_pipeline_batches_are_scaled_float32(cifar):
-    from ml.data.pipeline import AugmentConfig, make_dataset, make_training_dataset
+    from convlens.ml.data.pipeline import AugmentConfig, make_dataset, make_training_dataset
 
     ds = make_training_dataset(cifar.x_test[:100], cifar.y_test[:100], 10, 32, epochs=2, seed=0,
                                augment=AugmentConfig(flip=True, rotation=0.05, zoom=0.1, translation=0.1))
@@ -181,7 +181,7 @@ def test_pipeline_batches_are_scaled_float32(cifar):
 def test_alternating_flip_mirrors_each_image_every_other_epoch(cifar):
     import keras
 
-    from ml.data.pipeline import AugmentConfig, make_training_dataset
+    from convlens.ml.data.pipeline import AugmentConfig, make_training_dataset
 
     keras.utils.set_random_seed(0)  # as training does: a global seed must not upset the per-epoch shuffles
     x = cifar.x_test[:64]

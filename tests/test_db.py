@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
-from db.session import alembic_config, current_revision, downgrade, engine, head_revision, upgrade
+from convlens.db.session import alembic_config, current_revision, downgrade, engine, head_revision, upgrade
 from services import create_pg_database, drop_pg_database
 
 TABLES = {"jobs", "metrics", "predictions", "artifacts", "models", "alembic_version"}
@@ -42,7 +42,7 @@ def test_cli_db_commands(url, tmp_path):
     import sys
 
     env = {**os.environ, "CONVLENS_DATABASE_URL": url, "CONVLENS_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "api.cli", *a], env=env, capture_output=True,  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "convlens.api.cli", *a], env=env, capture_output=True,  # noqa: E731
                                     text=True, timeout=120)
     behind = run("jobs", "list")
     assert behind.returncode == 2 and "behind" not in behind.stdout and "convlens db upgrade" in behind.stderr

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ml.error_analysis import confused_pairs, highest_loss_gallery
-from ml.explain import (
+from convlens.ml.error_analysis import confused_pairs, highest_loss_gallery
+from convlens.ml.explain import (
     compute_cam,
     default_layer,
     deletion_insertion_auc,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.analysis import layer_probes
-from ml.explain import compute_cam, conv_layers, default_layer
-from ml.models import get_preset, list_presets
-from ml.models.fast import init_whitening
-from ml.saved import load_trained
-from ml.train import TrainConfig, predict_probs, train
+from convlens.ml.analysis import layer_probes
+from convlens.ml.config import TrainConfig
+from convlens.ml.explain import compute_cam, conv_layers, default_layer
+from convlens.ml.models import get_preset, list_presets
+from convlens.ml.models.fast import init_whitening
+from convlens.ml.predict import predict_probs
+from convlens.ml.saved import load_trained
+from convlens.ml.train import train
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_fast_model_loads_in_a_fresh_process(fast_run):
     import subprocess
     import sys
 
-    code = ("import numpy as np; from ml.saved import load_trained; "
+    code = ("import numpy as np; from convlens.ml.saved import load_trained; "
             f"t = load_trained({fast_run['paths']['model']!r}); "
             "print(t.model.predict(np.zeros((2, 32, 32, 3), 'float32'), verbose=0).shape)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -78,7 +80,7 @@ def test_fast_model_loads_in_a_fresh_process(fast_run):
 
 
 def test_fast_kfold_on_a_small_subset(tmp_path, cifar):
-    from ml.kfold import run_fold
+    from convlens.ml.kfold import run_fold
 
     cfg = TrainConfig(preset="fast", limit=600, epochs=1, batch_size=64, learning_rate=0.1)
     result = run_fold(cfg, 2, 1, tmp_path, data=cifar)

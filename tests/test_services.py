@@ -17,8 +17,8 @@ import redis
 from sqlalchemy import func, select
 
 from conftest import DATA_DIR
-from db.models import Job, Metric, Prediction, TrainedModelRow
-from db.session import session_scope
+from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
+from convlens.db.session import session_scope
 from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
 from test_analysis import make_messy_folder
 
@@ -62,7 +62,7 @@ def test_train_job_recorded(cluster):
     assert count(pg, models) == 1
     assert count(pg, select(func.count()).select_from(Metric).where(Metric.job_id == train["id"],
                                                                      Metric.name == "accuracy")) == 3
-    out = cli(cluster["env"], "results", "metrics", train["id"], "--format", "csv").stdout
+    out = cli(cluster["env"], "results", "metrics", train["id"], "--csv").stdout
     assert out.splitlines()[0] == "split,fold,class,name,value" and ",accuracy," in out
 
 
@@ -96,7 +96,7 @@ def test_classify_folder_with_bad_files(cluster):
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     assert sorted(paths) == files  # every file exactly once
     assert {Path(p).name for p in errors} == bad
-    out = cli(cluster["env"], "results", "predictions", job["id"], "--misclassified", "--format", "csv").stdout
+    out = cli(cluster["env"], "results", "predictions", job["id"], "--misclassified", "--csv").stdout
     assert all(line.split(",")[1] != line.split(",")[4] for line in out.splitlines()[1:] if line)
 
 
@@ -154,7 +154,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def http(cluster):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port)], env=cluster["env"],
+    proc = subprocess.Popen([sys.executable, "-m", "convlens.api.cli", "api", "--port", str(port)], env=cluster["env"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 

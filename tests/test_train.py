@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from ml.evaluate import classification_metrics
-from ml.models import get_preset
-from ml.thresholds import thresholded_predictions, tune_thresholds
-from ml.train import TrainConfig, predict_probs, prepare_data, train
+from convlens.ml.config import TrainConfig
+from convlens.ml.evaluate import classification_metrics
+from convlens.ml.models import get_preset
+from convlens.ml.predict import predict_probs
+from convlens.ml.prepare import prepare_data
+from convlens.ml.thresholds import thresholded_predictions, tune_thresholds
+from convlens.ml.train import train
 
 
 def test_seed_is_the_reference_cnn():
@@ -96,7 +99,7 @@ def test_resume_after_a_stop(tmp_path, cifar):
 
 def test_cli_run_train_json(tmp_path):
     env = {**os.environ, "CONVLENS_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "run", "train", "--limit", "500", "--epochs", "1",
+    proc = subprocess.run([sys.executable, "-m", "convlens.api.cli", "run", "train", "--limit", "500", "--epochs", "1",
                            "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
@@ -107,9 +110,9 @@ def test_cli_run_train_json(tmp_path):
 
 def test_cli_rejects_bad_options(tmp_path):
     env = {**os.environ, "CONVLENS_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "run", "train", "--preset", "nope", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "convlens.api.cli", "run", "train", "--preset", "nope", "--json"],
                           capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode != 0 and "unknown preset 'nope'" in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "preset: Input should be 'seed' or 'fast'" in proc.stderr
 
 
 def test_time_budget_stops_training_on_the_clock(tmp_path, cifar):
@@ -134,7 +137,7 @@ def test_a_budget_too_short_for_one_epoch_says_so(tmp_path, cifar):
 
 def test_the_evaluation_level_follows_the_rate_the_evaluation_measured():
     """50 s of a 100 s budget are left: at 100 images/s the shifted views (5,500 passes to go) do not fit."""
-    from ml.train import TrainingClock
+    from convlens.ml.callbacks import TrainingClock
 
     clock = TrainingClock(100, budget_s=100, spent_s=50, eval_images=(1000, 2000, 6000), margin_s=0)
     assert clock.affordable_level(rate=100, done_images=500) == 1

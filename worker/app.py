@@ -1,26 +1,24 @@
-"""The Celery app: Redis broker and result backend, gpu/cpu queues, late acks for long ML tasks."""
+"""The Celery app: Redis broker and result backend, gpu/cpu queues, late acks for long ML tasks.
+
+Importing it has no side effects: whoever sends or consumes tasks starts the embedded Redis first
+(`worker.broker.ensure_embedded_redis`). Tasks name their queue when they are sent (see `worker.tasks`).
+"""
 
 from __future__ import annotations
-
-import os
 
 from celery import Celery
 from kombu import Queue
 
-from worker.broker import broker_url, ensure_embedded_redis
-
-GPU_TASKS = ["convlens.train", "convlens.kfold_fold", "convlens.layers", "convlens.classify_shard"]
-CPU_TASKS = ["convlens.kfold", "convlens.kfold_aggregate", "convlens.classify", "convlens.classify_aggregate"]
+from convlens.ml.settings import settings
+from convlens.worker.broker import broker_url
 
 
 def make_app() -> Celery:
-    ensure_embedded_redis()
     url = broker_url()
-    app = Celery("convlens", broker=url, backend=url, include=["worker.tasks"])
+    app = Celery("convlens", broker=url, backend=url, include=["convlens.worker.tasks"])
     app.conf.update(
         task_queues=[Queue("gpu"), Queue("cpu")],
         task_default_queue="cpu",
-        task_routes={**{n: {"queue": "gpu"} for n in GPU_TASKS}, **{n: {"queue": "cpu"} for n in CPU_TASKS}},
         # A worker killed mid-task leaves the message unacknowledged, so it is delivered again.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -29,7 +27,7 @@ def make_app() -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # A message taken by a worker that vanished entirely comes back after this many seconds.
-            "visibility_timeout": int(os.environ.get("CONVLENS_VISIBILITY_TIMEOUT", "21600")),
+            "visibility_timeout": settings().visibility_timeout,
         },
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,

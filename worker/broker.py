@@ -7,26 +7,21 @@ process that finds its socket; a file lock keeps two processes from starting it 
 from __future__ import annotations
 
 import fcntl
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from db.session import home
+from convlens.ml.settings import settings
 
 
 def socket_path() -> Path:
-    return home() / "redis.sock"
+    return settings().home_dir / "redis.sock"
 
 
 def broker_url() -> str:
-    return os.environ.get("CONVLENS_BROKER_URL") or f"redis+socket://{socket_path()}"
-
-
-def is_embedded() -> bool:
-    return not os.environ.get("CONVLENS_BROKER_URL")
+    return settings().broker_url or f"redis+socket://{socket_path()}"
 
 
 def _alive(sock: Path) -> bool:
@@ -38,7 +33,7 @@ def _alive(sock: Path) -> bool:
 
 def ensure_embedded_redis() -> bool:
     """Starts the embedded Redis unless it already runs; returns True when this call started it."""
-    if not is_embedded():
+    if not settings().embedded_broker:
         return False
     sock = socket_path()
     sock.parent.mkdir(parents=True, exist_ok=True)

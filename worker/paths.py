@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from db.session import home
+from convlens.ml.settings import settings
 
 
 def job_dir(job_id: str) -> Path:
-    path = home() / "runs" / job_id
+    path = settings().home_dir / "runs" / job_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def allowed_roots() -> list[Path] | None:
-    """The configured roots (os.pathsep-separated), or None when CONVLENS_ALLOWED_ROOTS is unset."""
-    raw = os.environ.get("CONVLENS_ALLOWED_ROOTS")
-    if raw is None:
-        return None
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
 
 
 class FolderRefused(ValueError):
@@ -32,7 +23,7 @@ def check_folder(folder: str, require_roots: bool = False) -> Path:
     if ".." in raw.parts:
         raise FolderRefused(f"{folder}: '..' is not allowed in folder paths")
     real = raw.resolve()
-    roots = allowed_roots()
+    roots = settings().roots
     if roots is None:
         if require_roots:
             raise FolderRefused("no folders may be read: set CONVLENS_ALLOWED_ROOTS on the API server")
@@ -47,3 +38,22 @@ def files_within(root: Path, files: list[Path]) -> list[Path]:
     """Drops files (symlinks included) whose real path escapes root."""
     root = root.resolve()
     return [f for f in files if f.resolve().is_relative_to(root)]
+
+
+def resolve_model(ref: str) -> Path:
+    """A model path, or the model that train job `ref` registered."""
+    from sqlalchemy import select
+
+    from convlens.db.models import TrainedModelRow
+    from convlens.db.session import session_scope
+    from convlens.worker.lifecycle import JobError
+
+    path = Path(ref).expanduser()
+    if path.suffix == ".keras" and path.is_file():
+        return path.resolve()
+    with session_scope() as s:
+        row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)
+                        .order_by(TrainedModelRow.id.desc())).first()
+        if row is not None:
+            return Path(row.path)
+    raise JobError(f"model {ref!r}: neither a .keras file nor the id of a train job with a model")

@@ -1,6 +1,6 @@
-"""Celery tasks: thin wrappers that route worker.jobs bodies to queues and fan out folds and shards.
+"""Celery tasks, generic over job kinds: a job's first step, its parts (a chord), its aggregation.
 
-Task ids are job ids, so revoking a job revokes exactly its task.
+Task ids are job ids, so revoking a job revokes exactly its task. Queues are chosen per kind when sending.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import redis
 from celery import chord
 from sqlalchemy.exc import OperationalError
 
-from worker import jobs
-from worker.app import app
+from convlens.worker import lifecycle, steps
+from convlens.worker.app import app
+from convlens.worker.broker import ensure_embedded_redis
+from convlens.worker.kinds import get_kind
 
 # Transient database and broker errors: retried with exponential back-off.
 RETRY = {
@@ -22,61 +24,35 @@ RETRY = {
 }
 
 
-@app.task(name="convlens.train", bind=True, **RETRY)
-def train(self, job_id: str) -> None:
-    jobs.run_train(job_id, self.request.hostname)
+@app.task(name="convlens.job", bind=True, **RETRY)
+def job(self, job_id: str, kind_name: str) -> None:
+    parts = steps.begin(job_id, self.request.hostname)
+    if parts:
+        kind = get_kind(kind_name)
+        chord([part.si(p).set(task_id=p, queue=kind.queue) for p in parts])(
+            aggregate.si(job_id).set(queue="cpu"))
 
 
-@app.task(name="convlens.layers", bind=True, **RETRY)
-def layers(self, job_id: str) -> None:
-    jobs.run_layers(job_id, self.request.hostname)
+@app.task(name="convlens.part", bind=True, **RETRY)
+def part(self, part_id: str) -> None:
+    steps.run_part(part_id, self.request.hostname)
 
 
-@app.task(name="convlens.kfold", bind=True, **RETRY)
-def kfold(self, job_id: str) -> None:
-    children = jobs.plan_kfold(job_id, self.request.hostname)
-    if children:
-        chord([kfold_fold.si(c).set(task_id=c) for c in children])(kfold_aggregate.si(job_id))
+@app.task(name="convlens.aggregate", bind=True, **RETRY)
+def aggregate(self, job_id: str) -> None:
+    steps.aggregate(job_id, self.request.hostname)
 
 
-@app.task(name="convlens.kfold_fold", bind=True, **RETRY)
-def kfold_fold(self, child_id: str) -> None:
-    jobs.run_fold(child_id, self.request.hostname)
-
-
-@app.task(name="convlens.kfold_aggregate", bind=True, **RETRY)
-def kfold_aggregate(self, job_id: str) -> None:
-    jobs.aggregate_kfold(job_id, self.request.hostname)
-
-
-@app.task(name="convlens.classify", bind=True, **RETRY)
-def classify(self, job_id: str) -> None:
-    children = jobs.plan_classify(job_id, self.request.hostname)
-    if children:
-        chord([classify_shard.si(c).set(task_id=c) for c in children])(classify_aggregate.si(job_id))
-
-
-@app.task(name="convlens.classify_shard", bind=True, **RETRY)
-def classify_shard(self, child_id: str) -> None:
-    jobs.run_classify_shard(child_id, self.request.hostname)
-
-
-@app.task(name="convlens.classify_aggregate", bind=True, **RETRY)
-def classify_aggregate(self, job_id: str) -> None:
-    jobs.aggregate_classify(job_id, self.request.hostname)
-
-
-ENTRY = {"train": train, "kfold": kfold, "layers": layers, "classify": classify}
-
-
-def submit(kind: str, params: dict) -> str:
-    """Records a queued job and enqueues its task; returns the job id."""
-    job_id = jobs.create_job(kind, params)
-    ENTRY[kind].apply_async(args=[job_id], task_id=job_id)
+def submit(kind_name: str, params: dict, strict_paths: bool = False) -> str:
+    """Validates params, records a queued job and enqueues its first step; returns the job id."""
+    job_id = steps.create_job(kind_name, params, strict_paths)
+    ensure_embedded_redis()
+    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue)
     return job_id
 
 
 def cancel(job_id: str) -> list[str]:
-    ids = jobs.mark_cancelled(job_id)
+    ids = lifecycle.mark_cancelled(job_id)
+    ensure_embedded_redis()
     app.control.revoke(ids, terminate=True)
     return ids

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.errors import DatasetError
+from convlens.ml.errors import DatasetError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"

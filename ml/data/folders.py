@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.data.cifar import ImageDataset
-from ml.data.images import decode_batch, list_files
-from ml.data.splits import stratified_split
-from ml.errors import DatasetError
+from convlens.ml.data.cifar import ImageDataset
+from convlens.ml.data.images import decode_batch, list_files
+from convlens.ml.data.splits import stratified_split
+from convlens.ml.errors import DatasetError
 
 
 def load_image_folder(

@@ -32,8 +32,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from ml.models.layers import FusedBatchNorm, PartialIdentity
-from ml.models.registry import Preset, register_preset
+from convlens.ml.models.layers import FusedBatchNorm, PartialIdentity
+from convlens.ml.models.registry import Preset, register_preset
 
 WIDTHS = (64, 128, 256)
 ACTIVATION = "relu"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ml.models.registry import Preset, register_preset
+from convlens.ml.models.registry import Preset, register_preset
 
 
 def build_seed(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10) -> keras.Model:

@@ -1,0 +1,179 @@
+"""`convlens run KIND` and `convlens submit KIND`: one command per job kind, options made from its params model."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from convlens.api import queries
+from convlens.api.follow import follow, follow_in_background
+from convlens.api.output import fail, print_json, ready_database
+from convlens.ml.config import TrainOptions
+from convlens.worker.kinds import KINDS, get_kind
+from convlens.worker.kinds.kfold import KfoldParams
+from convlens.worker.kinds.layers import LayersParams
+from convlens.worker.paths import FolderRefused
+
+run_app = typer.Typer(help="Run a job in this process (recorded in the database like a queued one).",
+                      no_args_is_help=True)
+submit_app = typer.Typer(help="Queue a job for the workers; prints its id.", no_args_is_help=True)
+
+Json = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+Wait = Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar until it ends")]
+
+
+def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool) -> None:
+    """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
+    ready_database()
+    params = {k: v for k, v in params.items() if v is not None}
+    try:
+        if mode == "run":
+            from convlens.worker import steps
+
+            job_id = steps.create_job(kind, params)
+        else:
+            from convlens.worker.tasks import submit
+
+            job_id = submit(kind, params)
+    except ValidationError as exc:
+        fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except FolderRefused as exc:
+        fail(str(exc))
+    if mode == "run":
+        thread, stop = follow_in_background(job_id, quiet=as_json)
+        try:
+            steps.execute_inline(job_id)
+        except Exception as exc:  # recorded on the job; shown below
+            if not as_json:
+                typer.secho(f"job {job_id} failed: {exc}", fg="red", err=True)
+        finally:
+            stop.set()
+            thread.join()
+    elif not wait:
+        typer.echo(json.dumps({"id": job_id, "kind": kind, "status": "queued"}) if as_json else job_id)
+        return
+    else:
+        follow(job_id, quiet=as_json)
+    finish_output(job_id, as_json)
+
+
+def finish_output(job_id: str, as_json: bool) -> None:
+    job = queries.get_job(job_id)
+    if as_json:
+        print_json(job.model_dump(mode="json"))
+    else:
+        show_job(job.model_dump(mode="json"))
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def show_job(job: dict[str, Any]) -> None:
+    from convlens.api.follow import describe
+
+    typer.echo(f"job {job['id']}  {job['kind']}  {job['status']}  worker={job['worker'] or '-'}")
+    if job.get("error"):
+        typer.secho(f"error: {job['error']}", fg="red")
+    if job["status"] == "running":
+        typer.echo(f"progress: {describe(job.get('progress'))}")
+    if job.get("result"):
+        for line in get_kind(job["kind"]).describe(job["result"]):
+            typer.secho(line, fg="yellow" if line.startswith("warning:") else None)
+    for child in (job.get("children") or [])[:50]:
+        typer.echo(f"  part {child['part']}: {child['status']} on {child['worker'] or '-'}")
+
+
+# --- options made from a params model -----------------------------------------------------------
+
+def _cli_type(annotation: Any) -> Any:
+    """Typer has no Literal: choices travel as str and the params model checks them."""
+    def bare(t: Any) -> Any:
+        return typing.get_args(t)[0] if typing.get_origin(t) is Annotated else t
+
+    annotation = bare(annotation)
+    args = [bare(a) for a in typing.get_args(annotation) if a is not type(None)]
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation)
+    base = args[0] if optional and len(args) == 1 else annotation
+    if typing.get_origin(base) is typing.Literal:
+        base = type(typing.get_args(base)[0])
+    return base | None if optional else base
+
+
+def model_options(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """A Typer option per field: `--no-X` for booleans that default to True, `--x/--no-x` for optional ones."""
+    out = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
+        ann, default = _cli_type(field.annotation), field.default
+        if flag.startswith("--no-"):  # a boolean that is on unless the flag is given
+            option, ann, default = typer.Option(flag, help=field.description), bool, False
+        elif field.annotation == bool | None:
+            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=field.description)
+        else:
+            option = typer.Option(flag, help=field.description)
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                     annotation=Annotated[ann, option]))
+    return out
+
+
+def _params_from(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """Option values back into params: a `--no-X` flag given means X is False."""
+    out = {}
+    for name, field in model.model_fields.items():
+        if name in values:
+            flag = (field.json_schema_extra or {}).get("cli") or ""
+            out[name] = (not values[name]) if flag.startswith("--no-") else values[name]
+    return out
+
+
+def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
+                 leading: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
+                 to_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    """Registers `run KIND` or `submit KIND` with one option per field of `model` (after `leading` ones)."""
+    common = [inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
+              inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)]
+    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[1:])]
+
+    def command(**values: Any) -> None:
+        params = _params_from(model, values)
+        params = to_params(params | values) if to_params else params
+        execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"])
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = KINDS[kind].title[0].upper() + KINDS[kind].title[1:] + "."
+    sub.command(kind)(command)
+
+
+FolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+    str, typer.Argument(help="folder of images, walked recursively")])
+ModelOpt = inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+    str, typer.Option("--model", help="a .keras model or the id of a train job")])
+LayerOpt = inspect.Parameter("layer", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+    list[str] | None, typer.Option(help="a conv layer to probe (repeatable; default: all)")])
+
+
+def _register(sub: typer.Typer, mode: str) -> None:
+    from convlens.worker.kinds.classify import ClassifyParams
+
+    kind_command(sub, "train", mode, TrainOptions)
+    kind_command(sub, "kfold", mode, KfoldParams)
+    kind_command(sub, "layers", mode, LayersParams, leading=[ModelOpt, LayerOpt],
+                 skip=("model", "layers", "cumulative"),
+                 to_params=lambda v: {**_params_from(LayersParams, v), "model": v["model"], "layers": v["layer"]})
+    kind_command(sub, "classify", mode, ClassifyParams, leading=[FolderArg, ModelOpt],
+                 skip=("folder", "model"),
+                 to_params=lambda v: {**_params_from(ClassifyParams, v), "folder": v["folder"], "model": v["model"]})
+
+
+_register(run_app, "run")
+_register(submit_app, "submit")

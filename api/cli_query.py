@@ -1,0 +1,90 @@
+"""`convlens jobs ...` and `convlens results ...`: follow jobs and query what they stored."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from convlens.api import queries
+from convlens.api.cli_jobs import Json, finish_output, show_job
+from convlens.api.follow import describe, follow
+from convlens.api.output import emit, fail, print_json, print_table, ready_database
+
+jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
+results_app = typer.Typer(help="Query metrics and predictions.", no_args_is_help=True)
+Csv = Annotated[bool, typer.Option("--csv", help="print CSV")]
+
+
+@jobs_app.command("list")
+def jobs_list(status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
+              kind: Annotated[str | None, typer.Option(help="train|kfold|layers|classify")] = None,
+              limit: int = 50, json_out: Json = False) -> None:
+    ready_database()
+    rows = [j.model_dump(mode="json") for j in queries.list_jobs(status, kind, limit=limit)]
+    if json_out:
+        print_json(rows)
+    else:
+        print_table([{**r, "progress": describe(r["progress"])} for r in rows],
+                    ["id", "kind", "status", "progress", "created_at", "worker"])
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, json_out: Json = False) -> None:
+    ready_database()
+    job = queries.get_job(job_id)
+    if job is None:
+        fail(f"job {job_id} not found")
+    if json_out:
+        print_json(job.model_dump(mode="json"))
+    else:
+        show_job(job.model_dump(mode="json"))
+
+
+@jobs_app.command("wait")
+def jobs_wait(job_id: str, json_out: Json = False) -> None:
+    ready_database()
+    if queries.get_job(job_id) is None:
+        fail(f"job {job_id} not found")
+    follow(job_id, quiet=json_out)
+    finish_output(job_id, json_out)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, json_out: Json = False) -> None:
+    ready_database()
+    from convlens.worker.lifecycle import JobError
+    from convlens.worker.tasks import cancel
+
+    try:
+        ids = cancel(job_id)
+    except JobError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json({"cancelled": ids})
+    else:
+        typer.echo(f"cancelled {job_id} ({len(ids) - 1} child jobs)")
+
+
+@results_app.command("metrics")
+def results_metrics(job_id: str, json_out: Json = False, csv_out: Csv = False) -> None:
+    ready_database()
+    rows = [m.model_dump(mode="json", by_alias=True) for m in queries.metrics(job_id)]
+    emit(rows, json_out, csv_out, ["split", "fold", "class", "name", "value"])
+
+
+@results_app.command("predictions")
+def results_predictions(
+    job_id: str,
+    label: Annotated[str | None, typer.Option(help="only this predicted class")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="only confidence >= P")] = None,
+    misclassified: Annotated[bool, typer.Option(help="only files whose folder names another class")] = False,
+    errors: Annotated[bool, typer.Option("--errors", help="only unreadable files")] = False,
+    limit: Annotated[int | None, typer.Option(help="at most N rows")] = None,
+    json_out: Json = False,
+    csv_out: Csv = False,
+) -> None:
+    ready_database()
+    rows = queries.predictions(job_id, label, min_confidence, misclassified, True if errors else None, limit)
+    emit([r.model_dump(mode="json") for r in rows], json_out, csv_out,
+         ["path", "predicted", "confidence", "decision", "true_label", "top_k", "error"])

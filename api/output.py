@@ -1,0 +1,49 @@
+"""How the CLI prints: tables, CSV or one JSON document; errors in red on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, NoReturn
+
+import typer
+
+from convlens.worker.kinds.base import table_lines
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def ready_database() -> None:
+    from convlens.db.session import DatabaseBehind, ensure_current
+
+    try:
+        ensure_current()
+    except DatabaseBehind as exc:
+        fail(str(exc))
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    for line in table_lines(rows, columns):
+        typer.echo(line)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, columns: list[str]) -> None:
+    """Rows as one JSON document, as CSV, or as a table of `columns`."""
+    if as_json:
+        print_json(rows)
+    elif as_csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows)
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        print_table(rows, columns)

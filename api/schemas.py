@@ -1,0 +1,72 @@
+"""Typed views of jobs and results: what the HTTP API returns (its OpenAPI schema) and the CLI prints as JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, Field
+
+from convlens.db.models import JOB_STATUSES
+from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.ml.progress import ProgressEvent
+from convlens.worker.kinds import KINDS
+
+KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# Every result a job row may hold: each kind's, and each part's.
+_RESULTS = tuple(dict.fromkeys([*(k.result_model for k in KINDS.values()),
+                                *(k.part_result_model for k in KINDS.values() if k.part_result_model)]))
+JobResult = Union[_RESULTS]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    status: Status
+    progress: ProgressEvent | None = None
+    params: dict[str, Any]
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    error: str | None = None
+    parent_id: str | None = None
+    part: int | None = None
+    result: JobResult | None = None
+    children: list[JobView] | None = None
+    artifacts: list[ArtifactRow] | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    limit: int
+    offset: int
+
+
+class JobRequest(BaseModel):
+    kind: KindName = Field(description="the job kind; its params are described by the schemas named *Params")
+    params: dict[str, Any] = {}
+
+
+class MetricsView(BaseModel):
+    job_id: str
+    metrics: list[MetricRow]
+
+
+class PredictionsView(BaseModel):
+    job_id: str
+    predictions: list[PredictionRow]
+    limit: int
+    offset: int
+
+
+class Problem(BaseModel):
+    """An error: a readable message, and for bad params the field each problem is in."""
+
+    message: str
+    errors: list[dict[str, str]] = []
+
+
+class ErrorBody(BaseModel):
+    detail: Problem

@@ -1,0 +1,59 @@
+"""Typed rows: what workers store and what the CLI and the HTTP API read back (metrics, predictions, artifacts)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convlens.db.models import Artifact, Metric, Prediction
+
+
+class MetricRow(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    value: float
+    class_name: str | None = Field(None, alias="class", serialization_alias="class")
+    fold: int | None = None
+    split: str = "test"
+
+    def orm(self, job_id: str) -> Metric:
+        return Metric(job_id=job_id, name=self.name, value=self.value, class_name=self.class_name, fold=self.fold,
+                      split=self.split)
+
+    @classmethod
+    def of(cls, m: Metric) -> MetricRow:
+        return cls(name=m.name, value=m.value, class_name=m.class_name, fold=m.fold, split=m.split)
+
+
+class PredictionRow(BaseModel):
+    path: str
+    predicted: str | None = None
+    confidence: float | None = None
+    top_k: list[tuple[str, float]] | None = None
+    decision: str | None = None
+    true_label: str | None = None
+    error: str | None = None
+    shard: int | None = None
+
+    def orm(self, job_id: str) -> Prediction:
+        return Prediction(job_id=job_id, **self.model_dump(mode="json"))
+
+    @classmethod
+    def of(cls, p: Prediction) -> PredictionRow:
+        return cls(path=p.path, predicted=p.predicted, confidence=p.confidence, top_k=p.top_k, decision=p.decision,
+                   true_label=p.true_label, error=p.error, shard=p.shard)
+
+
+class ArtifactRow(BaseModel):
+    kind: str
+    path: str
+    part: int | None = None
+    id: int | None = None
+
+    def orm(self, job_id: str) -> Artifact:
+        return Artifact(job_id=job_id, kind=self.kind, path=self.path, part=self.part)
+
+    @classmethod
+    def of(cls, a: Artifact) -> ArtifactRow:
+        return cls(id=a.id, kind=a.kind, path=a.path, part=a.part)
+

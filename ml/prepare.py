@@ -1,0 +1,72 @@
+"""Data for a training run: the dataset, the training pool (long tail, --limit), the validation split, class weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+from convlens.ml.config import TrainConfig
+from convlens.ml.data.cifar import ImageDataset, load_cifar10
+from convlens.ml.data.folders import load_image_folder
+from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
+from convlens.ml.settings import settings
+
+
+@dataclass
+class PreparedData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+def load_dataset(cfg: TrainConfig) -> ImageDataset:
+    if cfg.dataset == "cifar10":
+        return load_cifar10(Path(cfg.data_dir) if cfg.data_dir else settings().datasets_dir)
+    data, _errors = load_image_folder(Path(cfg.dataset), (cfg.image_size, cfg.image_size), seed=cfg.seed)
+    return data
+
+
+def training_pool(cfg: TrainConfig, data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The training images after the long-tail and --limit options (the test set is never touched)."""
+    x, y = data.x_train, data.y_train
+    if cfg.long_tail_ratio:
+        idx = long_tailed_indices(y, cfg.long_tail_ratio, cfg.seed)
+        x, y = x[idx], y[idx]
+    if cfg.limit:
+        idx = stratified_subset(y, cfg.limit, cfg.seed)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def prepare_data(
+    cfg: TrainConfig,
+    data: ImageDataset | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PreparedData:
+    """Train/validation/test arrays; `split` (indices into the training pool) overrides the validation split."""
+    data = data or load_dataset(cfg)
+    x, y = training_pool(cfg, data)
+    fraction = cfg.recipe()["val_fraction"]
+    train_idx, val_idx = split if split is not None else stratified_split(y, fraction, cfg.seed)
+    return PreparedData(
+        x[train_idx], y[train_idx], x[val_idx], y[val_idx], data.x_test, data.y_test, data.class_names
+    )
+
+
+def class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ValueError(f"unknown class_weight {mode!r}; use balanced or none")
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return {int(c): float(w) for c, w in zip(present, weights, strict=True)} | {
+        c: 1.0 for c in range(num_classes) if c not in present
+    }

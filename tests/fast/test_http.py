@@ -1,0 +1,87 @@
+"""The HTTP API in-process (FastAPI's TestClient) over a SQLite file: validation, typed responses, queries."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from convlens.db.models import Job
+from convlens.db.session import ensure_current, session_scope
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVLENS_HOME", str(tmp_path))
+    monkeypatch.setenv("CONVLENS_ALLOWED_ROOTS", str(tmp_path / "images"))
+    ensure_current()
+    from convlens.api.http import app
+
+    return TestClient(app)
+
+
+def _jobs() -> int:
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def test_every_response_has_a_schema(client):
+    doc = client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            ok = next(v for k, v in op["responses"].items() if k.startswith("2"))
+            assert ok.get("content"), (method, path)
+            if path != "/artifacts/{artifact_id}":
+                assert "$ref" in ok["content"]["application/json"]["schema"], (method, path)
+    schemas = doc["components"]["schemas"]
+    assert {"JobView", "TrainResult", "KfoldResult", "LayersResult", "ClassifyResult", "ShardResult",
+            "ProgressEvent", "MetricRow", "PredictionRow"} <= set(schemas)
+
+
+def test_bad_params_write_nothing(client, tmp_path):
+    cases = [({"kind": "paint", "params": {}}, 422), ({"kind": "train", "params": {"epochs": "many"}}, 422),
+             ({"kind": "train", "params": {"colour": 1}}, 422), ({"kind": "train", "params": {"seed": -1}}, 422),
+             ({"kind": "classify", "params": {"folder": str(tmp_path), "model": "x"}}, 403),
+             ({"kind": "layers", "params": {}}, 422)]
+    for body, status in cases:
+        r = client.post("/jobs", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["detail"]
+    r = client.post("/jobs", json={"kind": "train", "params": {"epochs": 0, "colour": 1}})
+    assert "epochs" in r.json()["detail"]["message"] and "colour" in r.json()["detail"]["message"]
+    assert _jobs() == 0
+    assert client.get("/jobs/nope").status_code == 404
+    assert client.get("/jobs").json() == {"jobs": [], "limit": 50, "offset": 0}
+
+
+def test_a_stored_job_reads_back_typed(client, tmp_path):
+    from convlens.db.rows import MetricRow, PredictionRow
+    from convlens.worker import lifecycle, steps
+    from convlens.worker.kinds.base import Output
+    from convlens.worker.kinds.classify import ClassifyResult
+
+    (tmp_path / "images").mkdir()
+    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": "m.keras"})
+    rows = [PredictionRow(path=f"/x/{c}/{i}.png", predicted="cat", confidence=0.4 + i / 10, true_label=c,
+                          top_k=[("cat", 0.4 + i / 10)]) for i in range(5) for c in ("cat", "dog")]
+    rows.append(PredictionRow(path="/x/bad.png", error="not an image"))
+    result = ClassifyResult(files=11, classified=10, unreadable=1, per_class={"cat": 10}, shards=1)
+    with session_scope() as s:
+        steps.store(s, job_id, 0, Output(result=result, predictions=rows))
+        steps.store(s, job_id, None, Output(result=result, metrics=[MetricRow(name="count", value=10,
+                                                                               class_name="cat", split="classify")]))
+        lifecycle.finish(s.get(Job, job_id), result.model_dump())
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["result"]["per_class"] == {"cat": 10}
+    assert job["progress"]["fraction"] == 1.0
+    metrics = client.get(f"/jobs/{job_id}/metrics").json()["metrics"]
+    assert metrics == [{"name": "count", "value": 10.0, "class": "cat", "fold": None, "split": "classify"}]
+    preds = lambda **q: client.get(f"/jobs/{job_id}/predictions", params=q).json()["predictions"]  # noqa: E731
+    assert len(preds()) == 11 and [p["path"] for p in preds(errors=True)] == ["/x/bad.png"]
+    assert {p["true_label"] for p in preds(misclassified=True)} == {"dog"}
+    assert all(p["confidence"] >= 0.7 for p in preds(min_confidence=0.7)) and len(preds(min_confidence=0.7)) == 4
+    assert len(preds(limit=4, offset=8)) == 3
+    # Storing the same part again replaces its rows instead of adding to them.
+    with session_scope() as s:
+        steps.store(s, job_id, 0, Output(result=result, predictions=rows[:3]))
+    assert len(preds()) == 3

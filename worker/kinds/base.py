@@ -1,0 +1,138 @@
+"""The shape every job kind shares. A kind either runs whole (`run`) or fans out: `plan` fixes the params of
+its parts, `run_part` runs one part anywhere, `aggregate` combines them once all succeeded.
+
+Each step returns an `Output` (a typed result plus the rows to store); `worker.steps` stores it in one
+transaction that first deletes what an earlier attempt of the same step stored, so redeliveries never
+duplicate rows. Kinds import ml/ (and so TensorFlow) inside their steps only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from convlens.db.models import Job
+from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.ml.progress import ProgressFn
+
+
+@dataclass
+class ModelRecord:
+    """A trained model to register (train jobs): later jobs refer to it by the train job's id."""
+
+    path: str
+    preset: str
+    class_names: list[str]
+    thresholds: list[float] | None
+
+
+@dataclass
+class Output:
+    result: BaseModel
+    metrics: list[MetricRow] = field(default_factory=list)
+    artifacts: list[ArtifactRow] = field(default_factory=list)
+    predictions: list[PredictionRow] = field(default_factory=list)
+    model: ModelRecord | None = None
+
+
+@dataclass
+class Context:
+    """What a step runs on: the job (the parent, for a part), its validated params, where to write, progress."""
+
+    job_id: str
+    params: Any
+    out_dir: Path
+    progress: ProgressFn
+    part: int | None = None
+    part_params: dict[str, Any] = field(default_factory=dict)
+
+
+class JobKind:
+    """Subclasses declare themselves in their class line, e.g.
+    `class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, title="...")`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # one line for help texts and the API description
+    params_model: ClassVar[type[BaseModel]]
+    result_model: ClassVar[type[BaseModel]]
+    queue: ClassVar[str] = "gpu"  # where its work (each part, for a kind that fans out) runs
+    part_name: ClassVar[str | None] = None  # "fold", "shard": set by kinds that fan out
+    part_result_model: ClassVar[type[BaseModel] | None] = None
+
+    def __init_subclass__(cls, name: str, title: str, params: type[BaseModel], result: type[BaseModel],
+                          queue: str = "gpu", part: str | None = None, part_result: type[BaseModel] | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.title, cls.params_model, cls.result_model, cls.queue = name, title, params, result, queue
+        cls.part_name, cls.part_result_model = part, part_result
+
+    @property
+    def fans_out(self) -> bool:
+        return self.part_name is not None
+
+    @property
+    def part_kind(self) -> str | None:
+        """The kind recorded on its part jobs' rows."""
+        return f"{self.name}_{self.part_name}" if self.part_name else None
+
+    @property
+    def entry_queue(self) -> str:
+        """Planning is bookkeeping (no TensorFlow), so a kind that fans out starts on the cpu queue."""
+        return "cpu" if self.fans_out else self.queue
+
+    def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+        """The params as stored on the job row; pydantic's ValidationError (a ValueError) when bad."""
+        return self.params_model.model_validate(params).model_dump()
+
+    def parse(self, params: dict[str, Any]) -> Any:
+        return self.params_model.model_validate(params)
+
+    def run(self, ctx: Context) -> Output:
+        raise NotImplementedError
+
+    def plan(self, ctx: Context) -> list[dict[str, Any]]:
+        """The params of each part, fixed once (a redelivered plan reuses the parts it created)."""
+        raise NotImplementedError
+
+    def part_size(self, part_params: dict[str, Any]) -> int:
+        """How much of the job's progress one part counts for."""
+        return 1
+
+    def run_part(self, ctx: Context) -> Output:
+        raise NotImplementedError
+
+    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+        raise NotImplementedError
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        """Lines for `convlens jobs show` (and the end of `run`/`--wait`)."""
+        return []
+
+    def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:
+        """The params shown by the CLI and the API (a part's may be long: a shard's file list)."""
+        return params
+
+
+def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
+    """A plain-text table (the CLI's, and the kinds' own renderings)."""
+    if not rows:
+        return ["(no rows)"]
+    columns = columns or list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in [columns, *cells]]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return str(v)

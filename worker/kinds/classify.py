@@ -1,0 +1,111 @@
+"""classify: every file under a folder gets a row (prediction or error); shards of the listing run anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from convlens.db.models import Artifact, Job, Prediction
+from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.worker.kinds.base import Context, JobKind, Output
+from convlens.worker.kinds.layers import ModelRef
+from convlens.worker.paths import check_folder, files_within, resolve_model
+
+
+class ClassifyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    folder: Annotated[str, Field(min_length=1, max_length=4096, description="folder of images, walked recursively")]
+    model: ModelRef
+    gradcam: bool = Field(False, description="write Grad-CAM overlays")
+    top_k: Annotated[int, Field(ge=1, le=100)] = Field(3, description="classes listed per file")
+    shards: Annotated[int, Field(ge=1, le=1000)] | None = Field(None, description="parts (default: by shard size)")
+    shard_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(2000, description="files per shard")
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 256
+
+
+class ShardResult(BaseModel):
+    classified: int
+    errors: int
+
+
+class ClassifyResult(BaseModel):
+    files: int
+    classified: int
+    unreadable: int
+    per_class: dict[str, int]
+    shards: int
+    workers: list[str] = []
+    overlay_dir: str | None = None
+
+
+class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyResult, part="shard",
+               part_result=ShardResult,
+               title="classify every image under a folder (unreadable files are recorded and skipped)"):
+
+    def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+        validated = super().validate(params, strict_paths)
+        validated["folder"] = str(check_folder(validated["folder"], require_roots=strict_paths))
+        return validated
+
+    def plan(self, ctx: Context) -> list[dict[str, Any]]:
+        """Lists the folder once and fixes each shard's files, so shards never overlap."""
+        from convlens.ml.classify import list_folder, shard_files
+
+        p: ClassifyParams = ctx.params
+        resolve_model(p.model)  # fail early on a bad reference
+        root = check_folder(p.folder)
+        files = files_within(root, list_folder(root))
+        n = p.shards or max(1, -(-len(files) // p.shard_size))
+        return [{"files": [str(f) for f in shard]} for shard in shard_files(files, n)]
+
+    def part_size(self, part_params: dict[str, Any]) -> int:
+        return len(part_params.get("files", []))
+
+    def run_part(self, ctx: Context) -> Output:
+        from convlens.ml.classify import classify_files
+        from convlens.ml.saved import load_trained
+
+        p: ClassifyParams = ctx.params
+        trained = load_trained(resolve_model(p.model))
+        rows = classify_files(trained, [Path(f) for f in ctx.part_params["files"]], top_k=p.top_k,
+                              gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
+                              batch_size=p.batch_size, progress=ctx.progress)
+        ok = sum(r.get("error") is None for r in rows)
+        return Output(result=ShardResult(classified=ok, errors=len(rows) - ok),
+                      predictions=[PredictionRow.model_validate({k: v for k, v in r.items() if k != "overlay"})
+                                   for r in rows],
+                      artifacts=[ArtifactRow(kind="gradcam_overlay", path=r["overlay"]) for r in rows
+                                 if r.get("overlay")])
+
+    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+        mine = Prediction.job_id == ctx.job_id
+        counts = dict(s.execute(select(Prediction.predicted, func.count()).where(mine, Prediction.error.is_(None))
+                                .group_by(Prediction.predicted).order_by(Prediction.predicted)).all())
+        files = s.scalar(select(func.count()).select_from(Prediction).where(mine)) or 0
+        errors = s.scalar(select(func.count()).select_from(Prediction).where(mine, Prediction.error.is_not(None))) or 0
+        overlay = s.scalars(select(Artifact.path).where(Artifact.job_id == ctx.job_id,
+                                                        Artifact.kind == "gradcam_overlay").limit(1)).first()
+        result = ClassifyResult(files=files, classified=files - errors, unreadable=errors, per_class=counts,
+                                shards=len(parts), workers=sorted({p.worker for p in parts if p.worker}),
+                                overlay_dir=str(Path(overlay).parent) if overlay else None)
+        metrics = [MetricRow(name="count", value=float(n), class_name=c, split="classify")
+                   for c, n in sorted(counts.items())]
+        return Output(result=result, metrics=[*metrics, MetricRow(name="unreadable", value=float(errors),
+                                                                  split="classify")])
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        import json
+
+        lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
+                 f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]
+        if result.get("overlay_dir"):
+            lines.append(f"Grad-CAM overlays: {result['overlay_dir']}")
+        return lines
+
+    def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:
+        return {"files": len(params.get("files", []))} if is_part else params

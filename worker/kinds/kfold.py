@@ -1,0 +1,65 @@
+"""kfold: stratified k-fold over the training data, one part per fold (any worker), then mean ± std."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from convlens.db.models import Job
+from convlens.db.rows import ArtifactRow, MetricRow
+from convlens.ml.config import TrainOptions
+from convlens.worker.kinds.base import Context, JobKind, Output
+from convlens.worker.kinds.train import TrainResult, metric_rows, train_config
+
+
+class KfoldParams(TrainOptions):
+    folds: Annotated[int, Field(ge=2, le=20)] = Field(5, description="K")
+
+
+class MeanStd(BaseModel):
+    mean: float
+    std: float
+    values: list[float]
+
+
+class KfoldResult(BaseModel):
+    folds: int
+    metrics: dict[str, MeanStd]  # accuracy, macro_f1, f1:<class>
+    workers: list[str] = []
+
+
+class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part="fold", part_result=TrainResult,
+            title="stratified k-fold over the training data: one job per fold, then mean ± std"):
+
+    def plan(self, ctx: Context) -> list[dict[str, Any]]:
+        return [{} for _ in range(ctx.params.folds)]
+
+    def run_part(self, ctx: Context) -> Output:
+        from convlens.ml.kfold import run_fold
+
+        assert ctx.part is not None
+        result = run_fold(train_config(ctx.params), ctx.params.folds, ctx.part, ctx.out_dir / f"fold{ctx.part}",
+                          progress=ctx.progress)
+        return Output(result=TrainResult.of(result),
+                      metrics=metric_rows(result["metrics"]["test"], result["class_names"], "fold"),
+                      artifacts=[ArtifactRow(kind="fold_model", path=result["paths"]["model"])])
+
+    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+        from convlens.ml.kfold import aggregate_folds
+
+        agg = aggregate_folds([p.result for p in parts])
+        rows = []
+        for name, stats in agg["metrics"].items():
+            metric, _, cls = name.partition(":")
+            rows += [MetricRow(name=f"{metric}_{stat}", value=stats[stat], class_name=cls or None, split="kfold")
+                     for stat in ("mean", "std")]
+        workers = sorted({p.worker for p in parts if p.worker})
+        return Output(result=KfoldResult(**agg, workers=workers), metrics=rows)
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        m = result["metrics"]
+        return [f"{result['folds']} folds: accuracy {m['accuracy']['mean']:.4f} ± {m['accuracy']['std']:.4f}, "
+                f"macro F1 {m['macro_f1']['mean']:.4f} ± {m['macro_f1']['std']:.4f}; "
+                f"workers {', '.join(result.get('workers', []))}"]

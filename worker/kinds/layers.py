@@ -1,0 +1,72 @@
+"""layers: linear probes on each conv layer's pooled activations of a trained model, individual and cumulative."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convlens.db.rows import ArtifactRow, MetricRow
+from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
+from convlens.worker.paths import resolve_model
+
+ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
+                                description="a .keras model path, or the id of a succeeded train job")]
+
+
+class LayersParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef
+    layers: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        None, description="conv layers to probe (default: all)")
+    dataset: Annotated[str, Field(min_length=1, max_length=4096)] = "cifar10"
+    limit: Annotated[int, Field(ge=20, le=10_000_000)] | None = Field(
+        10_000, description="training images for the probes")
+    test_limit: Annotated[int, Field(ge=20, le=10_000_000)] | None = Field(None, description="test images to score on")
+    cumulative: bool = True
+
+
+class LayerRow(BaseModel):
+    layer: str
+    features: int
+    probe_accuracy: float
+    cumulative_accuracy: float | None = None
+    cumulative_layers: str
+    cumulative_features: int
+
+
+class LayersResult(BaseModel):
+    rows: list[LayerRow]
+    n_train: int
+    n_test: int
+    plot: str | None = None
+
+
+LAYER_COLUMNS = ["layer", "features", "probe_accuracy", "cumulative_layers", "cumulative_accuracy"]
+
+
+class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
+             title="linear probes on each conv layer's pooled activations, individual and cumulative"):
+
+    def run(self, ctx: Context) -> Output:
+        from convlens.ml.analysis import layer_probes
+        from convlens.ml.config import TrainConfig
+        from convlens.ml.prepare import load_dataset
+        from convlens.ml.saved import load_trained
+
+        p: LayersParams = ctx.params
+        trained = load_trained(resolve_model(p.model))
+        data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0]))
+        result = LayersResult.model_validate(layer_probes(
+            trained.model, data, layers=p.layers, train_limit=p.limit, test_limit=p.test_limit, out_dir=ctx.out_dir,
+            progress=ctx.progress))
+        metrics = [MetricRow(name=f"probe_accuracy.{r.layer}", value=r.probe_accuracy) for r in result.rows]
+        metrics += [MetricRow(name=f"cumulative_accuracy.{r.layer}", value=r.cumulative_accuracy)
+                    for r in result.rows if r.cumulative_accuracy is not None]
+        # Stored as before: every probe row, then the cumulative ones.
+        return Output(result=result, metrics=metrics, artifacts=[ArtifactRow(kind="layer_plot", path=result.plot)]
+                      if result.plot else [])
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        return [*table_lines(result["rows"], LAYER_COLUMNS), f"plot: {result.get('plot')}"]

@@ -1,0 +1,85 @@
+"""train: one training run, evaluated on the test set; its model is registered for later jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from convlens.db.rows import ArtifactRow, MetricRow
+from convlens.ml.config import TrainConfig, TrainOptions
+from convlens.worker.kinds.base import Context, JobKind, ModelRecord, Output
+
+
+class TrainResult(BaseModel):
+    """What a training run leaves on its job row (no per-image data); also each k-fold part's result."""
+
+    accuracy: float
+    macro_f1: float
+    thresholded_accuracy: float | None = None
+    epochs_run: int
+    epochs_trained: float | None = None
+    warnings: list[str] = []
+    best_epoch: int | None = None
+    precision_policy: str
+    timings: dict[str, float]
+    history: dict[str, list[float]]
+    paths: dict[str, str]
+    n_train: int
+    n_val: int
+    n_test: int
+    class_names: list[str]
+    thresholds: list[float] | None = None
+    confusion_matrix: list[list[int]]
+    per_class_f1: dict[str, float]
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> TrainResult:
+        test = result["metrics"]["test"]
+        return cls(
+            accuracy=test["accuracy"], macro_f1=test["macro"]["f1"],
+            thresholded_accuracy=result["metrics"].get("test_thresholded", {}).get("accuracy"),
+            confusion_matrix=test["confusion_matrix"],
+            per_class_f1={c: v["f1"] for c, v in test["per_class"].items()},
+            **{k: result[k] for k in ("epochs_run", "epochs_trained", "warnings", "best_epoch", "precision_policy",
+                                      "timings", "history", "paths", "n_train", "n_val", "n_test", "class_names",
+                                      "thresholds")})
+
+
+def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> list[MetricRow]:
+    from convlens.ml.evaluate import flat_metrics
+
+    return [MetricRow(name=n, value=float(v), class_name=c, split=split)
+            for n, v, c in flat_metrics(metrics, class_names)]
+
+
+def train_config(params: TrainOptions) -> TrainConfig:
+    return TrainConfig(**params.model_dump())
+
+
+def describe_training(r: dict[str, Any]) -> list[str]:
+    lines = [f"test accuracy {r['accuracy']:.4f}  macro F1 {r['macro_f1']:.4f}  "
+             f"with thresholds {r.get('thresholded_accuracy') or 0:.4f}  "
+             f"epochs {r.get('epochs_trained', r['epochs_run'])}  "
+             f"fit {r['timings']['fit_s']} s  ({r['precision_policy']})",
+             f"model: {r['paths']['model']}"]
+    return lines + [f"warning: {w}" for w in r.get("warnings", [])]
+
+
+class Train(JobKind, name="train", params=TrainOptions, result=TrainResult,
+            title="train a model and evaluate it on the test set"):
+
+    def run(self, ctx: Context) -> Output:
+        from convlens.ml.train import train
+
+        result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress)
+        metrics = [row for split in ("test", "validation", "test_thresholded") if split in result["metrics"]
+                   for row in metric_rows(result["metrics"][split], result["class_names"], split)]
+        return Output(
+            result=TrainResult.of(result), metrics=metrics,
+            artifacts=[ArtifactRow(kind=k, path=p) for k, p in result["paths"].items()],
+            model=ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
+                              result["thresholds"]))
+
+    def describe(self, result: dict[str, Any]) -> list[str]:
+        return describe_training(result)

@@ -1,0 +1,132 @@
+"""A job's life in the database: started, reporting progress, finished,
+failed or cancelled. Shared by every job kind, queued or inline."""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from convlens.db.models import FINISHED, Job, utcnow
+from convlens.db.session import session_scope
+from convlens.ml.progress import ProgressEvent
+
+TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobError(Exception):
+    """A job cannot run as asked (bad reference, missing folder)."""
+
+
+def hostname_or_inline(hostname: str | None) -> str:
+    return hostname or f"inline@{socket.gethostname()}"
+
+
+def start(job_id: str, hostname: str | None) -> Job | None:
+    """Marks the job running; None when it is cancelled or already finished (a redelivery to skip)."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobError(f"job {job_id} not found")
+        if job.status in FINISHED:
+            return None
+        job.status, job.worker, job.error = "running", hostname_or_inline(hostname), None
+        job.started_at = job.started_at or utcnow()
+        return job
+
+
+def finish(job: Job, result: dict[str, Any] | None = None) -> None:
+    job.status, job.finished_at = "succeeded", utcnow()
+    if result is not None:
+        job.result = result
+    job.progress = {**(job.progress or {}), "fraction": 1.0}
+
+
+def fail(job_id: str, error: str) -> None:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is not None and job.status not in FINISHED:
+            job.status, job.error, job.finished_at = "failed", error, utcnow()
+            if job.parent_id:
+                parent = s.get(Job, job.parent_id)
+                if parent is not None and parent.status not in FINISHED:
+                    parent.status, parent.finished_at = "failed", utcnow()
+                    parent.error = f"part {job.part} failed: {error}"
+
+
+def is_cancelled(job_id: str) -> bool:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return job is None or job.status == "cancelled"
+
+
+def children(s: Session, job_id: str) -> list[Job]:
+    return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part)))
+
+
+def mark_cancelled(job_id: str) -> list[str]:
+    """Marks the job and its unfinished children cancelled; returns every id to revoke."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobError(f"job {job_id} not found")
+        family = [job, *children(s, job_id)]
+        now = utcnow()
+        for j in family:
+            if j.status not in FINISHED:
+                j.status, j.finished_at = "cancelled", now
+        return [j.id for j in family]
+
+
+class Reporter:
+    """Progress callback for ml/: writes job.progress at most once a second and stops cancelled jobs.
+
+    `watch`: the jobs whose cancellation stops this one (a part watches its parent too).
+    """
+
+    def __init__(self, job_id: str, every_s: float = 1.0, watch: list[str] | None = None) -> None:
+        self.job_id, self.every_s, self.last = job_id, every_s, 0.0
+        self.watch = watch or [job_id]
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and event.stage not in ("epoch", "evaluate"):
+            return
+        self.last = now
+        with session_scope() as s:
+            job = s.get(Job, self.job_id)
+            watched = [s.get(Job, j) for j in self.watch]
+            if job is None or any(w is not None and w.status == "cancelled" for w in watched):
+                raise JobCancelled(self.job_id)
+            job.progress = {**(job.progress or {}), **event.with_fraction().model_dump(exclude_none=True)}
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks the job failed on a permanent error (transient DB errors are left to the caller's retry)."""
+
+    def wrapper(job_id: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(job_id, *args, **kwargs)
+        except JobCancelled:
+            return None
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            fail(job_id, f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, JobError | ValueError | DBAPIError):
+                traceback.print_exc()
+            raise
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper

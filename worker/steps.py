@@ -1,0 +1,131 @@
+"""The steps every job walks, whatever its kind: created (params validated once, here), begun (run whole, or
+parts planned), each part run, aggregated.
+
+The Celery tasks and `convlens run` (inline) call exactly these. Each step stores its rows in one transaction
+that first deletes what an earlier attempt of the same step stored: a whole job or an aggregation replaces the
+job's rows outside any part, a part replaces its own part's rows (metrics by fold, predictions by shard).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from convlens.db.models import FINISHED, Artifact, Job, Metric, Prediction, TrainedModelRow
+from convlens.db.session import session_scope
+from convlens.ml.progress import ProgressEvent
+from convlens.worker import lifecycle
+from convlens.worker.kinds import get_kind
+from convlens.worker.kinds.base import Context, Output
+from convlens.worker.lifecycle import JobError, Reporter, guarded
+from convlens.worker.paths import job_dir
+
+# Each table's column that says which part wrote a row.
+PART_COLUMN = {Metric: Metric.fold, Artifact: Artifact.part, Prediction: Prediction.shard}
+
+
+def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False) -> str:
+    """Validates params for `kind` (pydantic's ValidationError, a ValueError, when bad) and records a queued job.
+
+    strict_paths: folders must lie under CONVLENS_ALLOWED_ROOTS (requests from the HTTP API).
+    """
+    validated = get_kind(kind).validate(params, strict_paths)
+    with session_scope() as s:
+        job = Job(kind=kind, params=validated, status="queued")
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
+    for table, column in PART_COLUMN.items():
+        s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
+    s.add_all(m.model_copy(update={"fold": part}).orm(job_id) if part is not None else m.orm(job_id)
+              for m in out.metrics)
+    s.add_all(a.model_copy(update={"part": part}).orm(job_id) for a in out.artifacts)
+    s.add_all(p.model_copy(update={"shard": part}).orm(job_id) for p in out.predictions)
+    if out.model is not None:
+        s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
+        s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,
+                              class_names=out.model.class_names, thresholds=out.model.thresholds))
+
+
+@guarded
+def begin(job_id: str, hostname: str | None = None) -> list[str]:
+    """Runs a job that runs whole; for one that fans out, creates its parts (once) and returns their ids."""
+    job = lifecycle.start(job_id, hostname)
+    if job is None:
+        return []
+    kind = get_kind(job.kind)
+    ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
+    if not kind.fans_out:
+        out = kind.run(ctx)
+        with session_scope() as s:
+            store(s, job_id, None, out)
+            lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
+        return []
+    plans = kind.plan(ctx)
+    with session_scope() as s:
+        parts = lifecycle.children(s, job_id)
+        if not parts:
+            parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i) for i, p in enumerate(plans)]
+            s.add_all(parts)
+            total = sum(kind.part_size(p) for p in plans)
+            s.get(Job, job_id).progress = _parts_progress(kind.part_name, 0, total)
+            s.flush()
+        return [p.id for p in parts]
+
+
+def _parts_progress(part_name: str | None, done: int, total: int) -> dict:
+    stage = {"fold": "folds", "shard": "classify"}.get(part_name or "", part_name or "parts")
+    return ProgressEvent(stage=stage, done=done, total=total).with_fraction().model_dump(exclude_none=True)
+
+
+@guarded
+def run_part(part_id: str, hostname: str | None = None) -> None:
+    part = lifecycle.start(part_id, hostname)
+    if part is None:
+        return
+    with session_scope() as s:
+        parent = s.get(Job, part.parent_id)
+        parent_id, parent_params = parent.id, parent.params
+    kind = get_kind(part.kind)
+    ctx = Context(parent_id, kind.parse(parent_params), job_dir(parent_id),
+                  Reporter(part_id, watch=[part_id, parent_id]), part=part.part, part_params=part.params)
+    out = kind.run_part(ctx)
+    with session_scope() as s:
+        store(s, parent_id, part.part, out)
+        lifecycle.finish(s.get(Job, part_id), out.result.model_dump(mode="json"))
+        siblings = lifecycle.children(s, parent_id)
+        done = sum(kind.part_size(c.params) for c in siblings if c.status == "succeeded")
+        s.get(Job, parent_id).progress = _parts_progress(
+            kind.part_name, done, sum(kind.part_size(c.params) for c in siblings))
+
+
+@guarded
+def aggregate(job_id: str, hostname: str | None = None) -> None:
+    """Combines the parts once every one succeeded (a job that already ended is left as it is)."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in FINISHED:
+            return
+        parts = lifecycle.children(s, job_id)
+        missing = [c.part for c in parts if c.status != "succeeded"]
+        kind = get_kind(job.kind)
+        if missing:
+            raise JobError(f"{kind.part_name}s {missing} did not succeed")
+        ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
+        out = kind.aggregate(s, ctx, parts)
+        store(s, job_id, None, out)
+        lifecycle.finish(job, out.result.model_dump(mode="json"))
+
+
+def execute_inline(job_id: str) -> None:
+    """Runs a job in this process, part after part, recorded like a queued one."""
+    parts = begin(job_id)
+    for part_id in parts:
+        run_part(part_id)
+    if parts and not lifecycle.is_cancelled(job_id):
+        aggregate(job_id)
