@@ -27,9 +27,23 @@ submit_app = typer.Typer(help="Queue a job for the workers; prints its id.", no_
 
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 Wait = Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar until it ends")]
+Timeout = Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds (exit code 3)")]
 
 
-def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool) -> None:
+def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
+    """Follows a queued job to its end, then prints it; exit code 1 unless it succeeded, 3 on timeout."""
+    from convlens.api.follow import WaitTimeout
+
+    job = queries.get_job(job_id)
+    try:
+        follow(job_id, quiet=as_json, timeout=timeout, queue=get_kind(job.kind).entry_queue)
+    except WaitTimeout as exc:
+        fail(str(exc), code=3)
+    finish_output(job_id, as_json)
+
+
+def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
+            timeout: float | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
@@ -60,7 +74,8 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
         typer.echo(json.dumps({"id": job_id, "kind": kind, "status": "queued"}) if as_json else job_id)
         return
     else:
-        follow(job_id, quiet=as_json)
+        wait_for_job(job_id, as_json, timeout)
+        return
     finish_output(job_id, as_json)
 
 
@@ -140,13 +155,15 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
                  to_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """Registers `run KIND` or `submit KIND` with one option per field of `model` (after `leading` ones)."""
     common = [inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
+              inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Timeout),
               inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)]
-    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[1:])]
+    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[2:])]
 
     def command(**values: Any) -> None:
         params = _params_from(model, values)
         params = to_params(params | values) if to_params else params
-        execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"])
+        execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],
+                values.get("timeout"))
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters}

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from convlens.api import queries
-from convlens.api.cli_jobs import Json, finish_output, show_job
-from convlens.api.follow import describe, follow
+from convlens.api.cli_jobs import Json, Timeout, show_job, wait_for_job
+from convlens.api.follow import describe
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
 
 jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
@@ -42,12 +42,12 @@ def jobs_show(job_id: str, json_out: Json = False) -> None:
 
 
 @jobs_app.command("wait")
-def jobs_wait(job_id: str, json_out: Json = False) -> None:
+def jobs_wait(job_id: str, json_out: Json = False, timeout: Timeout = None) -> None:
+    """Progress bar until the job ends; exit code 1 unless it succeeded, 3 after --timeout."""
     ready_database()
     if queries.get_job(job_id) is None:
         fail(f"job {job_id} not found")
-    follow(job_id, quiet=json_out)
-    finish_output(job_id, json_out)
+    wait_for_job(job_id, json_out, timeout)
 
 
 @jobs_app.command("cancel")

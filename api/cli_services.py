@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
-from convlens.api.output import ready_database
+from convlens.api.output import print_json, ready_database
 
 services_app = typer.Typer()
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+embedded_app = typer.Typer(help="The embedded Redis that convlens starts itself (it outlives the command).",
+                           no_args_is_help=True)
 
 
 @services_app.command()
@@ -82,3 +84,25 @@ def demo(limit: Annotated[int | None, typer.Option(help="train on a subset (defa
     from convlens.api.demo import run_demo
 
     raise typer.Exit(run_demo(limit=limit, n_images=images))
+
+
+@embedded_app.command("status")
+def services_status(json_out: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False) -> None:
+    """Whether the embedded Redis of this CONVLENS_HOME runs (its socket, pid, persistence)."""
+    from convlens.worker.broker import embedded_redis_status
+
+    status = embedded_redis_status()
+    if json_out:
+        print_json(status)
+    else:
+        typer.echo("  ".join(f"{k}={v}" for k, v in status.items()))
+
+
+@embedded_app.command("stop")
+def services_stop() -> None:
+    """Stops the embedded Redis (its queues are saved to disk and come back when it next starts)."""
+    from convlens.worker.broker import embedded_redis_status, stop_embedded_redis
+
+    was = embedded_redis_status()["running"]
+    stop_embedded_redis()
+    typer.echo("embedded Redis stopped" if was else "embedded Redis was not running")

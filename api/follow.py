@@ -26,9 +26,26 @@ def describe(progress: dict | None) -> str:
     return str(p.get("stage", ""))
 
 
-def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1.0, quiet: bool = False) -> dict:
-    """Polls the job until it finishes (or `stop` is set), drawing a progress bar; returns the final job."""
-    last_line = ""
+class WaitTimeout(Exception):
+    pass
+
+
+def queue_consumers(queue: str) -> list[str]:
+    """The live workers that consume `queue` (asked over the broker; none answer within a second: none)."""
+    from convlens.worker.app import app
+
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    return sorted(w for w, queues in replies.items() if any(q.get("name") == queue for q in queues))
+
+
+def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1.0, quiet: bool = False,
+           timeout: float | None = None, queue: str | None = None, warn_after: float = 20.0) -> dict:
+    """Polls the job until it finishes (or `stop` is set), drawing a progress bar; returns the final job.
+
+    With `queue` (a queued job's), warns on stderr once when the job is still queued after `warn_after`
+    seconds and no live worker consumes that queue. Raises WaitTimeout after `timeout` seconds.
+    """
+    last_line, started, warned = "", time.monotonic(), queue is None
     with typer.progressbar(length=1000, label=f"job {job_id[:8]}", file=sys.stderr,
                            hidden=quiet) as bar:
         shown = 0
@@ -48,6 +65,15 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
                 last_line = line
             if job["status"] in FINISHED or (stop is not None and stop.is_set()):
                 return job
+            waited = time.monotonic() - started
+            if not warned and job["status"] == "queued" and waited > warn_after:
+                warned = True
+                if not queue_consumers(queue):
+                    typer.secho(f"\nwarning: job {job_id} is still queued and no live worker consumes queue "
+                                f"{queue!r}: start one with `convlens worker --queues {queue}`", fg="yellow",
+                                err=True)
+            if timeout is not None and waited > timeout:
+                raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout:g} s")
             time.sleep(interval)
 
 

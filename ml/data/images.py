@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,10 +22,26 @@ def list_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file())
 
 
+# Larger images are refused before decoding: a 1 MB PNG can hold 400 megapixels (a decompression bomb).
+MAX_PIXELS = 64_000_000
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Opens without blocking (a FIFO swapped in would hang open()) and only if it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageReadError(str(path), "not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def decode_rgb(path: Path) -> np.ndarray:
     """The image at path as uint8 RGB (H, W, 3) at its original resolution."""
     try:
-        with Image.open(path) as img:
+        with _open_regular(path) as fh, Image.open(fh) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageReadError(str(path), f"image too large: {img.width}x{img.height} pixels, over the "
+                                                f"limit of {MAX_PIXELS:,}")
             img.load()
             if img.mode in ("RGBA", "LA", "P", "PA"):
                 # Composite transparent pixels on white instead of letting them turn black.
@@ -30,6 +49,8 @@ def decode_rgb(path: Path) -> np.ndarray:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, rgba)
             return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(str(path), f"image too large: {exc}") from exc
     except FileNotFoundError as exc:
         raise ImageReadError(str(path), "file not found") from exc
     except UnidentifiedImageError as exc:

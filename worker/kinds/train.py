@@ -54,7 +54,8 @@ def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> 
 
 
 def train_config(params: TrainOptions) -> TrainConfig:
-    return TrainConfig(**params.model_dump())
+    """The run's config from a train or kfold job's params (the options TrainOptions defines)."""
+    return TrainConfig(**params.model_dump(include=set(TrainOptions.model_fields)))
 
 
 def describe_training(r: dict[str, Any]) -> list[str]:
