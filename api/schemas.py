@@ -22,20 +22,20 @@ JobResult = Union[_RESULTS]  # type: ignore[valid-type]  # noqa: UP007
 
 class JobView(BaseModel):
     id: str
-    kind: str
+    kind: str = Field(description="a job kind, or KIND_PART for a part (kfold_fold, classify_shard)")
     status: Status
-    progress: ProgressEvent | None = None
-    params: dict[str, Any]
+    progress: ProgressEvent | None = Field(None, description="the latest progress (fraction in [0, 1])")
+    params: dict[str, Any] = Field(description="the validated params (a shard's: its file count)")
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    worker: str | None = None
-    error: str | None = None
-    parent_id: str | None = None
-    part: int | None = None
-    result: JobResult | None = None
-    children: list[JobView] | None = None
-    artifacts: list[ArtifactRow] | None = None
+    worker: str | None = Field(None, description="the Celery worker (or inline@host) that ran it last")
+    error: str | None = Field(None, description="why it failed")
+    parent_id: str | None = Field(None, description="the job a part belongs to")
+    part: int | None = Field(None, description="a part's index among its siblings (fold, shard)")
+    result: JobResult | None = Field(None, description="the kind's typed result once it succeeded")
+    children: list[JobView] | None = Field(None, description="its parts (GET /jobs/{id} only)")
+    artifacts: list[ArtifactRow] | None = Field(None, description="its files (GET /jobs/{id} only)")
 
 
 class JobList(BaseModel):
