@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from convlens.api import queries
 from convlens.api.follow import follow, follow_in_background
@@ -45,12 +46,12 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
 def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
             timeout: float | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
+    from convlens.worker import steps
+
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
     try:
         if mode == "run":
-            from convlens.worker import steps
-
             job_id = steps.create_job(kind, params)
         else:
             from convlens.worker.tasks import submit
@@ -121,13 +122,18 @@ def _cli_type(annotation: Any) -> Any:
     return base | None if optional else base
 
 
+def _flag(name: str, field: FieldInfo) -> str:
+    """The CLI flag of a params field: its own name, unless the field names another (`--lr`, `--no-augment`)."""
+    return (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
+
+
 def model_options(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """A Typer option per field: `--no-X` for booleans that default to True, `--x/--no-x` for optional ones."""
     out = []
     for name, field in model.model_fields.items():
         if name in skip:
             continue
-        flag = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
+        flag = _flag(name, field)
         ann, default = _cli_type(field.annotation), field.default
         if flag.startswith("--no-"):  # a boolean that is on unless the flag is given
             option, ann, default = typer.Option(flag, help=field.description), bool, False
@@ -145,8 +151,7 @@ def _params_from(model: type[BaseModel], values: dict[str, Any]) -> dict[str, An
     out = {}
     for name, field in model.model_fields.items():
         if name in values:
-            flag = (field.json_schema_extra or {}).get("cli") or ""
-            out[name] = (not values[name]) if flag.startswith("--no-") else values[name]
+            out[name] = (not values[name]) if _flag(name, field).startswith("--no-") else values[name]
     return out
 
 

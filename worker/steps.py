@@ -42,8 +42,7 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False) ->
 def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
     for table, column in PART_COLUMN.items():
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
-    s.add_all(m.model_copy(update={"fold": part}).orm(job_id) if part is not None else m.orm(job_id)
-              for m in out.metrics)
+    s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)
     s.add_all(a.model_copy(update={"part": part}).orm(job_id) for a in out.artifacts)
     s.add_all(p.model_copy(update={"shard": part}).orm(job_id) for p in out.predictions)
     if out.model is not None:
@@ -98,10 +97,10 @@ def run_part(part_id: str, hostname: str | None = None) -> None:
     with session_scope() as s:
         store(s, parent_id, part.part, out)
         lifecycle.finish(s.get(Job, part_id), out.result.model_dump(mode="json"))
-        siblings = lifecycle.children(s, parent_id)
-        done = sum(kind.part_size(c.params) for c in siblings if c.status == "succeeded")
-        s.get(Job, parent_id).progress = _parts_progress(
-            kind.part_name, done, sum(kind.part_size(c.params) for c in siblings))
+        parent = s.get(Job, parent_id)
+        done = sum(kind.part_size(c.params) for c in lifecycle.children(s, parent_id) if c.status == "succeeded")
+        # The total was fixed when the parts were planned.
+        parent.progress = _parts_progress(kind.part_name, done, (parent.progress or {}).get("total") or done)
 
 
 @guarded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,8 +100,6 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                                                   split="classify")])
 
     def describe(self, result: dict[str, Any]) -> list[str]:
-        import json
-
         lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
                  f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]
         if result.get("overlay_dir"):
