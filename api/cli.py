@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
 from convlens.api.cli_jobs import run_app, submit_app
 from convlens.api.cli_query import jobs_app, results_app
 from convlens.api.cli_services import db_app, embedded_app, services_app
+from convlens.api.output import error
 
 app = typer.Typer(help="convlens: train, evaluate, explain and apply CNN image classifiers as batch jobs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -19,10 +21,21 @@ app.registered_commands += services_app.registered_commands
 
 
 def main() -> None:
+    from sqlalchemy.exc import OperationalError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:  # a read-only or full CONVLENS_HOME, a missing folder: the OS's reason, no traceback
+        _exit_with(f"cannot use {exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    except OperationalError as exc:
+        _exit_with(f"the database cannot be used: {exc.orig}")
+
+
+def _exit_with(message: str) -> NoReturn:
+    error(message)  # outside the app, where typer.Exit would not be caught
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ import typer
 from convlens.worker.kinds.base import table_lines
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def error(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    error(message)
     raise typer.Exit(code)
 
 

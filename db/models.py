@@ -41,6 +41,11 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     # Position among siblings: the fold of a k-fold child, the shard of a classify child.
     part: Mapped[int | None] = mapped_column(Integer)
+    # The lease of whoever runs it: refreshed by heartbeats, taken over only when stale or its process is dead.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    runner: Mapped[str | None] = mapped_column(String(255))  # host:pid of the process running it
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bumped by every claim
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # re-queued after going silent
 
 
 class Metric(Base):

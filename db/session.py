@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -101,6 +102,12 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 def ensure_current(url: str | None = None) -> None:
     """Refuses a database behind the code's migrations; the embedded default is brought up to date itself."""
     url = url or database_url()
+    if is_embedded(url):  # a read-only home says so (the OS's reason), not "unable to open database file"
+        home = settings().home_dir
+        try:
+            tempfile.TemporaryFile(dir=home).close()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"CONVLENS_HOME {home}") from None
     head = head_revision()
     if current_revision(url) == head:
         return

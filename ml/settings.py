@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="default: an embedded Redis on a socket under HOME")
     allowed_roots: str | None = Field(None, description="folders jobs may read, separated by ':'")
     visibility_timeout: int = Field(21600, ge=1, description="seconds before an unacknowledged task returns")
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a running job's worker says it is alive")
+    stale_after_s: float = Field(45.0, gt=0, description="a running job silent this long is recovered")
+    max_attempts: int = Field(3, ge=1, description="times a job whose worker went silent is re-queued")
+    task_time_limit: int = Field(86400, ge=60, description="seconds after which a worker abandons a task")
 
     @property
     def home_dir(self) -> Path:

@@ -15,7 +15,7 @@ from convlens.worker.broker import broker_url
 
 def make_app() -> Celery:
     url = broker_url()
-    app = Celery("convlens", broker=url, backend=url, include=["convlens.worker.tasks"])
+    app = Celery("convlens", broker=url, backend=url, include=["convlens.worker.tasks", "convlens.worker.recovery"])
     app.conf.update(
         task_queues=[Queue("gpu"), Queue("cpu")],
         task_default_queue="cpu",
@@ -31,6 +31,9 @@ def make_app() -> Celery:
         },
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,
+        # A task that cannot finish (a hung read, a runaway job) frees its worker; the job fails with the reason.
+        task_time_limit=settings().task_time_limit,
+        task_soft_time_limit=settings().task_time_limit - 30,
         task_serializer="json",
         accept_content=["json"],
     )

@@ -3,19 +3,24 @@ failed or cancelled. Shared by every job kind, queued or inline."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from convlens.db.models import FINISHED, Job, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
+from convlens.ml.settings import settings
 
 TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
 
@@ -32,21 +37,81 @@ def hostname_or_inline(hostname: str | None) -> str:
     return hostname or f"inline@{socket.gethostname()}"
 
 
+def this_runner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _runner_is_dead(runner: str | None) -> bool:
+    """True when the process that held a lease ran on this machine and has exited (a killed pool child)."""
+    host, _, pid = (runner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def start(job_id: str, hostname: str | None) -> Job | None:
-    """Marks the job running; None when it is cancelled or already finished (a redelivery to skip)."""
+    """Claims the job and marks it running; None when it ended or another live process runs it.
+
+    The claim is a compare-and-set on `lease`, so two deliveries of one job (a re-sent message, a broker
+    restoring an unacknowledged one) never run it at once. A running job can be claimed when its heartbeat is
+    stale or the process holding it is known dead: a redelivery after a killed pool child resumes at once.
+    """
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobError(f"job {job_id} not found")
         if job.status in FINISHED:
             return None
-        job.status, job.worker, job.error = "running", hostname_or_inline(hostname), None
-        job.started_at = job.started_at or utcnow()
+        if job.status == "running" and not (is_stale(job.heartbeat_at or job.started_at)
+                                            or _runner_is_dead(job.runner)):
+            return None
+        now = utcnow()
+        claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == job.lease, Job.status == job.status)
+                            .values(status="running", worker=hostname_or_inline(hostname), error=None,
+                                    runner=this_runner(), heartbeat_at=now, lease=job.lease + 1,
+                                    started_at=job.started_at or now))
+        if claimed.rowcount != 1:
+            return None
+        s.refresh(job)
         return job
 
 
+def is_stale(at: datetime | None, cutoff: datetime | None = None) -> bool:
+    """Whether a heartbeat at `at` is older than `cutoff` (default: stale_after_s ago)."""
+    cutoff = cutoff or utcnow() - timedelta(seconds=settings().stale_after_s)
+    return at is None or (at if at.tzinfo else at.replace(tzinfo=UTC)) < cutoff  # SQLite hands back naive UTC
+
+
+@contextmanager
+def heartbeat(job_id: str, lease: int) -> Iterator[None]:
+    """While the body runs, refreshes the job's heartbeat (as long as this lease still holds it)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(settings().heartbeat_s):
+            try:
+                with session_scope() as s:
+                    s.execute(update(Job).where(Job.id == job_id, Job.lease == lease).values(heartbeat_at=utcnow()))
+            except OperationalError:
+                pass  # the database is away for a moment: the next beat tries again
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def finish(job: Job, result: dict[str, Any] | None = None) -> None:
-    job.status, job.finished_at = "succeeded", utcnow()
+    job.status, job.finished_at, job.heartbeat_at = "succeeded", utcnow(), None
     if result is not None:
         job.result = result
     job.progress = {**(job.progress or {}), "fraction": 1.0}

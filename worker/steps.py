@@ -60,7 +60,8 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     kind = get_kind(job.kind)
     ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
     if not kind.fans_out:
-        out = kind.run(ctx)
+        with lifecycle.heartbeat(job_id, job.lease):
+            out = kind.run(ctx)
         with session_scope() as s:
             store(s, job_id, None, out)
             lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
@@ -83,17 +84,19 @@ def _parts_progress(part_name: str | None, done: int, total: int) -> dict:
 
 
 @guarded
-def run_part(part_id: str, hostname: str | None = None) -> None:
+def run_part(part_id: str, hostname: str | None = None) -> str | None:
+    """Runs one part; returns its parent's id when every part has now succeeded (time to aggregate)."""
     part = lifecycle.start(part_id, hostname)
     if part is None:
-        return
+        return None
     with session_scope() as s:
         parent = s.get(Job, part.parent_id)
         parent_id, parent_params = parent.id, parent.params
     kind = get_kind(part.kind)
     ctx = Context(parent_id, kind.parse(parent_params), job_dir(parent_id),
                   Reporter(part_id, watch=[part_id, parent_id]), part=part.part, part_params=part.params)
-    out = kind.run_part(ctx)
+    with lifecycle.heartbeat(part_id, part.lease):
+        out = kind.run_part(ctx)
     with session_scope() as s:
         store(s, parent_id, part.part, out)
         lifecycle.finish(s.get(Job, part_id), out.result.model_dump(mode="json"))
@@ -101,6 +104,9 @@ def run_part(part_id: str, hostname: str | None = None) -> None:
         done = sum(kind.part_size(c.params) for c in lifecycle.children(s, parent_id) if c.status == "succeeded")
         # The total was fixed when the parts were planned.
         parent.progress = _parts_progress(kind.part_name, done, (parent.progress or {}).get("total") or done)
+    # Read after this part's commit: of parts finishing together, the last to commit sees them all.
+    with session_scope() as s:
+        return parent_id if all(c.status == "succeeded" for c in lifecycle.children(s, parent_id)) else None
 
 
 @guarded
@@ -123,8 +129,8 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
 
 def execute_inline(job_id: str) -> None:
     """Runs a job in this process, part after part, recorded like a queued one."""
-    parts = begin(job_id)
-    for part_id in parts:
-        run_part(part_id)
-    if parts and not lifecycle.is_cancelled(job_id):
-        aggregate(job_id)
+    ready = None
+    for part_id in begin(job_id):
+        ready = run_part(part_id)
+    if ready is not None:
+        aggregate(ready)

@@ -1,13 +1,14 @@
-"""Celery tasks, generic over job kinds: a job's first step, its parts (a chord), its aggregation.
+"""Celery tasks, generic over job kinds: a job's first step, its parts, its aggregation.
 
 Task ids are job ids, so revoking a job revokes exactly its task. Queues are chosen per kind when sending.
+The part that finishes last sends the aggregation (not a chord): a part re-sent by recovery, which a chord
+would not count, still leads to it; aggregating twice is harmless.
 """
 
 from __future__ import annotations
 
 import kombu.exceptions
 import redis
-from celery import chord
 from sqlalchemy.exc import OperationalError
 
 from convlens.worker import lifecycle, steps
@@ -26,16 +27,15 @@ RETRY = {
 
 @app.task(name="convlens.job", bind=True, **RETRY)
 def job(self, job_id: str, kind_name: str) -> None:
-    parts = steps.begin(job_id, self.request.hostname)
-    if parts:
-        kind = get_kind(kind_name)
-        chord([part.si(p).set(task_id=p, queue=kind.queue) for p in parts])(
-            aggregate.si(job_id).set(queue="cpu"))
+    for part_id in steps.begin(job_id, self.request.hostname):
+        send_part(part_id, kind_name)
 
 
 @app.task(name="convlens.part", bind=True, **RETRY)
 def part(self, part_id: str) -> None:
-    steps.run_part(part_id, self.request.hostname)
+    parent_id = steps.run_part(part_id, self.request.hostname)
+    if parent_id is not None:
+        send_aggregate(parent_id)
 
 
 @app.task(name="convlens.aggregate", bind=True, **RETRY)
@@ -43,11 +43,27 @@ def aggregate(self, job_id: str) -> None:
     steps.aggregate(job_id, self.request.hostname)
 
 
+def send_job(job_id: str, kind_name: str) -> None:
+    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue)
+
+
+def send_part(part_id: str, kind_name: str) -> None:
+    part.apply_async(args=[part_id], task_id=part_id, queue=get_kind(kind_name).queue)
+
+
+def aggregate_task_id(job_id: str) -> str:
+    return f"{job_id}-aggregate"
+
+
+def send_aggregate(job_id: str) -> None:
+    aggregate.apply_async(args=[job_id], task_id=aggregate_task_id(job_id), queue="cpu")
+
+
 def submit(kind_name: str, params: dict, strict_paths: bool = False) -> str:
     """Validates params, records a queued job and enqueues its first step; returns the job id."""
     job_id = steps.create_job(kind_name, params, strict_paths)
     ensure_embedded_redis()
-    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue)
+    send_job(job_id, kind_name)
     return job_id
 
 

@@ -1,0 +1,106 @@
+"""Nothing stuck, nothing lost: every worker's main process reconciles the database with reality every few seconds.
+
+- A running job whose heartbeat went stale (its whole worker was killed, its machine vanished) is re-queued and
+  resumes from its checkpoint; after `max_attempts` it fails with the reason.
+- A fanned-out job whose parts all succeeded but whose aggregation never ran gets it sent again.
+- A queued job whose message is in no broker queue (the broker lost it) is sent again.
+
+Several workers may reconcile at once: each change is a compare-and-set on the job's lease, and a duplicate
+message is harmless because a job is claimed by one process only (`lifecycle.start`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+
+from celery.signals import worker_ready
+from sqlalchemy import select, update
+
+from convlens.db.models import Job, utcnow
+from convlens.db.session import session_scope
+from convlens.ml.settings import settings
+from convlens.worker import lifecycle, tasks
+from convlens.worker.kinds import get_kind
+
+log = logging.getLogger("convlens.recovery")
+QUEUES = ("gpu", "cpu")
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priority levels in lists named QUEUE + SEP + level
+
+
+def broker_task_ids() -> set[str]:
+    """Task ids of every message waiting in a queue or taken but not yet acknowledged."""
+    with tasks.app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        messages = [json.loads(m) for q in QUEUES for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9)))
+                    for m in client.lrange(key, 0, -1)]
+        messages += [json.loads(v)[0] for v in client.hvals("unacked")]  # [message, exchange, routing key]
+    return {m.get("headers", {}).get("id") for m in messages}
+
+
+def recover() -> dict[str, int]:
+    """One reconciliation pass; returns how many jobs it re-queued, failed, re-sent and aggregated."""
+    conf, now = settings(), utcnow()
+    cutoff = now - timedelta(seconds=conf.stale_after_s)
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "aggregated": 0}
+    requeue: list[Job] = []
+    aggregate: list[str] = []
+    with session_scope() as s:
+        for job in s.scalars(select(Job).where(Job.status == "running")):
+            parts = lifecycle.children(s, job.id)
+            if parts:  # waiting on its parts; stuck only when they all succeeded and nobody aggregated
+                if all(p.status == "succeeded" for p in parts) and lifecycle.is_stale(job.heartbeat_at, cutoff):
+                    aggregate.append(job.id)
+                continue
+            if not lifecycle.is_stale(job.heartbeat_at or job.started_at, cutoff):
+                continue
+            if job.attempts + 1 >= conf.max_attempts:
+                counts["failed"] += 1
+                lifecycle.fail(job.id, f"worker {job.worker} went silent (no heartbeat for {conf.stale_after_s:g} s) "
+                                       f"{job.attempts + 1} times; giving up")
+                continue
+            moved = s.execute(update(Job).where(Job.id == job.id, Job.lease == job.lease, Job.status == "running")
+                              .values(status="queued", attempts=job.attempts + 1, lease=job.lease + 1,
+                                      error=f"re-queued: worker {job.worker} went silent"))
+            if moved.rowcount == 1:
+                requeue.append(job)
+        queued = list(s.scalars(select(Job).where(Job.status == "queued", Job.created_at < cutoff)))
+    for job in requeue:
+        _send(job)
+        counts["requeued"] += 1
+    if queued or aggregate:
+        waiting = broker_task_ids()
+        for job in queued:
+            if job.id not in waiting:
+                _send(job)
+                counts["resent"] += 1
+        for job_id in aggregate:
+            if tasks.aggregate_task_id(job_id) not in waiting:
+                tasks.send_aggregate(job_id)
+                counts["aggregated"] += 1
+    if any(counts.values()):
+        log.warning("recovery: %s", counts)
+    return counts
+
+
+def _send(job: Job) -> None:
+    if job.parent_id is None:
+        tasks.send_job(job.id, job.kind)
+    else:
+        tasks.send_part(job.id, get_kind(job.kind).name)
+
+
+def _loop() -> None:
+    while True:
+        try:
+            recover()
+        except Exception:  # the broker or the database is away for a moment: try again next round
+            log.exception("recovery pass failed")
+        threading.Event().wait(settings().heartbeat_s)
+
+
+@worker_ready.connect
+def start_recovery(**_: object) -> None:
+    threading.Thread(target=_loop, name="convlens-recovery", daemon=True).start()
