@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 
 from convlens.api import queries
 from convlens.api.follow import follow, follow_in_background
-from convlens.api.output import fail, print_json, ready_database
+from convlens.api.output import fail, print_json, ready_database, require_tensorflow
 from convlens.ml.config import TrainOptions
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
@@ -48,6 +48,8 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
     from convlens.worker import steps
 
+    if mode == "run":
+        require_tensorflow()
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
     try:

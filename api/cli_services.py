@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from convlens.api.output import print_json, ready_database
+from convlens.api.output import print_json, ready_database, require_tensorflow
 
 services_app = typer.Typer()
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -23,6 +23,7 @@ def worker(queues: Annotated[str, typer.Option(help="comma-separated: gpu,cpu")]
            gpu: Annotated[str | None, typer.Option(help="pin to this GPU index (CUDA_VISIBLE_DEVICES)")] = None,
            loglevel: str = "INFO") -> None:
     """Start a Celery worker (TensorFlow loads in its child processes only)."""
+    require_tensorflow()
     ready_database()
     env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if gpu is not None:

@@ -21,6 +21,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def require_tensorflow() -> None:
+    """Workers and in-process runs need TensorFlow, which comes with the [cpu] or [gpu] extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        fail("TensorFlow is not installed here: pip install 'convlens[cpu]' (or 'convlens[gpu]' on a CUDA machine)")
+
+
 def ready_database() -> None:
     from convlens.db.session import DatabaseBehind, ensure_current
 

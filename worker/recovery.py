@@ -23,6 +23,7 @@ from convlens.db.models import Job, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.settings import settings
 from convlens.worker import lifecycle, tasks
+from convlens.worker.broker import ensure_embedded_redis
 from convlens.worker.kinds import get_kind
 
 log = logging.getLogger("convlens.recovery")
@@ -95,6 +96,7 @@ def _send(job: Job) -> None:
 def _loop() -> None:
     while True:
         try:
+            ensure_embedded_redis()  # the embedded broker died: whoever notices first starts it again
             recover()
         except Exception:  # the broker or the database is away for a moment: try again next round
             log.exception("recovery pass failed")
