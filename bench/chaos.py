@@ -2,7 +2,7 @@
 is killed and restarted at random. Prints how many jobs ended succeeded, failed (with reasons) or lost
 (not in a final state by the deadline: must be zero), and whether every succeeded job stored each file once.
 
-    python bench/chaos.py [--jobs 200] [--workers 2] [--deadline 1200] [--seed 0]
+    python bench/chaos.py [--jobs 200] [--workers 2] [--fault-every 6] [--deadline 1200] [--seed 0]
 
 Uses the embedded default (SQLite and the embedded Redis) under a temporary CONVLENS_HOME, real CIFAR-10 test
 images (CONVLENS_DATA_DIR) and an untrained seed model (the predictions do not matter here, only their rows).
@@ -26,6 +26,7 @@ ap.add_argument("--jobs", type=int, default=200)
 ap.add_argument("--workers", type=int, default=2)
 ap.add_argument("--images", type=int, default=20)
 ap.add_argument("--deadline", type=float, default=1200)
+ap.add_argument("--fault-every", type=float, default=6, help="mean seconds between faults")
 ap.add_argument("--seed", type=int, default=0)
 args = ap.parse_args()
 rng = random.Random(args.seed)
@@ -85,7 +86,7 @@ def redis_pid() -> int | None:
 
 
 events: Counter = Counter()
-next_fault = time.monotonic() + rng.uniform(5, 15)
+next_fault = time.monotonic() + rng.uniform(0.5, 1.5) * args.fault_every
 while time.monotonic() - started < args.deadline:
     counts = statuses()
     if counts["queued"] + counts["running"] == 0:
@@ -107,7 +108,7 @@ while time.monotonic() - started < args.deadline:
             time.sleep(rng.uniform(0.5, 3))
             ensure_embedded_redis()
             events["redis killed and restarted"] += 1
-        next_fault = time.monotonic() + rng.uniform(5, 15)
+        next_fault = time.monotonic() + rng.uniform(0.5, 1.5) * args.fault_every
     time.sleep(1)
 elapsed = time.monotonic() - started
 

@@ -31,13 +31,19 @@ QUEUES = ("gpu", "cpu")
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priority levels in lists named QUEUE + SEP + level
 
 
-def broker_task_ids() -> set[str]:
-    """Task ids of every message waiting in a queue or taken but not yet acknowledged."""
+def broker_task_ids(taken_since: float) -> set[str]:
+    """Task ids of every message waiting in a queue, or taken by a worker since `taken_since` (a Unix time).
+
+    A message taken earlier and still unacknowledged belongs to a worker that died before it could claim its
+    job (a live one would have): the broker keeps it for the visibility timeout (hours), so it counts as lost.
+    """
     with tasks.app.connection_for_read() as conn:
         client = conn.default_channel.client
         messages = [json.loads(m) for q in QUEUES for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9)))
                     for m in client.lrange(key, 0, -1)]
-        messages += [json.loads(v)[0] for v in client.hvals("unacked")]  # [message, exchange, routing key]
+        tags = client.zrangebyscore("unacked_index", taken_since, "+inf")  # kombu's delivery times
+        if tags:
+            messages += [json.loads(v)[0] for v in client.hmget("unacked", tags) if v]  # [message, exchange, key]
     return {m.get("headers", {}).get("id") for m in messages}
 
 
@@ -72,7 +78,7 @@ def recover() -> dict[str, int]:
         _send(job)
         counts["requeued"] += 1
     if queued or aggregate:
-        waiting = broker_task_ids()
+        waiting = broker_task_ids(cutoff.timestamp())
         for job in queued:
             if job.id not in waiting:
                 _send(job)
