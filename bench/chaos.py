@@ -11,6 +11,7 @@ images (CONVLENS_DATA_DIR) and an untrained seed model (the predictions do not m
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import signal
@@ -61,7 +62,7 @@ ensure_embedded_redis()
 
 
 def start_worker(n: int) -> subprocess.Popen:
-    log = (home / f"worker{n}.log").open("w")
+    log = (home / f"worker{n}.log").open("a")  # a restarted worker appends: every recovery line is kept
     return subprocess.Popen([sys.executable, "-m", "convlens.api.cli", "worker", "--hostname", f"chaos{n}@%h",
                              "--loglevel", "WARNING"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -128,5 +129,10 @@ print(f"after {elapsed:.0f} s: succeeded {final['succeeded']}, failed {final['fa
 for reason, n in reasons.most_common():
     print(f"  failed x{n}: {reason}")
 print(f"succeeded jobs whose rows are not exactly one per file: {len(wrong_rows)}")
-print(f"requeued or re-sent by recovery: {sum(j.attempts for j in jobs)} re-queues; home {home}")
+recovered: Counter = Counter()
+for log in home.glob("worker*.log"):
+    for line in log.read_text(errors="replace").splitlines():
+        if "recovery: {" in line:
+            recovered.update(ast.literal_eval(line[line.index("{"):]))
+print(f"recovery actions in the worker logs: {dict(recovered)}; home {home}")
 sys.exit(1 if lost or wrong_rows else 0)

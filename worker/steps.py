@@ -59,14 +59,16 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
         return []
     kind = get_kind(job.kind)
     ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
-    if not kind.fans_out:
-        with lifecycle.heartbeat(job_id, job.lease):
+    with lifecycle.heartbeat(job_id, job.lease):  # listing a large folder takes a while too
+        if kind.fans_out:
+            plans = kind.plan(ctx)
+        else:
             out = kind.run(ctx)
+    if not kind.fans_out:
         with session_scope() as s:
             store(s, job_id, None, out)
             lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
         return []
-    plans = kind.plan(ctx)
     with session_scope() as s:
         parts = lifecycle.children(s, job_id)
         if not parts:
