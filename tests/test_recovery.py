@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,15 +99,23 @@ def test_queued_job_lost_by_the_broker_is_sent_again(tmp_path, trained, cifar):
         _stop_embedded(env)
 
 
+@contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at path for the test (skipped, saying why, where this machine cannot mount one)."""
+    path.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {made.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}): the disk-full case needs one")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "small-disk", "size=3m") as mount:
+        yield mount
 
 
 def test_full_disk_fails_the_job_with_the_os_reason(tiny_tmpfs, tmp_path):
@@ -129,14 +139,7 @@ def test_full_disk_fails_the_job_with_the_os_reason(tiny_tmpfs, tmp_path):
 
 
 def test_read_only_home_is_a_clear_error(tmp_path):
-    home = tmp_path / "ro"
-    home.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(home)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as home:
         proc = cli(_embedded_env(home), "submit", "train", "--limit", "100", check=False, timeout=120)
         assert proc.returncode == 2
         assert "Read-only file system" in proc.stderr and "Traceback" not in proc.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(home)], check=False)
