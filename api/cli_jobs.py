@@ -20,7 +20,7 @@ from convlens.ml.config import TrainOptions
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
-from convlens.worker.paths import FolderRefused
+from convlens.worker.paths import PathRefused
 
 run_app = typer.Typer(help="Run a job in this process (recorded in the database like a queued one).",
                       no_args_is_help=True)
@@ -61,7 +61,7 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
             job_id = submit(kind, params)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except FolderRefused as exc:
+    except PathRefused as exc:
         fail(str(exc))
     if mode == "run":
         thread, stop = follow_in_background(job_id, quiet=as_json)

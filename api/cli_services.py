@@ -38,13 +38,46 @@ def worker(queues: Annotated[str, typer.Option(help="comma-separated: gpu,cpu")]
     os.execvpe(cmd[0], cmd, env)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @services_app.command()
-def api(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+def api(host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 for every interface")] = "127.0.0.1",
+        port: int = 8000,
+        ssl_certfile: Annotated[str | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
+        ssl_keyfile: Annotated[str | None, typer.Option(help="the certificate's private key (PEM)")] = None,
+        behind_tls_proxy: Annotated[bool, typer.Option(help="a TLS-terminating proxy is in front (no warning)")]
+        = False) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Every request needs a token; on the first
+    start (no token yet) an admin token is created and its login URL printed."""
     import uvicorn
 
+    from convlens.api.tokens import first_admin_token
+
     ready_database()
-    uvicorn.run("convlens.api.http:app", host=host, port=port)
+    scheme = "https" if ssl_certfile else "http"
+    new = first_admin_token()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if new is not None:
+        typer.echo(f"No API token existed: created admin token {new.name!r} (shown only now; "
+                   "`convlens tokens create` makes more).\n"
+                   f"Log in: {scheme}://{shown}:{port}/?token={new.token}", err=True)
+    else:
+        typer.echo("Requests need a token: `convlens tokens create NAME --scope read|submit|admin`.", err=True)
+    if not _loopback(host) and not ssl_certfile and not behind_tls_proxy:
+        typer.secho(f"warning: serving on {host} over plain HTTP: tokens and session cookies cross the network "
+                    "unencrypted. Put a TLS-terminating proxy in front (then pass --behind-tls-proxy) or pass "
+                    "--ssl-certfile/--ssl-keyfile; or bind 127.0.0.1.", fg="yellow", err=True)
+    uvicorn.run("convlens.api.http:app", host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                proxy_headers=behind_tls_proxy, forwarded_allow_ips="*" if behind_tls_proxy else None)
 
 
 def _safe_url() -> str:

@@ -1,98 +1,234 @@
-"""The HTTP API (FastAPI): typed responses, so /openapi.json documents every body."""
+"""The HTTP API (FastAPI): every endpoint behind a token (api.auth), typed responses and declared errors, so
+/openapi.json documents every status each endpoint can answer with its real body."""
 
 from __future__ import annotations
 
+import html
+import mimetypes
+import re
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse
-from pydantic import ValidationError
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import AfterValidator, ValidationError
 
 from convlens.api import queries
-from convlens.api.schemas import ErrorBody, JobList, JobRequest, JobView, MetricsView, PredictionsView, Status
+from convlens.api.auth import (
+    SESSION_COOKIE,
+    Admin,
+    Reader,
+    Submitter,
+    clean,
+    csrf_token,
+    problem,
+    session_principal,
+)
+from convlens.api.schemas import (
+    ErrorBody,
+    Health,
+    JobList,
+    JobRequest,
+    JobView,
+    MetricsView,
+    PredictionsView,
+    Session,
+    Status,
+    TokenRequest,
+)
+from convlens.api.tokens import (
+    NewToken,
+    TokenError,
+    TokenList,
+    TokenView,
+    authenticate,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
+from convlens.ml.params import value_problem
 from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS
 from convlens.worker.lifecycle import JobError
-from convlens.worker.paths import FolderRefused
+from convlens.worker.paths import JOB_ID, PathRefused
 
 app = FastAPI(title="convlens", version="0.1.0",
               description="Submit jobs (" + "; ".join(f"{k.name}: {k.title}" for k in KINDS.values())
-              + "), follow them and query their results.")
-NOT_FOUND = {404: {"model": ErrorBody, "description": "no such job or artifact"}}
+              + "), follow them and query their results. Every endpoint but /health needs a token: "
+              "`Authorization: Bearer TOKEN`.")
 
 
-def _problem(status: int, message: str, errors: list | None = None) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message, "errors": errors or []})
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
 
 
-@app.post("/jobs", status_code=201, response_model=JobView,
-          responses={403: {"model": ErrorBody, "description": "a folder outside the allowed roots"},
-                     422: {"model": ErrorBody, "description": "bad params"}})
-def create_job(req: JobRequest) -> JobView:
+# What every authenticated endpoint may answer besides its success.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("no token, or an invalid or revoked one"),
+    403: _error("the token's scope does not allow this (or a cookie request without its CSRF token)"),
+    422: _error("a malformed request: each problem with the field it is in"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {**ERRORS, 404: _error("no such job, artifact or token")}
+ARTIFACT_TYPES = ("image/png", "application/json", "text/csv", "application/octet-stream")
+
+
+def _text(value: str) -> str:
+    problem_ = value_problem(value)
+    if problem_:
+        raise ValueError(problem_)
+    return value
+
+
+QueryText = Annotated[str, AfterValidator(_text)]
+MAX_OFFSET = 10**12
+
+
+@app.exception_handler(RequestValidationError)
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()]
+    message = "bad request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse(status_code=422, content={"detail": {"message": clean(message), "errors": [
+        {k: clean(v) for k, v in e.items()} for e in errors]}})
+
+
+@app.get("/health", response_model=Health, tags=["service"])
+def health() -> Health:
+    """Whether the API runs (no token needed)."""
+    return Health()
+
+
+@app.get("/", response_class=HTMLResponse, tags=["service"], responses={
+    303: {"description": "logged in: the session cookie is set; on to the same page without the token"},
+    401: {"content": {"text/html": {}}, "description": "no session, or a bad token in the login URL"}})
+def home(request: Request, token: str | None = None) -> Any:
+    """The login URL (`/?token=...`) sets an HttpOnly, SameSite session cookie and redirects here."""
+    if token is not None:
+        if value_problem(token) or authenticate(token) is None:
+            return HTMLResponse("<h1>convlens</h1><p>That login link holds an invalid or revoked token.</p>", 401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", path="/",
+                            secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+        return response
+    who = session_principal(request)
+    if who is None:
+        return HTMLResponse("<h1>convlens</h1><p>Not logged in: open the login URL that <code>convlens api</code> "
+                            "printed, or one made with a token from <code>convlens tokens create</code>.</p>", 401)
+    return HTMLResponse(f"<h1>convlens</h1><p>Logged in as <b>{html.escape(who.name)}</b> ({who.scope}). "
+                        "The API: <a href='/docs'>/docs</a>.</p>")
+
+
+@app.get("/session", response_model=Session, responses=ERRORS, tags=["service"])
+def session(request: Request, who: Reader) -> Session:
+    """Who is calling; with a session cookie, also the CSRF token its POST and DELETE requests must send."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return Session(name=who.name, scope=who.scope,
+                   csrf_token=csrf_token(cookie) if cookie and authenticate(cookie) == who else None)
+
+
+@app.post("/jobs", status_code=201, response_model=JobView, tags=["jobs"],
+          responses={**ERRORS, 403: _error("the token may not submit, or a path outside the allowed roots")})
+def create_job(req: JobRequest, who: Submitter) -> JobView:
     from convlens.worker.tasks import submit
 
     try:
-        job_id = submit(req.kind, req.params, strict_paths=True)
+        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name)
     except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise _problem(422, f"bad params for a {req.kind} job: " + "; ".join(
+        errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        raise problem(422, f"bad params for a {req.kind} job: " + "; ".join(
             f"{e['field']}: {e['message']}" for e in errors), errors) from None
-    except FolderRefused as exc:
-        raise _problem(403, str(exc)) from None
+    except PathRefused as exc:
+        raise problem(403, str(exc)) from None
     return queries.get_job(job_id)
 
 
-@app.get("/jobs", response_model=JobList)
-def list_jobs(status: Status | None = None, kind: str | None = None, parent_id: str | None = None,
-              limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> JobList:
+@app.get("/jobs", response_model=JobList, tags=["jobs"], responses=ERRORS)
+def list_jobs(_: Reader, status: Status | None = None,
+              kind: Annotated[QueryText | None, Query(max_length=32)] = None,
+              parent_id: Annotated[str | None, Query(pattern=JOB_ID.pattern)] = None,
+              limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> JobList:
     return JobList(jobs=queries.list_jobs(status, kind, parent_id, limit, offset), limit=limit, offset=offset)
 
 
 def _job_or_404(job_id: str) -> JobView:
-    job = queries.get_job(job_id)
+    job = queries.get_job(job_id) if JOB_ID.fullmatch(job_id) else None
     if job is None:
-        raise _problem(404, f"job {job_id} not found")
+        raise problem(404, f"job {job_id} not found")
     return job
 
 
-@app.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
-def get_job(job_id: str) -> JobView:
+@app.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND, tags=["jobs"])
+def get_job(job_id: str, _: Reader) -> JobView:
     return _job_or_404(job_id)
 
 
-@app.post("/jobs/{job_id}/cancel", response_model=JobView, responses=NOT_FOUND)
-def cancel_job(job_id: str) -> JobView:
+@app.post("/jobs/{job_id}/cancel", response_model=JobView, tags=["jobs"], responses={
+    **NOT_FOUND, 403: _error("not the token's own job (only admin tokens cancel any job)")})
+def cancel_job(job_id: str, who: Submitter) -> JobView:
     from convlens.worker.tasks import cancel
 
+    job = _job_or_404(job_id)
+    if job.submitted_by != who.name and not who.allows("admin"):
+        raise problem(403, f"job {job_id} was not submitted by token {who.name!r}; only admin tokens cancel "
+                           "others' jobs")
     try:
         cancel(job_id)
     except JobError as exc:
-        raise _problem(404, str(exc)) from None
+        raise problem(404, str(exc)) from None
     return _job_or_404(job_id)
 
 
-@app.get("/jobs/{job_id}/metrics", response_model=MetricsView, responses=NOT_FOUND)
-def job_metrics(job_id: str) -> MetricsView:
+@app.get("/jobs/{job_id}/metrics", response_model=MetricsView, responses=NOT_FOUND, tags=["results"])
+def job_metrics(job_id: str, _: Reader) -> MetricsView:
     _job_or_404(job_id)
     return MetricsView(job_id=job_id, metrics=queries.metrics(job_id))
 
 
-@app.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND)
-def job_predictions(job_id: str, label: str | None = None, min_confidence: float | None = Query(None, ge=0, le=1),
+@app.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND, tags=["results"])
+def job_predictions(job_id: str, _: Reader, label: Annotated[QueryText | None, Query(max_length=128)] = None,
+                    min_confidence: float | None = Query(None, ge=0, le=1, allow_inf_nan=False),
                     misclassified: bool = False, errors: bool | None = None,
-                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0)) -> PredictionsView:
+                    limit: int = Query(100, ge=1, le=10000),
+                    offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> PredictionsView:
     _job_or_404(job_id)
     rows = queries.predictions(job_id, label, min_confidence, misclassified, errors, limit, offset)
     return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset)
 
 
-@app.get("/artifacts/{artifact_id}", response_class=FileResponse, responses={
-    **NOT_FOUND, 200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
-def get_artifact(artifact_id: int) -> FileResponse:
-    art = queries.artifact(artifact_id)
+@app.get("/artifacts/{key}", response_class=FileResponse, tags=["results"], responses={
+    **NOT_FOUND, 200: {"content": {t: {} for t in ARTIFACT_TYPES}, "description": "the file"}})
+def get_artifact(key: str, _: Reader) -> FileResponse:
+    """A job's file by its random key (listed in the job's `artifacts`)."""
+    art = queries.artifact(key) if re.fullmatch(r"[0-9a-f]{32}", key) else None
     if art is None:
-        raise _problem(404, f"artifact {artifact_id} not found")
+        raise problem(404, f"artifact {key} not found")
     path = Path(art.path).resolve()
     if not path.is_relative_to(settings().home_dir) or not path.is_file():
-        raise _problem(404, f"artifact {artifact_id}: file is gone")
-    return FileResponse(path)
+        raise problem(404, f"artifact {key}: file is gone")
+    media = mimetypes.guess_type(path.name)[0]
+    return FileResponse(path, media_type=media if media in ARTIFACT_TYPES else "application/octet-stream")
+
+
+@app.get("/tokens", response_model=TokenList, responses=ERRORS, tags=["tokens"])
+def get_tokens(_: Admin) -> TokenList:
+    return TokenList(tokens=list_tokens())
+
+
+@app.post("/tokens", status_code=201, response_model=NewToken, tags=["tokens"], responses={
+    **ERRORS, 409: _error("that name is taken (names are never reused)")})
+def post_token(req: TokenRequest, _: Admin) -> NewToken:
+    """A new token; its secret is in this response only."""
+    try:
+        return create_token(req.name, req.scope)
+    except TokenError as exc:
+        raise problem(409, str(exc)) from None
+
+
+@app.delete("/tokens/{name}", response_model=TokenView, responses=NOT_FOUND, tags=["tokens"])
+def delete_token(name: Annotated[str, AfterValidator(_text)], _: Admin) -> TokenView:
+    """Revokes a token: every request with it (and every session made from it) is refused from now on."""
+    try:
+        return revoke_token(name)
+    except TokenError as exc:
+        raise problem(404, str(exc)) from None

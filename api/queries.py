@@ -23,7 +23,8 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
         result = result_model.model_validate(job.result)
     return JobView(id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-                   worker=job.worker, error=job.error, parent_id=job.parent_id, part=job.part, result=result)
+                   worker=job.worker, submitted_by=job.submitted_by, error=job.error, parent_id=job.parent_id,
+                   part=job.part, result=result)
 
 
 def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
@@ -82,6 +83,13 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
         return [PredictionRow.of(p) for p in s.scalars(q)]
 
 
-def artifact(artifact_id: int) -> Artifact | None:
+def artifact(key: str) -> Artifact | None:
     with session_scope() as s:
-        return s.get(Artifact, artifact_id)
+        return s.scalars(select(Artifact).where(Artifact.key == key)).first()
+
+
+def job_owner(job_id: str) -> tuple[bool, str | None]:
+    """Whether the job exists, and the name of the token that submitted it."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return (job is not None, job.submitted_by if job else None)

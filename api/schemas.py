@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from convlens.db.models import JOB_STATUSES
+from convlens.db.models import JOB_STATUSES, SCOPES
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressEvent
 from convlens.worker.kinds import KINDS
 
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+Scope = Literal[SCOPES]  # type: ignore[valid-type]
 # Every result a job row may hold: each kind's, and each part's.
 _RESULTS = tuple(dict.fromkeys([*(k.result_model for k in KINDS.values()),
                                 *(k.part_result_model for k in KINDS.values() if k.part_result_model)]))
@@ -30,6 +31,7 @@ class JobView(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = Field(None, description="the Celery worker (or inline@host) that ran it last")
+    submitted_by: str | None = Field(None, description="the name of the API token that submitted it (None: the CLI)")
     error: str | None = Field(None, description="why it failed")
     parent_id: str | None = Field(None, description="the job a part belongs to")
     part: int | None = Field(None, description="a part's index among its siblings (fold, shard)")
@@ -45,6 +47,8 @@ class JobList(BaseModel):
 
 
 class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     kind: KindName = Field(description="the job kind; its params are described by the schemas named *Params")
     params: dict[str, Any] = {}
 
@@ -70,3 +74,20 @@ class Problem(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: Problem
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    scope: Scope = "read"
+
+
+class Session(BaseModel):
+    name: str = Field(description="the token's name")
+    scope: Scope
+    csrf_token: str | None = Field(None, description="with a session cookie: send it as X-CSRF-Token on changes")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

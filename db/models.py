@@ -6,11 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
+SCOPES = ("read", "submit", "admin")  # each allows what the ones before it do
 
 
 def utcnow() -> datetime:
@@ -46,6 +47,8 @@ class Job(Base):
     runner: Mapped[str | None] = mapped_column(String(255))  # host:pid of the process running it
     lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bumped by every claim
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # re-queued after going silent
+    # The name of the API token that submitted it (None: the local CLI, which needs no token).
+    submitted_by: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Metric(Base):
@@ -77,12 +80,27 @@ class Prediction(Base):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("key", name="uq_artifacts_key"),)
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # What the API serves it by: random, so that one artifact's address says nothing about another's.
+    key: Mapped[str] = mapped_column(String(32), default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
     # Which unit of work wrote it (fold/shard), so that a re-run replaces exactly its own rows.
     part: Mapped[int | None] = mapped_column(Integer)
+
+
+class Token(Base):
+    """An API credential. Only its SHA-256 is stored; names are never reused, so jobs name their submitter."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TrainedModelRow(Base):

@@ -48,12 +48,12 @@ class ArtifactRow(BaseModel):
     kind: str
     path: str
     part: int | None = None
-    id: int | None = None
+    key: str | None = Field(None, description="its address: GET /artifacts/{key}")
 
     def orm(self, job_id: str) -> Artifact:
         return Artifact(job_id=job_id, kind=self.kind, path=self.path, part=self.part)
 
     @classmethod
     def of(cls, a: Artifact) -> ArtifactRow:
-        return cls(id=a.id, kind=a.kind, path=a.path, part=a.part)
+        return cls(key=a.key, kind=a.kind, path=a.path, part=a.part)
 

@@ -125,14 +125,16 @@ def ensure_current(url: str | None = None) -> None:
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, f"CONVLENS_HOME {home}") from None
     head = head_revision()
-    if current_revision(url) == head:
-        return
     if is_embedded(url):
-        # Two processes may find a fresh home at once: one creates the tables while the other waits.
+        # Two processes may find a fresh home at once: one creates the tables while the other waits. Even the
+        # first look is under the lock: a fresh file's first connections switch it to WAL, and SQLite answers
+        # one of two simultaneous switches "database is locked" without waiting.
         with open(settings().home_dir / "convlens.db.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if current_revision(url) != head:
                 upgrade(url)
+        return
+    if current_revision(url) == head:
         return
     current = current_revision(url)
     raise DatabaseBehind(

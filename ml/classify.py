@@ -32,19 +32,20 @@ def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
     return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _read(path: Path, size: tuple[int, int], keep_original: bool):
+def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path | None):
     try:
-        rgb = decode_rgb(path)
+        rgb = decode_rgb(path, within)
         return path, resize(rgb, size), rgb if keep_original else None, None
     except ImageReadError as exc:
         return path, None, None, exc.reason
 
 
-def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bool) -> Iterator[list]:
+def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bool,
+             within: Path | None) -> Iterator[list]:
     # Decoding runs in threads (PIL releases the GIL) one batch ahead of the model.
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, len(paths), batch_size):
-            yield list(pool.map(lambda p: _read(p, size, keep), paths[start:start + batch_size]))
+            yield list(pool.map(lambda p: _read(p, size, keep, within), paths[start:start + batch_size]))
 
 
 def overlay_name(path: Path) -> str:
@@ -60,9 +61,11 @@ def classify_files(
     batch_size: int = 256,
     progress: ProgressFn | None = None,
     cam_layer: str | None = None,
+    within: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One row per file: predicted class, confidence, top-k, thresholded decision, true label when the parent
-    folder is a class name, overlay path with gradcam, or the error for an unreadable file."""
+    folder is a class name, overlay path with gradcam, or the error for an unreadable file (files that, once
+    opened, lie outside `within` are unreadable too)."""
     model, names = trained.model, trained.class_names
     size = trained.input_size
     predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -73,7 +76,7 @@ def classify_files(
         out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     k = min(top_k, len(names))
-    for batch in _batches(paths, size, batch_size, keep=gradcam):
+    for batch in _batches(paths, size, batch_size, gradcam, within):
         good = [b for b in batch if b[1] is not None]
         by_path: dict[Path, dict[str, Any]] = {}
         if good:

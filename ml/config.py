@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from convlens.ml.params import JobParams
 
 # Recipe keys a preset may set and a run may override.
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -39,10 +41,8 @@ def _cli(flag: str) -> dict[str, Any]:
     return {"cli": flag}
 
 
-class TrainOptions(BaseModel):
+class TrainOptions(JobParams):
     """Training options a user may set; validated once, where a job is created."""
-
-    model_config = ConfigDict(extra="forbid")
 
     preset: PresetName = Field("seed", description="model + recipe by name (seed, fast)")
     dataset: Annotated[str, Field(min_length=1, max_length=4096)] = Field(

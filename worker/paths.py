@@ -1,10 +1,19 @@
-"""Where job outputs live, and which folders jobs may read (CONVLENS_ALLOWED_ROOTS)."""
+"""Where job outputs live, and which paths jobs may read.
+
+A folder or model named in a job's params is checked when the job is created (`strict`: requests from the HTTP
+API, which must stay under CONVLENS_ALLOWED_ROOTS) and stored as its real path. The worker checks again that
+the path still is what was checked (nothing swapped for a symlink since), and ml/ opens each file with a check
+of where the opened file really lies, so swapping a file after planning gains nothing.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from convlens.ml.settings import settings
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def job_dir(job_id: str) -> Path:
@@ -13,24 +22,74 @@ def job_dir(job_id: str) -> Path:
     return path
 
 
-class FolderRefused(ValueError):
-    pass
+class PathRefused(ValueError):
+    """A path a job may not read: outside the allowed roots, not what it claims to be, or unreadable."""
+
+
+def _real(raw: str, what: str) -> Path:
+    path = Path(raw).expanduser()
+    if ".." in path.parts:
+        raise PathRefused(f"{raw}: '..' is not allowed in {what} paths")
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # too long a name, a symlink loop
+        raise PathRefused(f"{raw}: cannot be resolved ({exc})") from None
+
+
+def _inside(real: Path, roots: list[Path]) -> bool:
+    return any(real == root or real.is_relative_to(root) for root in roots)
 
 
 def check_folder(folder: str, require_roots: bool = False) -> Path:
-    """The folder's real path if it lies under an allowed root; '..' parts and symlinks out are refused."""
-    raw = Path(folder).expanduser()
-    if ".." in raw.parts:
-        raise FolderRefused(f"{folder}: '..' is not allowed in folder paths")
-    real = raw.resolve()
+    """The folder's real path if it lies under an allowed root; '..' parts and symlinks out are refused.
+
+    require_roots: refuse every folder while CONVLENS_ALLOWED_ROOTS is unset (the HTTP API's rule)."""
+    real = _real(folder, "folder")
     roots = settings().roots
     if roots is None:
         if require_roots:
-            raise FolderRefused("no folders may be read: set CONVLENS_ALLOWED_ROOTS on the API server")
-    elif not any(real == root or real.is_relative_to(root) for root in roots):
-        raise FolderRefused(f"{folder}: outside the allowed roots ({', '.join(map(str, roots))})")
-    if not real.is_dir():
-        raise FolderRefused(f"{folder}: not a folder")
+            raise PathRefused("no folders may be read: set CONVLENS_ALLOWED_ROOTS on the API server")
+    elif not _inside(real, roots):
+        raise PathRefused(f"{folder}: outside the allowed roots ({', '.join(map(str, roots))})")
+    try:
+        if not real.is_dir():
+            raise PathRefused(f"{folder}: not a folder")
+    except OSError as exc:
+        raise PathRefused(f"{folder}: cannot be read ({exc.strerror})") from None
+    return real
+
+
+def check_dataset(dataset: str, require_roots: bool = False) -> str:
+    """'cifar10' (the server's own copy) or a checked image folder's real path."""
+    return dataset if dataset == "cifar10" else str(check_folder(dataset, require_roots))
+
+
+def check_model(ref: str, require_roots: bool = False) -> str:
+    """A train job's id, or the real path of a .keras file under the allowed roots or this server's runs."""
+    if JOB_ID.fullmatch(ref):
+        return ref  # its registered model, which convlens itself wrote under CONVLENS_HOME/runs
+    if not ref.endswith(".keras"):
+        raise PathRefused(f"{ref}: a model is a .keras file or the id of a train job")
+    real = _real(ref, "model")
+    roots = settings().roots
+    if roots is not None or require_roots:
+        allowed = [*(roots or []), settings().home_dir / "runs"]
+        if not _inside(real, allowed):
+            raise PathRefused(f"{ref}: outside the allowed roots and this server's runs "
+                              f"({', '.join(map(str, allowed))})")
+    try:
+        if not real.is_file():
+            raise PathRefused(f"{ref}: no such model file")
+    except OSError as exc:
+        raise PathRefused(f"{ref}: cannot be read ({exc.strerror})") from None
+    return str(real)
+
+
+def unchanged(checked: str) -> Path:
+    """A path checked (and resolved) when the job was created, if it still resolves to itself."""
+    real = _real(checked, "checked")
+    if str(real) != checked:
+        raise PathRefused(f"{checked}: now resolves to {real} (a symlink was put in its place); refused")
     return real
 
 
@@ -41,19 +100,27 @@ def files_within(root: Path, files: list[Path]) -> list[Path]:
 
 
 def resolve_model(ref: str) -> Path:
-    """A model path, or the model that train job `ref` registered."""
+    """The model file of a checked reference: a train job's registered model, or the path itself."""
     from sqlalchemy import select
 
     from convlens.db.models import TrainedModelRow
     from convlens.db.session import session_scope
     from convlens.worker.lifecycle import JobError
 
-    path = Path(ref).expanduser()
-    if path.suffix == ".keras" and path.is_file():
-        return path.resolve()
-    with session_scope() as s:
-        row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)
-                        .order_by(TrainedModelRow.id.desc())).first()
-        if row is not None:
-            return Path(row.path)
-    raise JobError(f"model {ref!r}: neither a .keras file nor the id of a train job with a model")
+    if JOB_ID.fullmatch(ref):
+        with session_scope() as s:
+            row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)
+                            .order_by(TrainedModelRow.id.desc())).first()
+        if row is None:
+            raise JobError(f"model {ref!r}: no train job with that id has a model")
+        return Path(row.path)
+    path = Path(ref)
+    if not path.is_absolute():  # params stored before paths were checked at creation
+        return Path(check_model(ref))
+    try:
+        real = unchanged(ref)
+    except PathRefused as exc:
+        raise JobError(str(exc)) from None
+    if not real.is_file():
+        raise JobError(f"model {ref!r}: no such .keras file")
+    return real

@@ -26,14 +26,16 @@ from convlens.worker.paths import job_dir
 PART_COLUMN = {Metric: Metric.fold, Artifact: Artifact.part, Prediction: Prediction.shard}
 
 
-def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False) -> str:
-    """Validates params for `kind` (pydantic's ValidationError, a ValueError, when bad) and records a queued job.
+def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None) -> str:
+    """Validates params for `kind` (pydantic's ValidationError, or PathRefused, both ValueErrors, when bad) and
+    records a queued job.
 
-    strict_paths: folders must lie under CONVLENS_ALLOWED_ROOTS (requests from the HTTP API).
+    strict_paths: folders and models must lie under CONVLENS_ALLOWED_ROOTS (requests from the HTTP API).
+    submitted_by: the name of the API token that asked for it.
     """
     validated = get_kind(kind).validate(params, strict_paths)
     with session_scope() as s:
-        job = Job(kind=kind, params=validated, status="queued")
+        job = Job(kind=kind, params=validated, status="queued", submitted_by=submitted_by)
         s.add(job)
         s.flush()
         return job.id

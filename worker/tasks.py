@@ -59,9 +59,9 @@ def send_aggregate(job_id: str) -> None:
     aggregate.apply_async(args=[job_id], task_id=aggregate_task_id(job_id), queue="cpu")
 
 
-def submit(kind_name: str, params: dict, strict_paths: bool = False) -> str:
+def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_by: str | None = None) -> str:
     """Validates params, records a queued job and enqueues its first step; returns the job id."""
-    job_id = steps.create_job(kind_name, params, strict_paths)
+    job_id = steps.create_job(kind_name, params, strict_paths, submitted_by)
     ensure_embedded_redis()
     send_job(job_id, kind_name)
     return job_id

@@ -15,8 +15,9 @@ from convlens.ml.errors import DatasetError
 def load_image_folder(
     root: Path, size: tuple[int, int] = (32, 32), test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[ImageDataset, list[tuple[Path, str]]]:
-    """Returns the dataset (a stratified test split carved out) and the unreadable files with reasons."""
-    root = Path(root)
+    """Returns the dataset (a stratified test split carved out) and the unreadable files with reasons.
+    Files whose real path leaves root (symlinks out) are among the unreadable ones."""
+    root = Path(root).resolve()
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
@@ -24,7 +25,7 @@ def load_image_folder(
         raise DatasetError(f"{root}: needs at least two class folders, found {len(class_dirs)}")
     xs, ys, errors = [], [], []
     for label, class_dir in enumerate(class_dirs):
-        batch = decode_batch(list_files(class_dir), size)
+        batch = decode_batch(list_files(class_dir), size, within=root)
         errors.extend(batch.errors)
         xs.append(batch.images)
         ys.append(np.full(len(batch.images), label, np.uint8))

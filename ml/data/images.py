@@ -26,19 +26,33 @@ def list_files(root: Path) -> list[Path]:
 MAX_PIXELS = 64_000_000
 
 
-def _open_regular(path: Path) -> BinaryIO:
-    """Opens without blocking (a FIFO swapped in would hang open()) and only if it is a regular file."""
+def opened_path(fd: int, path: Path) -> Path:
+    """Where an open file really lies: the kernel's answer (Linux), so no rename or symlink swap can fool it."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(os.path.realpath(path))
+
+
+def _open_regular(path: Path, within: Path | None) -> BinaryIO:
+    """Opens without blocking (a FIFO swapped in would hang open()) and only a regular file that, once open,
+    lies under `within` (when given): whatever symlink was put in the file's place, what was read is known."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageReadError(str(path), "not a regular file")
+        if within is not None and not opened_path(fd, path).is_relative_to(within):
+            raise ImageReadError(str(path), f"lies outside {within} (a symlink out of the folder); not read")
+    except BaseException:
         os.close(fd)
-        raise ImageReadError(str(path), "not a regular file")
+        raise
     return os.fdopen(fd, "rb")
 
 
-def decode_rgb(path: Path) -> np.ndarray:
-    """The image at path as uint8 RGB (H, W, 3) at its original resolution."""
+def decode_rgb(path: Path, within: Path | None = None) -> np.ndarray:
+    """The image at path as uint8 RGB (H, W, 3) at its original resolution; within: see _open_regular."""
     try:
-        with _open_regular(path) as fh, Image.open(fh) as img:
+        with _open_regular(path, within) as fh, Image.open(fh) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageReadError(str(path), f"image too large: {img.width}x{img.height} pixels, over the "
                                                 f"limit of {MAX_PIXELS:,}")
@@ -72,13 +86,13 @@ class DecodedBatch:
     errors: list[tuple[Path, str]]
 
 
-def decode_batch(paths: Iterable[Path], size: tuple[int, int]) -> DecodedBatch:
+def decode_batch(paths: Iterable[Path], size: tuple[int, int], within: Path | None = None) -> DecodedBatch:
     ok: list[Path] = []
     images: list[np.ndarray] = []
     errors: list[tuple[Path, str]] = []
     for path in paths:
         try:
-            images.append(resize(decode_rgb(path), size))
+            images.append(resize(decode_rgb(path, within), size))
             ok.append(path)
         except ImageReadError as exc:
             errors.append((path, exc.reason))

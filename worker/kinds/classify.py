@@ -6,20 +6,19 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from convlens.db.models import Artifact, Job, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.ml.params import JobParams
 from convlens.worker.kinds.base import Context, JobKind, Output
 from convlens.worker.kinds.layers import ModelRef
-from convlens.worker.paths import check_folder, files_within, resolve_model
+from convlens.worker.paths import check_folder, check_model, files_within, resolve_model, unchanged
 
 
-class ClassifyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClassifyParams(JobParams):
     folder: Annotated[str, Field(min_length=1, max_length=4096, description="folder of images, walked recursively")]
     model: ModelRef
     gradcam: bool = Field(False, description="write Grad-CAM overlays")
@@ -51,6 +50,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         validated = super().validate(params, strict_paths)
         validated["folder"] = str(check_folder(validated["folder"], require_roots=strict_paths))
+        validated["model"] = check_model(validated["model"], require_roots=strict_paths)
         return validated
 
     def plan(self, ctx: Context) -> list[dict[str, Any]]:
@@ -59,7 +59,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
         p: ClassifyParams = ctx.params
         resolve_model(p.model)  # fail early on a bad reference
-        root = check_folder(p.folder)
+        root = check_folder(str(unchanged(p.folder)))
         files = files_within(root, list_folder(root))
         n = p.shards or max(1, -(-len(files) // p.shard_size))
         return [{"files": [str(f) for f in shard]} for shard in shard_files(files, n)]
@@ -75,7 +75,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         trained = load_trained(resolve_model(p.model))
         rows = classify_files(trained, [Path(f) for f in ctx.part_params["files"]], top_k=p.top_k,
                               gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
-                              batch_size=p.batch_size, progress=ctx.progress)
+                              batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder))
         ok = sum(r.get("error") is None for r in rows)
         return Output(result=ShardResult(classified=ok, errors=len(rows) - ok),
                       predictions=[PredictionRow.model_validate({k: v for k, v in r.items() if k != "overlay"})

@@ -11,7 +11,7 @@ from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.config import TrainOptions
 from convlens.worker.kinds.base import Context, JobKind, Output
-from convlens.worker.kinds.train import TrainResult, metric_rows, train_config
+from convlens.worker.kinds.train import TrainResult, metric_rows, train_config, validate_training
 
 
 class KfoldParams(TrainOptions):
@@ -32,6 +32,9 @@ class KfoldResult(BaseModel):
 
 class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part="fold", part_result=TrainResult,
             title="stratified k-fold over the training data: one job per fold, then mean ± std"):
+
+    def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+        return validate_training(self, params, strict_paths)
 
     def plan(self, ctx: Context) -> list[dict[str, Any]]:
         return [{} for _ in range(ctx.params.folds)]

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from convlens.db.rows import ArtifactRow, MetricRow
+from convlens.ml.params import JobParams
 from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
-from convlens.worker.paths import resolve_model
+from convlens.worker.paths import check_dataset, check_model, resolve_model, unchanged
 
 ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
                                 description="a .keras model path, or the id of a succeeded train job")]
 
 
-class LayersParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LayersParams(JobParams):
     model: ModelRef
     layers: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
         None, description="conv layers to probe (default: all)")
@@ -49,6 +48,12 @@ LAYER_COLUMNS = ["layer", "features", "probe_accuracy", "cumulative_layers", "cu
 class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
              title="linear probes on each conv layer's pooled activations, individual and cumulative"):
 
+    def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+        validated = super().validate(params, strict_paths)
+        validated["model"] = check_model(validated["model"], require_roots=strict_paths)
+        validated["dataset"] = check_dataset(validated["dataset"], require_roots=strict_paths)
+        return validated
+
     def run(self, ctx: Context) -> Output:
         from convlens.ml.analysis import layer_probes
         from convlens.ml.config import TrainConfig
@@ -57,6 +62,8 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
 
         p: LayersParams = ctx.params
         trained = load_trained(resolve_model(p.model))
+        if p.dataset != "cifar10":
+            unchanged(p.dataset)
         data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0]))
         result = LayersResult.model_validate(layer_probes(
             trained.model, data, layers=p.layers, train_limit=p.limit, test_limit=p.test_limit, out_dir=ctx.out_dir,

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.config import TrainConfig, TrainOptions
 from convlens.worker.kinds.base import Context, JobKind, ModelRecord, Output
+from convlens.worker.paths import check_dataset, unchanged
 
 
 class TrainResult(BaseModel):
@@ -54,8 +55,18 @@ def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> 
 
 
 def train_config(params: TrainOptions) -> TrainConfig:
-    """The run's config from a train or kfold job's params (the options TrainOptions defines)."""
-    return TrainConfig(**params.model_dump(include=set(TrainOptions.model_fields)))
+    """The run's config from a train or kfold job's params (the options TrainOptions defines); its dataset
+    folder must still be the one checked when the job was created."""
+    config = TrainConfig(**params.model_dump(include=set(TrainOptions.model_fields)))
+    if config.dataset != "cifar10":
+        unchanged(config.dataset)
+    return config
+
+
+def validate_training(kind: JobKind, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+    validated = JobKind.validate(kind, params, strict_paths)
+    validated["dataset"] = check_dataset(validated["dataset"], require_roots=strict_paths)
+    return validated
 
 
 def describe_training(r: dict[str, Any]) -> list[str]:
@@ -69,6 +80,9 @@ def describe_training(r: dict[str, Any]) -> list[str]:
 
 class Train(JobKind, name="train", params=TrainOptions, result=TrainResult,
             title="train a model and evaluate it on the test set"):
+
+    def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
+        return validate_training(self, params, strict_paths)
 
     def run(self, ctx: Context) -> Output:
         from convlens.ml.train import train
