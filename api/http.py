@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import AfterValidator, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convlens.api import queries
 from convlens.api.auth import (
@@ -69,6 +70,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: _error("the token's scope does not allow this (or a cookie request without its CSRF token)"),
     422: _error("a malformed request: each problem with the field it is in"),
 }
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 400: _error("a body that cannot be parsed (not UTF-8)")}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {**ERRORS, 404: _error("no such job, artifact or token")}
 ARTIFACT_TYPES = ("image/png", "application/json", "text/csv", "application/octet-stream")
 
@@ -82,6 +84,13 @@ def _text(value: str) -> str:
 
 QueryText = Annotated[str, AfterValidator(_text)]
 MAX_OFFSET = 10**12
+
+
+@app.exception_handler(StarletteHTTPException)
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (an unparsable body, an unknown path) in the one error shape."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {"message": clean(str(exc.detail)), "errors": []}
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -127,7 +136,7 @@ def session(request: Request, who: Reader) -> Session:
 
 
 @app.post("/jobs", status_code=201, response_model=JobView, tags=["jobs"],
-          responses={**ERRORS, 403: _error("the token may not submit, or a path outside the allowed roots")})
+          responses={**BODY_ERRORS, 403: _error("the token may not submit, or a path outside the allowed roots")})
 def create_job(req: JobRequest, who: Submitter) -> JobView:
     from convlens.worker.tasks import submit
 
@@ -146,7 +155,7 @@ def create_job(req: JobRequest, who: Submitter) -> JobView:
 @app.get("/jobs", response_model=JobList, tags=["jobs"], responses=ERRORS)
 def list_jobs(_: Reader, status: Status | None = None,
               kind: Annotated[QueryText | None, Query(max_length=32)] = None,
-              parent_id: Annotated[str | None, Query(pattern=JOB_ID.pattern)] = None,
+              parent_id: Annotated[str | None, Query(pattern=f"^{JOB_ID.pattern}$")] = None,
               limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> JobList:
     return JobList(jobs=queries.list_jobs(status, kind, parent_id, limit, offset), limit=limit, offset=offset)
 
@@ -216,7 +225,7 @@ def get_tokens(_: Admin) -> TokenList:
 
 
 @app.post("/tokens", status_code=201, response_model=NewToken, tags=["tokens"], responses={
-    **ERRORS, 409: _error("that name is taken (names are never reused)")})
+    **BODY_ERRORS, 409: _error("that name is taken (names are never reused)")})
 def post_token(req: TokenRequest, _: Admin) -> NewToken:
     """A new token; its secret is in this response only."""
     try:

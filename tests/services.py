@@ -100,3 +100,45 @@ def wait_for(predicate, timeout: float = 300, interval: float = 0.5, what: str =
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+class ApiServer:
+    """`convlens api` as a real process on a free port; `token` is the admin token its first start printed."""
+
+    def __init__(self, env: dict, log_dir: Path, host: str = "127.0.0.1", *extra: str) -> None:
+        import re
+        import socket
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = log_dir / f"api-{self.port}.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "convlens.api.cli", "api", "--host", host, "--port",
+                                          str(self.port), *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        probe = httpx.Client(base_url=self.url, timeout=5)
+
+        def up() -> bool:
+            try:
+                return probe.get("/health").status_code == 200
+            except httpx.TransportError:
+                assert self.proc.poll() is None, self.log.read_text()
+                return False
+
+        wait_for(up, 90, what="the HTTP API")
+        self.output = self.log.read_text()
+        found = re.search(r"/\?token=(\S+)", self.output)
+        self.token = found.group(1) if found else None
+
+    def client(self, token: str | None = None, **kwargs):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers, **kwargs)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from sqlalchemy import func, select
@@ -19,7 +15,7 @@ from sqlalchemy import func, select
 from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
-from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
+from services import ApiServer, Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
 from test_analysis import make_messy_folder
 
 
@@ -145,29 +141,12 @@ def test_cancel(cluster):
     assert all(w.proc.poll() is None for w in cluster["workers"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def http(cluster):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "convlens.api.cli", "api", "--port", str(port)], env=cluster["env"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def up():
-        try:
-            return client.get("/openapi.json").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, 60, what="the HTTP API")
-    yield client
-    proc.terminate()
-    proc.wait(10)
+def http(cluster, tmp_path_factory):
+    server = ApiServer(cluster["env"], tmp_path_factory.mktemp("api"))
+    assert server.token, server.output  # the first start made an admin token and printed its login URL
+    yield server.client(server.token)
+    server.stop()
 
 
 def test_http_validation_and_roots(http, cluster, tmp_path):
@@ -215,7 +194,7 @@ def test_http_end_to_end(http, cluster, cifar):
     assert sum(m["value"] for m in metrics if m["name"] == "count") == n
     train = http.get(f"/jobs/{cluster['train']['id']}").json()
     plot = next(a for a in train["artifacts"] if a["kind"] == "confusion_plot")
-    png = http.get(f"/artifacts/{plot['id']}")
+    png = http.get(f"/artifacts/{plot['key']}")
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     t = http.post("/jobs", json={"kind": "train", "params": {"limit": 10000, "epochs": 30}}).json()
     assert http.post(f"/jobs/{t['id']}/cancel").json()["status"] == "cancelled"

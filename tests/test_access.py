@@ -1,0 +1,247 @@
+"""Access control and hostile input against a real `convlens api` process, on PostgreSQL and on SQLite.
+
+No worker runs: submitted jobs stay queued in a private Redis database, which is all these tests need.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from convlens.db.models import Artifact, Job
+from convlens.db.session import session_scope
+from services import ApiServer, cli, create_pg_database, drop_pg_database, free_redis_db
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def server(request, tmp_path_factory):
+    """An API with its own database, a private Redis db, one allowed root holding one image folder."""
+    base = tmp_path_factory.mktemp(f"access-{request.param}")
+    root = base / "allowed"
+    (root / "images" / "cat").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "fast" / "helpers.py", root / "images" / "cat" / "not-an-image.png")
+    env = {**os.environ, "CONVLENS_HOME": str(base / "home"), "CONVLENS_ALLOWED_ROOTS": str(root),
+           "CONVLENS_BROKER_URL": free_redis_db(), "CONVLENS_DATABASE_URL": ""}
+    db = create_pg_database() if request.param == "postgresql" else None
+    if db:
+        env["CONVLENS_DATABASE_URL"] = db
+        cli(env, "db", "upgrade")
+    api = ApiServer(env, base)
+    # This process reads the same database (to count rows and add an artifact).
+    saved = {k: os.environ.get(k) for k in ("CONVLENS_HOME", "CONVLENS_DATABASE_URL", "CONVLENS_ALLOWED_ROOTS")}
+    os.environ.update({k: env[k] for k in saved})
+    yield {"api": api, "env": env, "root": root, "base": base}
+    api.stop()
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    if db:
+        drop_pg_database(db)
+
+
+def _token(env: dict, name: str, scope: str) -> str:
+    out = cli(env, "tokens", "create", name, "--scope", scope).stdout.strip().splitlines()
+    return out[-1].rsplit(" ", 1)[-1]
+
+
+def _jobs() -> int:
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def _train(root: Path) -> dict:
+    return {"kind": "train", "params": {"dataset": str(root / "images"), "epochs": 1}}
+
+
+def test_login_url_session_cookie_and_csrf(server):
+    api = server["api"]
+    assert api.token and api.token.startswith("cl_"), api.output
+    anon = api.client()
+    assert anon.get("/jobs").status_code == 401
+    assert anon.get("/jobs").headers["www-authenticate"] == "Bearer"
+    assert anon.get("/health").json() == {"status": "ok"} and anon.get("/openapi.json").status_code == 200
+    assert anon.get("/?token=cl_wrong").status_code == 401 and "convlens_session" not in anon.cookies
+    login = anon.get(f"/?token={api.token}")
+    assert login.status_code == 303 and login.headers["location"] == "/"
+    cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    browser = api.client()
+    browser.cookies.set("convlens_session", anon.cookies["convlens_session"])
+    assert browser.get("/").status_code == 200 and browser.get("/jobs").status_code == 200
+    before = _jobs()
+    refused = browser.post("/jobs", json=_train(server["root"]))
+    assert refused.status_code == 403 and "X-CSRF-Token" in refused.json()["detail"]["message"]
+    assert _jobs() == before
+    csrf = browser.get("/session").json()["csrf_token"]
+    made = browser.post("/jobs", json=_train(server["root"]), headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201, made.text
+    assert made.json()["submitted_by"] == api.output.split("admin token '")[1].split("'")[0]
+    # A second start finds a token and makes none.
+    again = ApiServer(server["env"], server["base"])
+    again.stop()
+    assert again.token is None and "convlens tokens create" in again.output
+
+
+def test_access_matrix(server):
+    api, env, root = server["api"], server["env"], server["root"]
+    suffix = uuid.uuid4().hex[:6]
+    tokens = {scope: _token(env, f"{scope}-{suffix}", scope) for scope in ("read", "submit", "admin")}
+    other = _token(env, f"other-{suffix}", "submit")
+    revoked = _token(env, f"gone-{suffix}", "admin")
+    cli(env, "tokens", "revoke", f"gone-{suffix}")
+    listed = {t["name"]: t for t in __import__("json").loads(cli(env, "tokens", "list", "--json").stdout)}
+    assert listed[f"gone-{suffix}"]["revoked_at"] and "token" not in listed[f"read-{suffix}"]
+    c = {name: api.client(t) for name, t in [*tokens.items(), ("other", other), ("revoked", revoked),
+                                             ("bad", "cl_" + "x" * 43), ("none", None)]}
+    mine = c["submit"].post("/jobs", json=_train(root))
+    assert mine.status_code == 201 and mine.json()["submitted_by"] == f"submit-{suffix}"
+    job = mine.json()["id"]
+    theirs = c["other"].post("/jobs", json=_train(root)).json()["id"]
+    art_dir = Path(env["CONVLENS_HOME"]) / "runs" / job
+    art_dir.mkdir(parents=True, exist_ok=True)
+    (art_dir / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n fake")
+    with session_scope() as s:
+        s.add(Artifact(job_id=job, kind="plot", path=str(art_dir / "plot.png")))
+    key = c["read"].get(f"/jobs/{job}").json()["artifacts"][0]["key"]
+    assert len(key) == 32 and key != "1"
+    reads = ["/jobs", f"/jobs/{job}", f"/jobs/{job}/metrics", f"/jobs/{job}/predictions", f"/artifacts/{key}",
+             "/session"]
+    for path in reads:
+        for who in ("none", "bad", "revoked"):
+            assert c[who].get(path).status_code == 401, (who, path)
+        for who in ("read", "submit", "admin"):
+            assert c[who].get(path).status_code == 200, (who, path)
+    assert c["read"].get(f"/artifacts/{key}").content.startswith(b"\x89PNG")
+    assert c["read"].get("/artifacts/1").status_code == 404  # sequential ids address nothing
+    assert c["read"].post("/jobs", json=_train(root)).status_code == 403
+    assert c["revoked"].post("/jobs", json=_train(root)).status_code == 401
+    assert c["read"].post(f"/jobs/{job}/cancel").status_code == 403
+    assert c["other"].post(f"/jobs/{job}/cancel").status_code == 403  # not its own
+    assert c["submit"].post(f"/jobs/{job}/cancel").json()["status"] == "cancelled"
+    assert c["admin"].post(f"/jobs/{theirs}/cancel").json()["status"] == "cancelled"
+    for who in ("read", "submit"):
+        assert c[who].get("/tokens").status_code == 403
+        assert c[who].post("/tokens", json={"name": f"x-{suffix}", "scope": "admin"}).status_code == 403
+    made = c["admin"].post("/tokens", json={"name": f"http-{suffix}", "scope": "read"})
+    assert made.status_code == 201 and made.json()["token"].startswith("cl_")
+    assert api.client(made.json()["token"]).get("/jobs").status_code == 200
+    assert c["admin"].post("/tokens", json={"name": f"http-{suffix}", "scope": "read"}).status_code == 409
+    assert c["admin"].delete(f"/tokens/http-{suffix}").json()["revoked_at"]
+    assert api.client(made.json()["token"]).get("/jobs").status_code == 401
+    assert c["admin"].delete("/tokens/nobody").status_code == 404
+
+
+HOSTILE_BODIES = [
+    {"kind": "train", "params": {"preset": "\ud800"}},
+    {"kind": "train", "params": {"dataset": "images\x00"}},
+    {"kind": "train", "params": {"dataset": "a" * 5000}},
+    {"kind": "train", "params": {"seed": -1}},
+    {"kind": "train", "params": {"seed": 2**64}},
+    {"kind": "train", "params": {"limit": 10**30}},
+    {"kind": "train", "params": {"\udcff": 1}},
+    {"kind": "train\x00", "params": {}},
+    {"kind": "train", "params": {}, "priority": 9},
+    {"kind": "classify", "params": {"folder": "/x/\udcff", "model": "m.keras"}},
+    {"kind": "layers", "params": {"model": "\x00.keras"}},
+    {"kind": "kfold", "params": {"folds": 1e300}},
+    {"kind": ["train"], "params": {}},
+    {"params": {}},
+    [],
+]
+RAW_BODIES = ['{"kind": "train", "params": {"time_budget_s": Infinity}}', '{"kind": "train", "params": {"lr": NaN}}',
+              '{"kind": "train", "params": {"epochs": 1e999}}', '{"kind": ', b'{"kind": "\xff"}', "null"]
+
+
+def test_hostile_requests_are_refused_before_any_row(server):
+    import json
+
+    api, root = server["api"], server["root"]
+    c = api.client(api.token)
+    before = _jobs()
+    for body in HOSTILE_BODIES:
+        r = c.post("/jobs", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert r.status_code == 422, (body, r.status_code, r.text)
+        assert r.json()["detail"]["message"]
+    for raw in RAW_BODIES:
+        r = c.post("/jobs", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422) and r.json()["detail"]["message"], (raw, r.status_code, r.text)
+    folder = str(root / "images")
+    for name in ("a" * 300, "b" * 5000):  # over-long file names: refused, not a 500
+        r = c.post("/jobs", json={"kind": "classify", "params": {"folder": f"{folder}/{name}", "model": "m.keras"}})
+        assert r.status_code in (403, 422), r.text
+    queries = [("/jobs", {"kind": "train\x00"}), ("/jobs", {"parent_id": "x\x00"}), ("/jobs", {"offset": 2**63}),
+               ("/jobs", {"limit": -1}), ("/jobs", {"status": "lost"}), ("/jobs/" + "a" * 32 + "/predictions",
+                                                                          {"label": "\x00"}),
+               ("/jobs/" + "a" * 32 + "/predictions", {"min_confidence": "nan"}),
+               ("/jobs/" + "a" * 32 + "/predictions", {"offset": 2**70})]
+    for path, params in queries:
+        r = c.get(path, params=params)
+        assert r.status_code == 422, (path, params, r.status_code, r.text)
+    for path in ("/jobs/%00", "/jobs/" + "f" * 5000, "/artifacts/9223372036854775808", "/artifacts/%00",
+                 "/jobs/%ED%A0%80"):
+        assert c.get(path).status_code == 404, path
+    assert _jobs() == before
+    assert c.get("/jobs").status_code == 200  # and the list still reads
+
+
+def _special_paths(root: Path, outside: Path) -> dict[str, str]:
+    """Every trick for reading outside the root, each made real on disk."""
+    (outside / "cat").mkdir(parents=True, exist_ok=True)
+    (outside / "m.keras").write_bytes(b"not a model")
+    (root / "link-out").unlink(missing_ok=True)
+    (root / "link-out").symlink_to(outside)
+    (root / "link-model.keras").unlink(missing_ok=True)
+    (root / "link-model.keras").symlink_to(outside / "m.keras")
+    fifo = root / "fifo.keras"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return {"outside": str(outside), "dotdot": f"{root}/../{outside.name}", "symlink": str(root / "link-out"),
+            "model-symlink": str(root / "link-model.keras"), "outside-model": str(outside / "m.keras"),
+            "device": "/dev/zero", "proc": "/proc/self/root/etc", "fifo": str(fifo), "relative": "images",
+            "etc": "/etc", "home": str(Path.home())}
+
+
+PATH_PARAMS = [("train", "dataset", {}), ("kfold", "dataset", {}), ("layers", "dataset", {"model": "0" * 32}),
+               ("layers", "model", {}), ("classify", "folder", {"model": "0" * 32}),
+               ("classify", "model", {"folder": "IMAGES"})]
+
+
+def test_every_path_param_of_every_kind_stays_inside_the_roots(server, tmp_path):
+    api, root = server["api"], server["root"]
+    c = api.client(api.token)
+    tricks = _special_paths(root, tmp_path / "outside")
+    before, tried = _jobs(), 0
+    for kind, param, others in PATH_PARAMS:
+        others = {k: v.replace("IMAGES", str(root / "images")) for k, v in others.items()}
+        for trick, value in tricks.items():
+            r = c.post("/jobs", json={"kind": kind, "params": {**others, param: value}})
+            assert r.status_code in (403, 422), (kind, param, trick, r.status_code, r.text)
+            assert "detail" in r.json()
+            tried += 1
+    assert _jobs() == before and tried == len(PATH_PARAMS) * len(tricks)
+    ok = c.post("/jobs", json={"kind": "classify", "params": {"folder": str(root / "images"), "model": "0" * 32}})
+    assert ok.status_code == 201 and ok.json()["params"]["folder"] == str((root / "images").resolve())
+
+
+def test_non_loopback_without_tls_warns(server):
+    api = ApiServer(server["env"], server["base"], "0.0.0.0")
+    api.stop()
+    assert "warning: serving on 0.0.0.0 over plain HTTP" in api.output and "TLS" in api.output
+
+
+def test_schemathesis_finds_no_server_errors_and_no_contract_failures(server):
+    api = server["api"]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "st"), "run", f"{api.url}/openapi.json", "-H",
+         f"Authorization: Bearer {api.token}", "--max-examples", "50", "--seed", "1", "--checks",
+         "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+         "response_headers_conformance", "--exclude-method", "DELETE",
+         "--max-failures", "20", "--no-color"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
