@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from convlens.db.models import Artifact, Job
@@ -39,6 +40,7 @@ def server(request, tmp_path_factory):
     os.environ.update({k: env[k] for k in saved})
     yield {"api": api, "env": env, "root": root, "base": base}
     api.stop()
+    redis.Redis.from_url(env["CONVLENS_BROKER_URL"]).flushdb()  # the queued jobs nobody consumed
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     if db:
