@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from conftest import DATA_DIR
@@ -136,6 +137,7 @@ def test_full_disk_fails_the_job_with_the_os_reason(tiny_tmpfs, tmp_path):
         if worker is not None:
             worker.stop()
         drop_pg_database(pg)
+        redis.Redis.from_url(broker).flushdb()
 
 
 def test_read_only_home_is_a_clear_error(tmp_path):
