@@ -80,11 +80,14 @@ def results_predictions(
     min_confidence: Annotated[float | None, typer.Option(help="only confidence >= P")] = None,
     misclassified: Annotated[bool, typer.Option(help="only files whose folder names another class")] = False,
     errors: Annotated[bool, typer.Option("--errors", help="only unreadable files")] = False,
+    set_size: Annotated[int | None, typer.Option(help="only conformal sets of exactly N classes (0: empty)")] = None,
+    min_set_size: Annotated[int | None, typer.Option(help="only conformal sets of N classes or more")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N rows")] = None,
     json_out: Json = False,
     csv_out: Csv = False,
 ) -> None:
     ready_database()
-    rows = queries.predictions(job_id, label, min_confidence, misclassified, True if errors else None, limit)
+    rows = queries.predictions(job_id, label, min_confidence, misclassified, True if errors else None, limit,
+                               set_size=set_size, min_set_size=min_set_size)
     emit([r.model_dump(mode="json") for r in rows], json_out, csv_out,
-         ["path", "predicted", "confidence", "decision", "true_label", "top_k", "error"])
+         ["path", "predicted", "confidence", "decision", "prediction_set", "true_label", "top_k", "error"])

@@ -198,10 +198,13 @@ def job_metrics(job_id: str, _: Reader) -> MetricsView:
 def job_predictions(job_id: str, _: Reader, label: Annotated[QueryText | None, Query(max_length=128)] = None,
                     min_confidence: float | None = Query(None, ge=0, le=1, allow_inf_nan=False),
                     misclassified: bool = False, errors: bool | None = None,
+                    set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of exactly N"),
+                    min_set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of N or more"),
                     limit: int = Query(100, ge=1, le=10000),
                     offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> PredictionsView:
     _job_or_404(job_id)
-    rows = queries.predictions(job_id, label, min_confidence, misclassified, errors, limit, offset)
+    rows = queries.predictions(job_id, label, min_confidence, misclassified, errors, limit, offset, set_size,
+                               min_set_size)
     return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset)
 
 

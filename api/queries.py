@@ -64,7 +64,7 @@ def metrics(job_id: str) -> list[MetricRow]:
 
 def predictions(job_id: str, label: str | None = None, min_confidence: float | None = None,
                 misclassified: bool = False, errors: bool | None = None, limit: int | None = None,
-                offset: int = 0) -> list[PredictionRow]:
+                offset: int = 0, set_size: int | None = None, min_set_size: int | None = None) -> list[PredictionRow]:
     with session_scope() as s:
         q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.path)
         if label:
@@ -73,6 +73,10 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
             q = q.where(Prediction.confidence >= min_confidence)
         if misclassified:
             q = q.where(Prediction.true_label.is_not(None), Prediction.predicted != Prediction.true_label)
+        if set_size is not None:
+            q = q.where(Prediction.set_size == set_size)
+        if min_set_size is not None:
+            q = q.where(Prediction.set_size >= min_set_size)
         if errors is True:
             q = q.where(Prediction.error.is_not(None))
         elif errors is False:

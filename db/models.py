@@ -75,7 +75,8 @@ class Metric(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_job_shard", "job_id", "shard"),)
+    __table_args__ = (Index("ix_predictions_job_shard", "job_id", "shard"),
+                      Index("ix_predictions_job_set_size", "job_id", "set_size"))
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     shard: Mapped[int | None] = mapped_column(Integer)
@@ -86,6 +87,9 @@ class Prediction(Base):
     decision: Mapped[str | None] = mapped_column(String(128))
     true_label: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
+    # The conformal prediction set (classes) and its size, which queries filter on.
+    prediction_set: Mapped[list[Any] | None] = mapped_column()
+    set_size: Mapped[int | None] = mapped_column(Integer)
 
 
 class Artifact(Base):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from convlens.db.models import Artifact, Metric, Prediction
 
@@ -34,6 +34,12 @@ class PredictionRow(BaseModel):
     true_label: str | None = None
     error: str | None = None
     shard: int | None = None
+    prediction_set: list[str] | None = Field(None, description="the conformal prediction set (classify jobs)")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def set_size(self) -> int | None:
+        return None if self.prediction_set is None else len(self.prediction_set)
 
     def orm(self, job_id: str) -> Prediction:
         return Prediction(job_id=job_id, **self.model_dump(mode="json"))
@@ -41,7 +47,7 @@ class PredictionRow(BaseModel):
     @classmethod
     def of(cls, p: Prediction) -> PredictionRow:
         return cls(path=p.path, predicted=p.predicted, confidence=p.confidence, top_k=p.top_k, decision=p.decision,
-                   true_label=p.true_label, error=p.error, shard=p.shard)
+                   true_label=p.true_label, error=p.error, shard=p.shard, prediction_set=p.prediction_set)
 
 
 class ArtifactRow(BaseModel):

@@ -5,18 +5,31 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from convlens.ml.calibration import apply_temperature
+from convlens.ml.conformal import Method, sets, uniforms_of
 from convlens.ml.data.images import decode_rgb, list_files, resize
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import TrainedModel
 from convlens.ml.thresholds import decisions
+
+
+@dataclass(frozen=True)
+class SetOptions:
+    """Conformal prediction sets for bulk classification (see ml.conformal)."""
+
+    alpha: float = 0.1
+    method: Method = "aps"
+    class_conditional: bool = False
+    decide: bool = False  # the decision is the set's one class, or "uncertain" when it holds more or none
 
 
 def list_folder(root: Path) -> list[Path]:
@@ -62,10 +75,12 @@ def classify_files(
     progress: ProgressFn | None = None,
     cam_layer: str | None = None,
     within: Path | None = None,
+    conformal: SetOptions | None = None,
 ) -> list[dict[str, Any]]:
     """One row per file: predicted class, confidence, top-k, thresholded decision, true label when the parent
     folder is a class name, overlay path with gradcam, or the error for an unreadable file (files that, once
-    opened, lie outside `within` are unreadable too)."""
+    opened, lie outside `within` are unreadable too). Probabilities are temperature-scaled; with `conformal`
+    (and a model that kept its calibration) each row also holds its prediction set."""
     model, names = trained.model, trained.class_names
     size = trained.input_size
     predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -76,12 +91,18 @@ def classify_files(
         out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     k = min(top_k, len(names))
+    set_thresholds = None
+    if conformal is not None and trained.calibration is not None:
+        set_thresholds = trained.calibration.thresholds(len(names), conformal.alpha, conformal.method,
+                                                        conformal.class_conditional)
     for batch in _batches(paths, size, batch_size, gradcam, within):
         good = [b for b in batch if b[1] is not None]
         by_path: dict[Path, dict[str, Any]] = {}
         if good:
             x = np.stack([g[1] for g in good]).astype(np.float32) / 255.0
-            probs = predict(tf.constant(x)).numpy().astype(np.float32)
+            probs = apply_temperature(predict(tf.constant(x)).numpy().astype(np.float32), trained.temperature)
+            members = None if set_thresholds is None else sets(
+                probs, set_thresholds, conformal.method, uniforms_of([str(g[0]) for g in good]))
             order = np.argsort(-probs, axis=1)[:, :k]
             if trained.thresholds:
                 dec, passed = decisions(probs, trained.thresholds)
@@ -95,9 +116,12 @@ def classify_files(
                     "confidence": float(probs[i, order[i, 0]]),
                     "top_k": [[names[c], float(probs[i, c])] for c in order[i]],
                     "decision": names[dec[i]] if passed[i] else "uncertain",
+                    "prediction_set": None if members is None else [names[c] for c in np.flatnonzero(members[i])],
                     "true_label": path.parent.name if path.parent.name in names else None,
                     "error": None,
                 }
+                if members is not None and conformal is not None and conformal.decide:
+                    row["decision"] = row["prediction_set"][0] if len(row["prediction_set"]) == 1 else "uncertain"
                 if gradcam:
                     row["overlay"] = str(save_overlay(original, cams[i], out_dir / overlay_name(path)))
                 by_path[path] = row

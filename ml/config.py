@@ -80,6 +80,9 @@ class TrainOptions(JobParams):
                                   json_schema_extra=_cli("--no-mixed-precision"))
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
         0, description="seed for splits, initialisation and augmentation")
+    alpha: Annotated[float, Field(ge=0.001, le=0.5)] = Field(
+        0.1, description="conformal miscoverage reported: prediction sets hold the true class with probability "
+        ">= 1 - alpha")
 
 
 class TrainConfig(TrainOptions):

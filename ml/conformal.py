@@ -3,8 +3,11 @@
 Two scores (Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction"):
 - `lac` (least ambiguous set-valued classifier, Sadinle et al. 2019): 1 - p(true class). Smallest sets on
   average; a set may be empty.
-- `aps` (adaptive prediction sets, Romano et al. 2020), not randomised: the probability mass of the classes
-  ranked at or above the true one. Sets grow where the model is unsure; never empty; slightly conservative.
+- `aps` (adaptive prediction sets, Romano et al. 2020), randomised as in the paper: the probability mass of
+  the classes ranked above the true one plus u times its own, u uniform in [0, 1) per image. Sets grow where
+  the model is unsure. Without u the sets would over-cover by several points; with it coverage is exact, and
+  a set may (rarely) be empty. u is drawn from a fixed seed on the evaluation sets and from a hash of each
+  file's path in bulk classification, so the same file always gets the same set.
 
 The threshold is the ceil((n + 1)(1 - alpha))-th smallest calibration score, which guarantees the coverage when
 calibration and new images are exchangeable. `class_conditional` takes that threshold per true class (Mondrian
@@ -15,6 +18,7 @@ MAPIE, used as the oracle in the tests, computes the same LAC sets.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
@@ -34,12 +38,29 @@ def _mass_above(probs: np.ndarray) -> np.ndarray:
     return mass
 
 
-def scores(probs: np.ndarray, y: np.ndarray, method: Method) -> np.ndarray:
-    """The nonconformity score of each calibration image's true class (larger: stranger)."""
-    p_true = probs[np.arange(len(y)), y]
+def uniforms(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(n)
+
+
+def uniforms_of(keys: list[str]) -> np.ndarray:
+    """A uniform number in [0, 1) per key (a file's path), the same every time."""
+    return np.array([int.from_bytes(hashlib.sha256(k.encode("utf-8", "surrogatepass")).digest()[:8]) / 2**64
+                     for k in keys])
+
+
+def scores(probs: np.ndarray, y: np.ndarray, method: Method, u: np.ndarray | None = None) -> np.ndarray:
+    """The nonconformity score of each image's true class (larger: stranger); u: APS's uniforms."""
+    rows = np.arange(len(y))
+    p_true = probs[rows, y].astype(np.float64)
     if method == "lac":
         return 1.0 - p_true
-    return _mass_above(probs)[np.arange(len(y)), y] + p_true
+    return _mass_above(probs.astype(np.float64))[rows, y] + _u(u, len(y)) * p_true
+
+
+def _u(u: np.ndarray | None, n: int) -> np.ndarray:
+    if u is None:
+        raise ValueError("aps needs one uniform number per image")
+    return np.asarray(u, dtype=np.float64)[:n]
 
 
 def quantile(cal_scores: np.ndarray, alpha: float) -> float:
@@ -49,14 +70,14 @@ def quantile(cal_scores: np.ndarray, alpha: float) -> float:
     return float(np.sort(cal_scores)[k - 1]) if 0 < k <= n else float("inf")
 
 
-def sets(probs: np.ndarray, thresholds: np.ndarray, method: Method) -> np.ndarray:
-    """Boolean (n, classes) membership; thresholds: one per class (one value repeated when marginal)."""
+def sets(probs: np.ndarray, thresholds: np.ndarray, method: Method, u: np.ndarray | None = None) -> np.ndarray:
+    """Boolean (n, classes) membership: every class whose score is within its threshold (one threshold per
+    class, the same value repeated when marginal); u: APS's uniforms, one per image."""
     t = np.asarray(thresholds, dtype=np.float64)[None, :]
+    p = probs.astype(np.float64)
     if method == "lac":
-        return 1.0 - probs.astype(np.float64) <= t + 1e-9
-    # A class is in when the mass strictly above it has not yet reached the threshold (the class that crosses
-    # it is included), which is exactly "its score <= threshold" up to that last, included class.
-    return _mass_above(probs.astype(np.float64)) < t - 1e-9
+        return 1.0 - p <= t + 1e-9
+    return _mass_above(p) + _u(u, len(p))[:, None] * p <= t + 1e-9
 
 
 class Calibration(BaseModel):
@@ -67,8 +88,9 @@ class Calibration(BaseModel):
 
     @classmethod
     def fit(cls, probs: np.ndarray, y: np.ndarray) -> Calibration:
+        u = uniforms(len(y), seed=12345)
         return cls(labels=[int(v) for v in y],
-                   scores={m: [round(float(s), 7) for s in scores(probs, y, m)] for m in METHODS})
+                   scores={m: [round(float(s), 7) for s in scores(probs, y, m, u)] for m in METHODS})
 
     def thresholds(self, n_classes: int, alpha: float, method: Method, class_conditional: bool = False) -> np.ndarray:
         s = np.asarray(self.scores[method])

@@ -59,7 +59,12 @@ def _fold_metrics(r: dict[str, Any]) -> dict[str, float]:
         test = r["metrics"]["test"]
         out = {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"]}
         out |= {f"f1:{c}": v["f1"] for c, v in test["per_class"].items()}
-        return out
-    out = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
-    out |= {f"f1:{c}": v for c, v in r.get("per_class_f1", {}).items()}
+    else:
+        out = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+        out |= {f"f1:{c}": v for c, v in r.get("per_class_f1", {}).items()}
+    # The conformal coverage of each fold's held-out images (when the fold kept calibration images).
+    for method, figures in (r.get("conformal") or {}).items():
+        if isinstance(figures, dict) and "marginal" in figures:
+            out[f"coverage_{method}"] = figures["marginal"]["coverage"]
+            out[f"mean_set_size_{method}"] = figures["marginal"]["mean_set_size"]
     return out

@@ -14,6 +14,8 @@ from convlens.ml.data.folders import load_image_folder
 from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
 from convlens.ml.settings import settings
 
+MIN_CALIBRATION_SPLIT = 100  # validation images below which none are set aside for conformal calibration
+
 
 @dataclass
 class PreparedData:
@@ -24,6 +26,10 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    # Conformal calibration images: half the validation split, which neither early stopping, the temperature
+    # nor the thresholds see (empty when the validation split is too small to halve).
+    x_cal: np.ndarray | None = None
+    y_cal: np.ndarray | None = None
 
 
 def load_dataset(cfg: TrainConfig) -> ImageDataset:
@@ -55,9 +61,12 @@ def prepare_data(
     x, y = training_pool(cfg, data)
     fraction = cfg.recipe()["val_fraction"]
     train_idx, val_idx = split if split is not None else stratified_split(y, fraction, cfg.seed)
-    return PreparedData(
-        x[train_idx], y[train_idx], x[val_idx], y[val_idx], data.x_test, data.y_test, data.class_names
-    )
+    cal_idx = val_idx[:0]
+    if len(val_idx) >= MIN_CALIBRATION_SPLIT:
+        keep, held = stratified_split(y[val_idx], 0.5, cfg.seed)
+        val_idx, cal_idx = val_idx[keep], val_idx[held]
+    return PreparedData(x[train_idx], y[train_idx], x[val_idx], y[val_idx], data.x_test, data.y_test,
+                        data.class_names, x[cal_idx], y[cal_idx])
 
 
 def class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:

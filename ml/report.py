@@ -1,6 +1,8 @@
-"""The report of a training run: test metrics with and without thresholds, the error analysis, plots, result.json.
+"""The report of a training run: test metrics with and without thresholds, calibration before and after
+temperature scaling, conformal prediction sets, the error analysis, plots, result.json.
 
-Thresholds are tuned on the validation split only; the test set is never used for any decision.
+The temperature and thresholds are fitted on the validation split, the conformal sets calibrated on the other
+half of it; the test set is never used for any decision.
 """
 
 from __future__ import annotations
@@ -13,33 +15,60 @@ import keras
 import numpy as np
 
 from convlens.ml import plots
+from convlens.ml.calibration import apply_temperature, calibration_metrics, fit_temperature, plot_reliability
 from convlens.ml.callbacks import TrainingClock
+from convlens.ml.conformal import METHODS, Calibration, evaluate_sets, sets, uniforms
 from convlens.ml.error_analysis import confused_pairs, highest_loss_gallery
 from convlens.ml.evaluate import classification_metrics
 from convlens.ml.predict import predict_probs
 from convlens.ml.prepare import PreparedData
 from convlens.ml.saved import save_trained
 from convlens.ml.thresholds import thresholded_predictions, tune_thresholds
+from convlens.ml.uncertainty import compare
 
 
-def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock) -> dict[str, Any]:
-    """Test (and validation) metrics at the test-time augmentation level the rest of the budget allows."""
+def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha: float = 0.1) -> dict[str, Any]:
+    """Test (and validation) metrics at the test-time augmentation level the rest of the budget allows.
+
+    The validation half fits the temperature, then the thresholds on temperature-scaled probabilities; the
+    calibration half (prep.x_cal) only calibrates the conformal sets. Test figures use the scaled probabilities.
+    """
     # The plain view of the test set times the evaluation; the augmentation level is settled on that rate.
     eval_start = time.perf_counter()
     plain = predict_probs(model, prep.x_test)
     tta = clock.affordable_level(len(prep.x_test) / max(1e-6, time.perf_counter() - eval_start), len(prep.x_test))
-    test_probs = predict_probs(model, prep.x_test, tta=tta, plain=plain)
-    metrics = {"test": classification_metrics(prep.y_test, test_probs.argmax(1), prep.class_names, test_probs)}
-    thresholds = None
+    raw_test = predict_probs(model, prep.x_test, tta=tta, plain=plain)
+    temperature, thresholds, calibration, metrics = 1.0, None, None, {}
+    val_probs = np.zeros((0, len(prep.class_names)), np.float32)
     if len(prep.x_val):
-        val_probs = predict_probs(model, prep.x_val, tta=tta)
+        raw_val = predict_probs(model, prep.x_val, tta=tta)
+        temperature = fit_temperature(raw_val, prep.y_val)
+        val_probs = apply_temperature(raw_val, temperature)
+    test_probs = apply_temperature(raw_test, temperature)
+    metrics["test"] = classification_metrics(prep.y_test, test_probs.argmax(1), prep.class_names, test_probs)
+    if len(prep.x_val):
         metrics["validation"] = classification_metrics(prep.y_val, val_probs.argmax(1), prep.class_names,
                                                        val_probs)
         thresholds = tune_thresholds(prep.y_val, val_probs)
         metrics["test_thresholded"] = classification_metrics(
             prep.y_test, thresholded_predictions(test_probs, thresholds), prep.class_names
         )
-    return {"metrics": metrics, "thresholds": thresholds, "tta_used": tta, "test_probs": test_probs}
+    conformal: dict[str, Any] = {}
+    if prep.x_cal is not None and len(prep.x_cal):
+        cal_probs = apply_temperature(predict_probs(model, prep.x_cal, tta=tta), temperature)
+        calibration = Calibration.fit(cal_probs, prep.y_cal)
+        k, u = len(prep.class_names), uniforms(len(prep.y_test))
+        conformal = {method: {
+            mode: evaluate_sets(sets(test_probs, calibration.thresholds(k, alpha, method, mode != "marginal"),
+                                     method, u), prep.y_test, prep.class_names)
+            for mode in ("marginal", "class_conditional")} for method in METHODS}
+    return {"metrics": metrics, "thresholds": thresholds, "tta_used": tta, "test_probs": test_probs,
+            "raw_test_probs": raw_test, "temperature": temperature, "calibration": calibration,
+            "calibration_metrics": {"before": calibration_metrics(raw_test, prep.y_test),
+                                    "after": calibration_metrics(test_probs, prep.y_test)},
+            "conformal": {"alpha": alpha, "n_calibration": len(prep.y_cal) if calibration else 0, **conformal}
+            if conformal else None,
+            "uncertainty": compare(test_probs, prep.y_test, thresholds, val_probs, prep.y_val, calibration, alpha)}
 
 
 def write_report(model: keras.Model, prep: PreparedData, evaluation: dict[str, Any], out_dir: Path, preset: str,
@@ -47,7 +76,8 @@ def write_report(model: keras.Model, prep: PreparedData, evaluation: dict[str, A
     """Saves the model with its thresholds, the error gallery and plots; returns the full result (the caller
     writes it to result.json once its timings are complete)."""
     metrics, thresholds = evaluation["metrics"], evaluation["thresholds"]
-    model_path = save_trained(model, out_dir / "model.keras", prep.class_names, thresholds, preset)
+    model_path = save_trained(model, out_dir / "model.keras", prep.class_names, thresholds, preset,
+                              evaluation["temperature"], evaluation["calibration"])
     errors = {"confused_pairs": confused_pairs(metrics["test"]["confusion_matrix"], prep.class_names),
               **highest_loss_gallery(model, prep.x_test, prep.y_test, prep.class_names, out_dir / "errors.png",
                                      probs=evaluation["test_probs"])}
@@ -56,6 +86,11 @@ def write_report(model: keras.Model, prep: PreparedData, evaluation: dict[str, A
         **result,
         "class_names": prep.class_names,
         "n_train": len(prep.x_train), "n_val": len(prep.x_val), "n_test": len(prep.x_test),
+        "n_cal": len(prep.x_cal) if prep.x_cal is not None else 0,
+        "temperature": evaluation["temperature"],
+        "calibration": evaluation["calibration_metrics"],
+        "conformal": evaluation["conformal"],
+        "uncertainty": evaluation["uncertainty"],
         "history": history,
         "epochs_run": len(history.get("loss", [])),  # the last may be partial when a time budget ran out
         "tta_used": evaluation["tta_used"],
@@ -70,6 +105,9 @@ def write_report(model: keras.Model, prep: PreparedData, evaluation: dict[str, A
             "confusion_plot": str(plots.plot_confusion(metrics["test"]["confusion_matrix"], prep.class_names,
                                                        out_dir / "confusion.png")),
             "error_gallery": errors["gallery"],
+            "reliability_plot": str(plot_reliability(evaluation["raw_test_probs"], evaluation["test_probs"],
+                                                     prep.y_test, evaluation["temperature"],
+                                                     out_dir / "reliability.png")),
         },
     }
     return result

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 import convlens.ml.models  # noqa: F401  registers the custom layers that saved models refer to
+from convlens.ml.conformal import Calibration
 from convlens.ml.errors import ConvlensError
 
 
@@ -35,6 +36,8 @@ class TrainedModel:
     thresholds: list[float] | None
     preset: str
     path: Path
+    temperature: float = 1.0  # applied by every prediction path (ml.calibration)
+    calibration: Calibration | None = None  # for conformal prediction sets (ml.conformal)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -47,11 +50,13 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def save_trained(
-    model: keras.Model, path: Path, class_names: list[str], thresholds: list[float] | None, preset: str
+    model: keras.Model, path: Path, class_names: list[str], thresholds: list[float] | None, preset: str,
+    temperature: float = 1.0, calibration: Calibration | None = None,
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_model(model, path)
-    meta = {"class_names": class_names, "thresholds": thresholds, "preset": preset}
+    meta = {"class_names": class_names, "thresholds": thresholds, "preset": preset, "temperature": temperature,
+            "calibration": calibration.model_dump() if calibration else None}
     atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2))
     return path
 
@@ -68,4 +73,6 @@ def load_trained(path: Path | str) -> TrainedModel:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ConvlensError(f"{path}: cannot load model: {exc}") from exc
-    return TrainedModel(model, meta["class_names"], meta.get("thresholds"), meta.get("preset", ""), path)
+    calibration = Calibration.model_validate(meta["calibration"]) if meta.get("calibration") else None
+    return TrainedModel(model, meta["class_names"], meta.get("thresholds"), meta.get("preset", ""), path,
+                        float(meta.get("temperature", 1.0)), calibration)

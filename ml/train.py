@@ -75,7 +75,8 @@ def train(
 
     # Forward passes of the evaluation at each test-time augmentation level (1, 2 or 6 views). The error gallery
     # reuses the test probabilities; its 24 Grad-CAMs fall within the clock's margin.
-    eval_images = tuple(views * (len(prep.x_test) + len(prep.x_val)) for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
+    n_eval = len(prep.x_test) + len(prep.x_val) + (len(prep.x_cal) if prep.x_cal is not None else 0)
+    eval_images = tuple(views * n_eval for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
         steps * epochs, recipe["time_budget_s"], spent_s=spent_s + time.perf_counter() - started,
         eval_images=eval_images,
@@ -105,7 +106,7 @@ def train(
 
     if progress is not None:
         progress(ProgressEvent(stage="evaluate"))
-    evaluation = evaluate(model, prep, clock)
+    evaluation = evaluate(model, prep, clock, cfg.alpha)
     epochs_trained = clock.steps / steps
     warnings = []
     if recipe["time_budget_s"] is not None and epochs_trained < 1:

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from convlens.ml.analysis import layer_probes
-from convlens.ml.classify import classify_files, list_folder, shard_files
+from convlens.ml.classify import SetOptions, classify_files, list_folder, shard_files
 from convlens.ml.config import TrainConfig
 from convlens.ml.kfold import aggregate_folds, fold_dataset, run_fold
 
@@ -33,6 +33,10 @@ def test_kfold_folds_and_aggregate(tmp_path, cifar):
     assert agg["folds"] == 3 and np.isclose(agg["metrics"]["accuracy"]["mean"], np.mean(acc))
     assert np.isclose(agg["metrics"]["accuracy"]["std"], np.std(acc))
     assert "f1:cat" in agg["metrics"] and "macro_f1" in agg["metrics"]
+    # Each fold calibrated conformal sets on its own held-back images and reports their coverage.
+    cov = [r["conformal"]["aps"]["marginal"]["coverage"] for r in results]
+    assert np.isclose(agg["metrics"]["coverage_aps"]["mean"], np.mean(cov))
+    assert len(agg["metrics"]["coverage_lac"]["values"]) == 3
     assert cfg.seed == 0 and results[1]["config"]["seed"] == 1
 
 
@@ -74,6 +78,26 @@ def test_classify_messy_folder(tmp_path, trained, cifar):
         assert Image.open(r["overlay"]).size in ((32, 32), (96, 64))
     correct = np.mean([r["predicted"] == r["true_label"] for r in good])
     assert correct > 0.2  # the small model beats chance on real images
+    assert all(r["prediction_set"] is None for r in good)  # no sets unless asked for
+
+
+def test_classify_with_conformal_sets(tmp_path, trained, cifar):
+    n, _ = make_messy_folder(tmp_path / "in", cifar, n=60)
+    files = list_folder(tmp_path / "in")
+    model = trained["model"]
+    options = SetOptions(alpha=0.1, method="aps", decide=True)
+    rows = [r for r in classify_files(model, files, conformal=options, batch_size=16) if not r["error"]]
+    again = [r for r in classify_files(model, files, conformal=options, batch_size=7) if not r["error"]]
+    assert [r["prediction_set"] for r in rows] == [r["prediction_set"] for r in again]  # fixed per file
+    for r in rows:
+        members = r["prediction_set"]
+        assert set(members) <= set(model.class_names)
+        assert r["decision"] == (members[0] if len(members) == 1 else "uncertain")
+        if len(members) <= 3:  # an APS set is the most probable classes, taken in order
+            assert set(members) == {c for c, _ in r["top_k"][:len(members)]}
+    lac = classify_files(model, files, conformal=SetOptions(alpha=0.1, method="lac"), batch_size=16)
+    sizes = [len(r["prediction_set"]) for r in lac if not r["error"]]
+    assert len(sizes) == n and 1 < np.mean(sizes) < 10  # a weak model: sets of a few classes
 
 
 def test_shards_cover_every_file_once(tmp_path):

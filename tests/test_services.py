@@ -3,6 +3,8 @@ the HTTP API. Two workers share the queues; jobs are submitted through `convlens
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import time
@@ -60,6 +62,10 @@ def test_train_job_recorded(cluster):
                                                                      Metric.name == "accuracy")) == 3
     out = cli(cluster["env"], "results", "metrics", train["id"], "--csv").stdout
     assert out.splitlines()[0] == "split,fold,class,name,value" and ",accuracy," in out
+    assert "calibration,,,coverage_aps," in out and "calibration,,,ece_after," in out
+    conformal = train["result"]["conformal"]
+    assert conformal["alpha"] == 0.1 and conformal["n_calibration"] == 100
+    assert train["result"]["temperature"] > 0 and train["result"]["calibration"]["after"]["ece"] >= 0
 
 
 def test_kfold_runs_folds_on_both_workers(cluster):
@@ -74,13 +80,14 @@ def test_kfold_runs_folds_on_both_workers(cluster):
     assert per_fold == 4
     assert count(pg, select(func.count()).select_from(Metric).where(
         Metric.job_id == job["id"], Metric.name == "accuracy_mean")) == 1
+    assert len(job["result"]["metrics"]["coverage_aps"]["values"]) == 4  # each fold's conformal coverage
 
 
 def test_classify_folder_with_bad_files(cluster):
     folder = cluster["images"] / "messy"
     n, bad = make_messy_folder(folder, cluster["cifar"], n=60)
     job = cli_json(cluster["env"], "submit", "classify", str(folder), "--model", cluster["train"]["id"],
-                   "--gradcam", "--shard-size", "13", "--wait")
+                   "--gradcam", "--shard-size", "13", "--decision", "conformal", "--conformal", "lac", "--wait")
     assert job["status"] == "succeeded", job
     assert job["result"]["classified"] == n and job["result"]["unreadable"] == len(bad)
     assert job["result"]["shards"] == 5
@@ -93,7 +100,17 @@ def test_classify_folder_with_bad_files(cluster):
     assert sorted(paths) == files  # every file exactly once
     assert {Path(p).name for p in errors} == bad
     out = cli(cluster["env"], "results", "predictions", job["id"], "--misclassified", "--csv").stdout
-    assert all(line.split(",")[1] != line.split(",")[4] for line in out.splitlines()[1:] if line)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and all(r["predicted"] != r["true_label"] for r in rows)
+    # Every readable file has its conformal set; the decision is its one class or "uncertain".
+    sized = {k: int(v) for k, v in job["result"]["set_sizes"].items()}
+    assert sum(sized.values()) == n
+    for size, expected in sized.items():
+        got = cli_json(cluster["env"], "results", "predictions", job["id"], "--set-size", size)
+        assert len(got) == expected and all(len(p["prediction_set"]) == int(size) for p in got)
+        assert all(p["decision"] == (p["prediction_set"][0] if size == "1" else "uncertain") for p in got)
+    wide = cli_json(cluster["env"], "results", "predictions", job["id"], "--min-set-size", "2")
+    assert len(wide) == sum(v for k, v in sized.items() if int(k) >= 2)
 
 
 
@@ -186,6 +203,11 @@ def test_http_end_to_end(http, cluster, cifar):
     assert all(len(p["top_k"]) == 2 for p in page1)
     errs = http.get(f"/jobs/{job_id}/predictions", params={"errors": True}).json()["predictions"]
     assert {Path(p["path"]).name for p in errs} == bad
+    small = http.get(f"/jobs/{job_id}/predictions", params={"set_size": 1}).json()["predictions"]
+    assert all(p["set_size"] == 1 == len(p["prediction_set"]) for p in small)
+    big = http.get(f"/jobs/{job_id}/predictions", params={"min_set_size": 2}).json()["predictions"]
+    empty = http.get(f"/jobs/{job_id}/predictions", params={"set_size": 0}).json()["predictions"]
+    assert len(small) + len(big) + len(empty) == n and all(p["set_size"] >= 2 for p in big)
     sure = http.get(f"/jobs/{job_id}/predictions", params={"min_confidence": 0.5}).json()["predictions"]
     assert all(p["confidence"] >= 0.5 for p in sure)
     listed = http.get("/jobs", params={"kind": "classify", "status": "succeeded"}).json()["jobs"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from convlens.ml.calibration import apply_temperature, fit_temperature
 from convlens.ml.config import TrainConfig
 from convlens.ml.evaluate import classification_metrics
 from convlens.ml.models import get_preset
@@ -32,8 +33,9 @@ def test_seed_is_the_reference_cnn():
 def test_short_training_beats_chance_and_writes_outputs(trained):
     r = trained["result"]
     assert r["metrics"]["test"]["accuracy"] > 0.35  # chance is 0.10
-    assert r["n_train"] == 9000 and r["n_val"] == 1000 and r["n_test"] == 10_000
-    for key in ("model", "result", "history_plot", "confusion_plot"):
+    # The validation tenth is halved: early stopping, temperature and thresholds; conformal calibration.
+    assert r["n_train"] == 9000 and r["n_val"] == r["n_cal"] == 500 and r["n_test"] == 10_000
+    for key in ("model", "result", "history_plot", "confusion_plot", "reliability_plot"):
         assert os.path.getsize(r["paths"][key]) > 0
     assert json.loads(open(r["paths"]["result"]).read())["metrics"]["test"]["accuracy"] == \
         r["metrics"]["test"]["accuracy"]
@@ -62,13 +64,18 @@ def test_thresholds_come_from_the_validation_split(trained, cifar):
     r, model = trained["result"], trained["model"]
     cfg = TrainConfig(**{k: v for k, v in r["config"].items()})
     prep = prepare_data(cfg, cifar)
-    # The stored thresholds are exactly those tuned on the validation split's probabilities.
-    val_probs = predict_probs(model.model, prep.x_val)
+    # The stored temperature and thresholds are exactly those fitted on the validation half's probabilities.
+    raw_val = predict_probs(model.model, prep.x_val)
+    assert model.temperature == pytest.approx(fit_temperature(raw_val, prep.y_val), rel=1e-3)
+    val_probs = apply_temperature(raw_val, model.temperature)
     assert np.allclose(tune_thresholds(prep.y_val, val_probs), model.thresholds, atol=1e-3)
+    # The conformal calibration half is disjoint from it, and its labels are the ones the model kept.
+    assert model.calibration.labels == prep.y_cal.tolist()
+    assert not {x.tobytes() for x in prep.x_cal} & {x.tobytes() for x in prep.x_val}
     # ...and the validation split shares no image with the test set.
     val_keys = {x.tobytes() for x in prep.x_val}
     assert not any(x.tobytes() in val_keys for x in cifar.x_test[:2000])
-    test_probs = predict_probs(model.model, cifar.x_test)
+    test_probs = apply_temperature(predict_probs(model.model, cifar.x_test), model.temperature)
     thr_acc = float(np.mean(thresholded_predictions(test_probs, model.thresholds) == cifar.y_test))
     assert thr_acc == pytest.approx(r["metrics"]["test_thresholded"]["accuracy"], abs=2e-3)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -26,6 +26,13 @@ class ClassifyParams(JobParams):
     shards: Annotated[int, Field(ge=1, le=1000)] | None = Field(None, description="parts (default: by shard size)")
     shard_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(2000, description="files per shard")
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 256
+    conformal: Literal["aps", "lac", "none"] = Field(
+        "aps", description="conformal prediction set per image (aps: adaptive; lac: smallest on average; none)")
+    alpha: Annotated[float, Field(ge=0.001, le=0.5)] = Field(
+        0.1, description="sets hold the true class with probability >= 1 - alpha")
+    class_conditional: bool = Field(False, description="cover every class at 1 - alpha, not only on average")
+    decision: Literal["threshold", "conformal"] = Field(
+        "threshold", description="threshold: per-class thresholds; conformal: uncertain unless the set is one class")
 
 
 class ShardResult(BaseModel):
@@ -41,6 +48,7 @@ class ClassifyResult(BaseModel):
     shards: int
     workers: list[str] = []
     overlay_dir: str | None = None
+    set_sizes: dict[str, int] = Field({}, description="images per conformal set size")
 
 
 class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyResult, part="shard",
@@ -68,14 +76,16 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         return len(part_params.get("files", []))
 
     def run_part(self, ctx: Context) -> Output:
-        from convlens.ml.classify import classify_files
+        from convlens.ml.classify import SetOptions, classify_files
         from convlens.ml.saved import load_trained
 
         p: ClassifyParams = ctx.params
         trained = load_trained(resolve_model(p.model))
         rows = classify_files(trained, [Path(f) for f in ctx.part_params["files"]], top_k=p.top_k,
                               gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
-                              batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder))
+                              batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder),
+                              conformal=None if p.conformal == "none" else SetOptions(
+                                  p.alpha, p.conformal, p.class_conditional, p.decision == "conformal"))
         ok = sum(r.get("error") is None for r in rows)
         return Output(result=ShardResult(classified=ok, errors=len(rows) - ok),
                       predictions=[PredictionRow.model_validate({k: v for k, v in r.items() if k != "overlay"})
@@ -89,11 +99,14 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                 .group_by(Prediction.predicted).order_by(Prediction.predicted)).all())
         files = s.scalar(select(func.count()).select_from(Prediction).where(mine)) or 0
         errors = s.scalar(select(func.count()).select_from(Prediction).where(mine, Prediction.error.is_not(None))) or 0
+        sizes = s.execute(select(Prediction.set_size, func.count()).where(mine, Prediction.set_size.is_not(None))
+                          .group_by(Prediction.set_size).order_by(Prediction.set_size)).all()
         overlay = s.scalars(select(Artifact.path).where(Artifact.job_id == ctx.job_id,
                                                         Artifact.kind == "gradcam_overlay").limit(1)).first()
         result = ClassifyResult(files=files, classified=files - errors, unreadable=errors, per_class=counts,
                                 shards=len(parts), workers=sorted({p.worker for p in parts if p.worker}),
-                                overlay_dir=str(Path(overlay).parent) if overlay else None)
+                                overlay_dir=str(Path(overlay).parent) if overlay else None,
+                                set_sizes={str(k): n for k, n in sizes})
         metrics = [MetricRow(name="count", value=float(n), class_name=c, split="classify")
                    for c, n in sorted(counts.items())]
         return Output(result=result, metrics=[*metrics, MetricRow(name="unreadable", value=float(errors),
@@ -102,6 +115,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
     def describe(self, result: dict[str, Any]) -> list[str]:
         lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
                  f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]
+        if result.get("set_sizes"):
+            lines.append(f"conformal set sizes: {json.dumps(result['set_sizes'])}")
         if result.get("overlay_dir"):
             lines.append(f"Grad-CAM overlays: {result['overlay_dir']}")
         return lines

@@ -11,7 +11,7 @@ from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.config import TrainOptions
 from convlens.worker.kinds.base import Context, JobKind, Output
-from convlens.worker.kinds.train import TrainResult, metric_rows, train_config, validate_training
+from convlens.worker.kinds.train import TrainResult, calibration_rows, metric_rows, train_config, validate_training
 
 
 class KfoldParams(TrainOptions):
@@ -46,7 +46,8 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
         result = run_fold(train_config(ctx.params), ctx.params.folds, ctx.part, ctx.out_dir / f"fold{ctx.part}",
                           progress=ctx.progress)
         return Output(result=TrainResult.of(result),
-                      metrics=metric_rows(result["metrics"]["test"], result["class_names"], "fold"),
+                      metrics=[*metric_rows(result["metrics"]["test"], result["class_names"], "fold"),
+                               *calibration_rows(result, "fold")],
                       artifacts=[ArtifactRow(kind="fold_model", path=result["paths"]["model"])])
 
     def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:

@@ -4,12 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.config import TrainConfig, TrainOptions
 from convlens.worker.kinds.base import Context, JobKind, ModelRecord, Output
 from convlens.worker.paths import check_dataset, unchanged
+
+
+class CalibrationFigures(BaseModel):
+    ece: float = Field(description="expected calibration error, 15 equal-width bins")
+    mce: float = Field(description="maximum calibration error")
+    nll: float
+    brier: float
+
+
+class SetFigures(BaseModel):
+    coverage: float
+    per_class_coverage: dict[str, float | None]
+    mean_set_size: float
+    set_sizes: dict[str, int] = Field(description="test images per set size")
+    uncertain_rate: float = Field(description="share of sets not of exactly one class")
+
+
+class MethodFigures(BaseModel):
+    marginal: SetFigures
+    class_conditional: SetFigures
+
+
+class ConformalFigures(BaseModel):
+    alpha: float
+    n_calibration: int
+    lac: MethodFigures
+    aps: MethodFigures
+
+
+class UncertaintyRow(BaseModel):
+    uncertain_rate: float
+    decided_accuracy: float
+    coverage: float = Field(description="true class in the answer (every class when uncertain)")
+    cutoff: float | None = None
 
 
 class TrainResult(BaseModel):
@@ -33,6 +67,11 @@ class TrainResult(BaseModel):
     thresholds: list[float] | None = None
     confusion_matrix: list[list[int]]
     per_class_f1: dict[str, float]
+    n_cal: int = 0
+    temperature: float = 1.0
+    calibration: dict[str, CalibrationFigures] | None = Field(None, description="test set, before/after scaling")
+    conformal: ConformalFigures | None = None
+    uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
 
     @classmethod
     def of(cls, result: dict[str, Any]) -> TrainResult:
@@ -44,7 +83,8 @@ class TrainResult(BaseModel):
             per_class_f1={c: v["f1"] for c, v in test["per_class"].items()},
             **{k: result[k] for k in ("epochs_run", "epochs_trained", "warnings", "best_epoch", "precision_policy",
                                       "timings", "history", "paths", "n_train", "n_val", "n_test", "class_names",
-                                      "thresholds")})
+                                      "thresholds", "n_cal", "temperature", "calibration", "conformal",
+                                      "uncertainty") if k in result})
 
 
 def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> list[MetricRow]:
@@ -52,6 +92,22 @@ def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> 
 
     return [MetricRow(name=n, value=float(v), class_name=c, split=split)
             for n, v, c in flat_metrics(metrics, class_names)]
+
+
+def calibration_rows(result: dict[str, Any], split: str) -> list[MetricRow]:
+    """The calibration and conformal figures of a training run as metric rows."""
+    rows = [MetricRow(name="temperature", value=result.get("temperature", 1.0), split=split)]
+    for when, figures in (result.get("calibration") or {}).items():
+        rows += [MetricRow(name=f"{name}_{when}", value=v, split=split) for name, v in figures.items()]
+    conformal = result.get("conformal") or {}
+    for method in ("lac", "aps"):
+        for mode, figures in (conformal.get(method) or {}).items():
+            tag = f"{method}" if mode == "marginal" else f"{method}_class_conditional"
+            rows += [MetricRow(name=f"coverage_{tag}", value=figures["coverage"], split=split),
+                     MetricRow(name=f"mean_set_size_{tag}", value=figures["mean_set_size"], split=split)]
+            rows += [MetricRow(name=f"coverage_{tag}", value=v, class_name=c, split=split)
+                     for c, v in figures["per_class_coverage"].items() if v is not None]
+    return rows
 
 
 def train_config(params: TrainOptions) -> TrainConfig:
@@ -75,6 +131,15 @@ def describe_training(r: dict[str, Any]) -> list[str]:
              f"epochs {r.get('epochs_trained', r['epochs_run'])}  "
              f"fit {r['timings']['fit_s']} s  ({r['precision_policy']})",
              f"model: {r['paths']['model']}"]
+    if r.get("calibration"):
+        before, after = r["calibration"]["before"], r["calibration"]["after"]
+        lines.append(f"temperature {r['temperature']:.3f}: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+                     f"NLL {before['nll']:.4f} -> {after['nll']:.4f}")
+    if r.get("conformal"):
+        c = r["conformal"]
+        lines.append(f"conformal sets at alpha {c['alpha']}: " + ", ".join(
+            f"{m} coverage {c[m]['marginal']['coverage']:.4f} mean size {c[m]['marginal']['mean_set_size']:.2f}"
+            for m in ("lac", "aps")))
     return lines + [f"warning: {w}" for w in r.get("warnings", [])]
 
 
@@ -90,6 +155,7 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult,
         result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress)
         metrics = [row for split in ("test", "validation", "test_thresholded") if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
+        metrics += calibration_rows(result, "calibration")
         return Output(
             result=TrainResult.of(result), metrics=metrics,
             artifacts=[ArtifactRow(kind=k, path=p) for k, p in result["paths"].items()],
