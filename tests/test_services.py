@@ -69,7 +69,7 @@ def test_train_job_recorded(cluster):
 
 
 def test_kfold_runs_folds_on_both_workers(cluster):
-    job = cli_json(cluster["env"], "submit", "kfold", "--folds", "4", "--limit", "1200", "--epochs", "1",
+    job = cli_json(cluster["env"], "submit", "kfold", "--folds", "4", "--limit", "1600", "--epochs", "1",
                    "--batch-size", "64", "--wait", timeout=900)
     assert job["status"] == "succeeded", job
     assert [c["part"] for c in job["children"]] == [0, 1, 2, 3]

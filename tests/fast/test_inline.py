@@ -40,7 +40,7 @@ def test_train_then_classify_inline_and_query_as_json(tmp_path):
     assert sorted(p["path"] for p in preds) == sorted(str(p) for p in images.rglob("*.png"))
     assert [p["error"] for p in preds if p["error"]] and all(p["error"] is None or "broken" in p["path"] for p in preds)
     metrics = json.loads(_cli(tmp_path, "results", "metrics", job["id"], "--json").stdout)
-    assert {m["split"] for m in metrics} == {"test", "validation", "test_thresholded"}
+    assert {m["split"] for m in metrics} == {"test", "validation", "test_thresholded", "calibration"}
     shown = _cli(tmp_path, "jobs", "show", job["id"])
     assert "test accuracy" in shown.stdout and "model:" in shown.stdout
     listed = json.loads(_cli(tmp_path, "jobs", "list", "--json").stdout)
