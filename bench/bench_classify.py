@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from convlens.ml.classify import classify_files, list_folder
+from convlens.ml.classify import classify_files
 from convlens.ml.config import TrainConfig
 from convlens.ml.data.cifar import load_cifar10
+from convlens.ml.listing import list_folder
 from convlens.ml.saved import load_trained
 from convlens.ml.settings import settings
 from convlens.ml.train import train

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from convlens.ml.calibration import apply_temperature
 from convlens.ml.conformal import Method, sets, uniforms_of
-from convlens.ml.data.images import decode_rgb, list_files, resize
+from convlens.ml.data.images import decode_rgb, resize
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
 from convlens.ml.progress import ProgressEvent, ProgressFn
@@ -32,17 +33,10 @@ class SetOptions:
     decide: bool = False  # the decision is the set's one class, or "uncertain" when it holds more or none
 
 
-def list_folder(root: Path) -> list[Path]:
-    """Every file under root (non-images included: they are reported as unreadable), sorted."""
-    return [p for p in list_files(root) if not p.name.startswith(".")]
-
-
-def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
-    """n contiguous shards of the sorted list whose sizes differ by at most one: no overlap, nothing missing."""
-    files = sorted(files)
-    n_shards = max(1, min(n_shards, len(files))) if files else 1
-    bounds = np.linspace(0, len(files), n_shards + 1).round().astype(int)
-    return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+@lru_cache(maxsize=4)
+def _predictor(model: tf.keras.Model):  # noqa: ANN202  (a tf.function)
+    """The model's traced forward pass, kept while the model is (a worker reuses both across shards)."""
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
 def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path | None):
@@ -83,7 +77,7 @@ def classify_files(
     (and a model that kept its calibration) each row also holds its prediction set."""
     model, names = trained.model, trained.class_names
     size = trained.input_size
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    predict = _predictor(model)
     cam_model = CamModel(model, cam_layer) if gradcam else None
     if gradcam:
         if out_dir is None:

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import keras
@@ -59,6 +60,22 @@ def save_trained(
             "calibration": calibration.model_dump() if calibration else None}
     atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2))
     return path
+
+
+def load_trained_cached(path: Path | str) -> TrainedModel:
+    """load_trained, reused while the model file and its sidecar are unchanged (a worker classifying many
+    shards with one model loads it once)."""
+    path = Path(path)
+    try:
+        stamp = (path.stat().st_mtime_ns, sidecar_path(path).stat().st_mtime_ns)
+    except OSError:
+        return load_trained(path)  # says what is missing
+    return _cached(str(path), stamp)
+
+
+@lru_cache(maxsize=2)
+def _cached(path: str, stamp: tuple[int, int]) -> TrainedModel:
+    return load_trained(path)
 
 
 def load_trained(path: Path | str) -> TrainedModel:

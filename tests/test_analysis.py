@@ -6,9 +6,10 @@ import numpy as np
 from PIL import Image
 
 from convlens.ml.analysis import layer_probes
-from convlens.ml.classify import SetOptions, classify_files, list_folder, shard_files
+from convlens.ml.classify import SetOptions, classify_files
 from convlens.ml.config import TrainConfig
 from convlens.ml.kfold import aggregate_folds, fold_dataset, run_fold
+from convlens.ml.listing import list_folder, shard_files
 
 
 def test_layer_probes(tmp_path, trained, cifar):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from convlens.db.models import FINISHED, Artifact, Job, Metric, Prediction, TrainedModelRow
@@ -46,7 +46,9 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
     s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)
     s.add_all(a.model_copy(update={"part": part}).orm(job_id) for a in out.artifacts)
-    s.add_all(p.model_copy(update={"shard": part}).orm(job_id) for p in out.predictions)
+    if out.predictions:  # one bulk INSERT (batched by SQLAlchemy's insertmanyvalues), not a row object each
+        s.execute(insert(Prediction), [{**p.model_dump(mode="json"), "job_id": job_id, "shard": part}
+                                       for p in out.predictions])
     if out.model is not None:
         s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
         s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,

@@ -86,3 +86,39 @@ def test_models_and_datasets_must_stay_inside(allowed, tmp_path):
     job = steps.create_job("layers", {"model": str(home_model)}, strict_paths=True)
     with session_scope() as s:
         assert s.get(Job, job).params["model"] == str(home_model.resolve())
+
+
+def test_planning_and_aggregating_never_import_tensorflow(allowed, tmp_path):
+    """A classify job's planning and aggregation steps (the cpu queue) in a fresh process: no TensorFlow."""
+    import subprocess
+    import sys
+
+    model = saved_model(allowed / "m.keras", ["cat", "dog"])
+    job_id = steps.create_job("classify", {"folder": str(allowed / "images"), "model": str(model),
+                                           "shard_size": 2}, strict_paths=True)
+    check = "; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'"
+
+    def step(code: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", "import sys; from convlens.worker import steps; " + code + check,
+                               job_id], capture_output=True, text=True, timeout=120, env={**os.environ})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    parts = step("print(' '.join(steps.begin(sys.argv[1])))").split()
+    assert len(parts) == 3
+    for part in parts:  # the shards themselves run the model (here, in this process)
+        steps.run_part(part)
+    step("steps.aggregate(sys.argv[1])")
+    with session_scope() as s:
+        assert s.get(Job, job_id).status == "succeeded"
+
+
+def test_a_worker_loads_a_model_once_while_it_is_unchanged(allowed):
+    from convlens.ml.saved import load_trained_cached, save_trained
+
+    path = saved_model(allowed / "m.keras", ["cat", "dog"])
+    first = load_trained_cached(path)
+    assert load_trained_cached(path) is first
+    save_trained(first.model, path, ["cat", "dog"], None, "seed", temperature=2.0)  # rewritten: loaded again
+    again = load_trained_cached(path)
+    assert again is not first and again.temperature == 2.0

@@ -63,7 +63,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
     def plan(self, ctx: Context) -> list[dict[str, Any]]:
         """Lists the folder once and fixes each shard's files, so shards never overlap."""
-        from convlens.ml.classify import list_folder, shard_files
+        from convlens.ml.listing import list_folder, shard_files
 
         p: ClassifyParams = ctx.params
         resolve_model(p.model)  # fail early on a bad reference
@@ -77,10 +77,10 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
     def run_part(self, ctx: Context) -> Output:
         from convlens.ml.classify import SetOptions, classify_files
-        from convlens.ml.saved import load_trained
+        from convlens.ml.saved import load_trained_cached
 
         p: ClassifyParams = ctx.params
-        trained = load_trained(resolve_model(p.model))
+        trained = load_trained_cached(resolve_model(p.model))
         rows = classify_files(trained, [Path(f) for f in ctx.part_params["files"]], top_k=p.top_k,
                               gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
                               batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder),

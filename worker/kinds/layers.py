@@ -58,10 +58,10 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
         from convlens.ml.analysis import layer_probes
         from convlens.ml.config import TrainConfig
         from convlens.ml.prepare import load_dataset
-        from convlens.ml.saved import load_trained
+        from convlens.ml.saved import load_trained_cached
 
         p: LayersParams = ctx.params
-        trained = load_trained(resolve_model(p.model))
+        trained = load_trained_cached(resolve_model(p.model))
         if p.dataset != "cifar10":
             unchanged(p.dataset)
         data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0]))

@@ -1,0 +1,23 @@
+"""Listing a folder to classify and cutting it into shards: bookkeeping without TensorFlow, so the planning
+step (and anything else that only lists files) never imports it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convlens.ml.data.images import list_files
+
+
+def list_folder(root: Path) -> list[Path]:
+    """Every file under root (non-images included: they are reported as unreadable), sorted."""
+    return [p for p in list_files(root) if not p.name.startswith(".")]
+
+
+def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
+    """n contiguous shards of the sorted list whose sizes differ by at most one: no overlap, nothing missing."""
+    files = sorted(files)
+    n_shards = max(1, min(n_shards, len(files))) if files else 1
+    bounds = np.linspace(0, len(files), n_shards + 1).round().astype(int)
+    return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
