@@ -66,7 +66,9 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
                 misclassified: bool = False, errors: bool | None = None, limit: int | None = None,
                 offset: int = 0, set_size: int | None = None, min_set_size: int | None = None) -> list[PredictionRow]:
     with session_scope() as s:
-        q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.path)
+        # Shards are contiguous slices of the sorted listing (by path parts) and each stores its rows in that
+        # order, so (shard, id) is the listing's order, and an index walk: no sort of a million rows per page.
+        q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.shard, Prediction.id)
         if label:
             q = q.where(Prediction.predicted == label)
         if min_confidence is not None:

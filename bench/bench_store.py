@@ -80,7 +80,7 @@ def queries(job_id: str) -> dict[str, float]:
                              .group_by(Prediction.predicted)).all()
 
     return {
-        "first page (100, by path)": timed(lambda: q.predictions(job_id, limit=100)),
+        "first page (100, path order)": timed(lambda: q.predictions(job_id, limit=100)),
         "page at offset 500,000": timed(lambda: q.predictions(job_id, limit=100, offset=500_000)),
         "--label cat (first 100)": timed(lambda: q.predictions(job_id, "cat", limit=100)),
         "--misclassified (first 100)": timed(lambda: q.predictions(job_id, misclassified=True, limit=100)),

@@ -75,9 +75,10 @@ class Metric(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    # Every query is within one job: filtered by class, confidence or set size, counted by class. (No index on
-    # path: PostgreSQL refuses btree entries over ~2700 bytes, and a path may be 4096.)
-    __table_args__ = (Index("ix_predictions_job_shard", "job_id", "shard"),
+    # Every query is within one job: paged in (shard, id) order (which is path order), filtered by class,
+    # confidence or set size, counted by class. (No index on path: PostgreSQL refuses btree entries over ~2700
+    # bytes, and a path may be 4096.)
+    __table_args__ = (Index("ix_predictions_job_shard_id", "job_id", "shard", "id"),
                       Index("ix_predictions_job_set_size", "job_id", "set_size"),
                       Index("ix_predictions_job_predicted", "job_id", "predicted"),
                       Index("ix_predictions_job_confidence", "job_id", "confidence"))

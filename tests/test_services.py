@@ -109,6 +109,9 @@ def test_classify_folder_with_bad_files(cluster):
         got = cli_json(cluster["env"], "results", "predictions", job["id"], "--set-size", size)
         assert len(got) == expected and all(len(p["prediction_set"]) == int(size) for p in got)
         assert all(p["decision"] == (p["prediction_set"][0] if size == "1" else "uncertain") for p in got)
+    listed = [p["path"] for p in cli_json(cluster["env"], "results", "predictions", job["id"])]
+    # The listing's order (sorted by path parts), though the shards were stored in whatever order they finished.
+    assert listed == [str(p) for p in sorted(Path(f) for f in files)]
     wide = cli_json(cluster["env"], "results", "predictions", job["id"], "--min-set-size", "2")
     assert len(wide) == sum(v for k, v in sized.items() if int(k) >= 2)
 
