@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/bench_seed.py
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_fast.py
+	$(PY) bench/bench_store.py
 
 clean:
 	rm -rf $(VENV) .convlens .pytest_cache
