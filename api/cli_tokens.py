@@ -6,18 +6,18 @@ from typing import Annotated
 
 import typer
 
-from convlens.api.output import fail, print_json, print_table, ready_database
+from convlens.api.cli_jobs import Json
+from convlens.api.output import emit, fail, print_json, ready_database
 from convlens.api.tokens import TokenError, create_token, list_tokens, revoke_token
 
 tokens_app = typer.Typer(help="API tokens: read (list and read jobs, results, artifacts), submit (also submit and "
                               "cancel its own jobs), admin (also cancel any job, manage tokens over HTTP).",
                          no_args_is_help=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 
 
 @tokens_app.command("create")
 def create(name: str, scope: Annotated[str, typer.Option(help="read | submit | admin")] = "read",
-           as_json: JsonFlag = False) -> None:
+           as_json: Json = False) -> None:
     """Create a token; it is shown this once (the last line ends with it), only its hash is kept."""
     ready_database()
     try:
@@ -33,18 +33,15 @@ def create(name: str, scope: Annotated[str, typer.Option(help="read | submit | a
 
 
 @tokens_app.command("list")
-def list_(as_json: JsonFlag = False) -> None:
+def list_(as_json: Json = False) -> None:
     """Every token's name, scope and dates (never the secret)."""
     ready_database()
-    rows = [t.model_dump(mode="json") for t in list_tokens()]
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "scope", "created_at", "revoked_at"])
+    emit([t.model_dump(mode="json") for t in list_tokens()], as_json, False, ["name", "scope", "created_at",
+                                                                             "revoked_at"])
 
 
 @tokens_app.command("revoke")
-def revoke(name: str, as_json: JsonFlag = False) -> None:
+def revoke(name: str, as_json: Json = False) -> None:
     """Revoke a token: the API refuses it (and sessions made from it) from the next request on."""
     ready_database()
     try:

@@ -93,9 +93,3 @@ def artifact(key: str) -> Artifact | None:
     with session_scope() as s:
         return s.scalars(select(Artifact).where(Artifact.key == key)).first()
 
-
-def job_owner(job_id: str) -> tuple[bool, str | None]:
-    """Whether the job exists, and the name of the token that submitted it."""
-    with session_scope() as s:
-        job = s.get(Job, job_id)
-        return (job is not None, job.submitted_by if job else None)
