@@ -3,19 +3,31 @@
 
 from __future__ import annotations
 
-import html
+import csv
+import io
 import mimetypes
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from convlens.api import queries
+from convlens.api import dashboard, queries
 from convlens.api.auth import (
     SESSION_COOKIE,
     Admin,
@@ -26,12 +38,15 @@ from convlens.api.auth import (
     problem,
     session_principal,
 )
+from convlens.api.dashboard import render_error
+from convlens.api.observe import exposition
 from convlens.api.schemas import (
     ErrorBody,
     Health,
     JobList,
     JobRequest,
     JobView,
+    KindName,
     MetricsView,
     PredictionsView,
     Session,
@@ -48,6 +63,7 @@ from convlens.api.tokens import (
     list_tokens,
     revoke_token,
 )
+from convlens.db.rows import PredictionRow
 from convlens.ml.params import value_problem
 from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS
@@ -86,17 +102,48 @@ QueryText = Annotated[str, AfterValidator(_text)]
 MAX_OFFSET = 10**12
 
 
+LOGIN_HELP = ("Not logged in: open the login URL that `convlens api` printed, or one made with a token from "
+              "`convlens tokens create NAME --scope read`: http://HOST:PORT/?token=TOKEN")
+# What every response carries: scripts and styles from this origin only, no framing, no referrer (a login
+# URL holds a token), and no guessing of content types.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+
+
+@app.middleware("http")
+async def _security_headers(request: Request, call_next: Any) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _is_page(request: Request) -> bool:
+    return request.url.path == "/" or request.url.path.startswith("/ui/")
+
+
+app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+app.include_router(dashboard.router)
+
+
 @app.exception_handler(StarletteHTTPException)
-def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Starlette's and FastAPI's own errors (an unparsable body, an unknown path) in the one error shape."""
+def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Starlette's and FastAPI's own errors (an unparsable body, an unknown path) in the one error shape; a
+    page of the dashboard gets it as a page."""
     detail = exc.detail if isinstance(exc.detail, dict) else {"message": clean(str(exc.detail)), "errors": []}
+    if _is_page(request):
+        return render_error(request, exc.status_code, LOGIN_HELP if exc.status_code == 401 else detail["message"])
     return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
-def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()]
     message = "bad request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    if _is_page(request):
+        return render_error(request, 422, clean(message))
     return JSONResponse(status_code=422, content={"detail": {"message": clean(message), "errors": [
         {k: clean(v) for k, v in e.items()} for e in errors]}})
 
@@ -108,23 +155,31 @@ def health() -> Health:
 
 
 @app.get("/", response_class=HTMLResponse, tags=["service"], responses={
+    200: {"content": {"text/html": {}}, "description": "the dashboard's jobs page"},
     303: {"description": "logged in: the session cookie is set; on to the same page without the token"},
-    401: {"content": {"text/html": {}}, "description": "no session, or a bad token in the login URL"}})
-def home(request: Request, token: str | None = None) -> Any:
-    """The login URL (`/?token=...`) sets an HttpOnly, SameSite session cookie and redirects here."""
+    401: {"content": {"text/html": {}}, "description": "no session, or a bad token in the login URL"},
+    422: {"content": {"text/html": {}}, "description": "a bad filter"}})
+def home(request: Request, token: str | None = None, status: Status | None = None, kind: KindName | None = None,
+         offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:
+    """The dashboard. The login URL (`/?token=...`) sets an HttpOnly, SameSite session cookie and redirects here."""
     if token is not None:
         if value_problem(token) or authenticate(token) is None:
-            return HTMLResponse("<h1>convlens</h1><p>That login link holds an invalid or revoked token.</p>", 401)
+            return render_error(request, 401, "That login link holds an invalid or revoked token.")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", path="/",
                             secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
         return response
     who = session_principal(request)
     if who is None:
-        return HTMLResponse("<h1>convlens</h1><p>Not logged in: open the login URL that <code>convlens api</code> "
-                            "printed, or one made with a token from <code>convlens tokens create</code>.</p>", 401)
-    return HTMLResponse(f"<h1>convlens</h1><p>Logged in as <b>{html.escape(who.name)}</b> ({who.scope}). "
-                        "The API: <a href='/docs'>/docs</a>.</p>")
+        return render_error(request, 401, LOGIN_HELP)
+    return dashboard.jobs_page(request, who, status, kind, offset)
+
+
+@app.get("/metrics", response_class=PlainTextResponse, tags=["service"], responses={
+    **ERRORS, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+def prometheus_metrics(_: Reader) -> Response:
+    """Jobs by kind and status, queue depths and job durations, for Prometheus (scrape with a read token)."""
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.get("/session", response_model=Session, responses=ERRORS, tags=["service"])
@@ -194,18 +249,72 @@ def job_metrics(job_id: str, _: Reader) -> MetricsView:
     return MetricsView(job_id=job_id, metrics=queries.metrics(job_id))
 
 
+CURSOR = r"^\d{1,9}\.\d{1,18}$"
+
+
+class PredictionQuery:
+    """The filters of a classify job's rows, shared by the JSON page, the CSV download and the dashboard."""
+
+    def __init__(self, label: Annotated[QueryText | None, Query(max_length=128)] = None,
+                 min_confidence: float | None = Query(None, ge=0, le=1, allow_inf_nan=False),
+                 misclassified: bool = False, errors: bool | None = None,
+                 uncertain: bool = Query(False, description="decided uncertain (threshold or conformal decision)"),
+                 set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of exactly N"),
+                 min_set_size: int | None = Query(None, ge=0, le=10000,
+                                                  description="conformal sets of N or more")) -> None:
+        self.filters = {"label": label, "min_confidence": min_confidence, "misclassified": misclassified,
+                        "errors": errors, "uncertain": uncertain, "set_size": set_size, "min_set_size": min_set_size}
+
+    def page(self, job_id: str, limit: int, offset: int = 0, after: str | None = None) -> list[PredictionRow]:
+        cursor = tuple(int(x) for x in after.split(".")) if after else None
+        return queries.predictions(job_id, limit=limit, offset=offset, after=cursor, **self.filters)
+
+
+def next_cursor(rows: list[PredictionRow], limit: int) -> str | None:
+    return f"{rows[-1].shard or 0}.{rows[-1].id}" if len(rows) == limit and rows[-1].id is not None else None
+
+
 @app.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND, tags=["results"])
-def job_predictions(job_id: str, _: Reader, label: Annotated[QueryText | None, Query(max_length=128)] = None,
-                    min_confidence: float | None = Query(None, ge=0, le=1, allow_inf_nan=False),
-                    misclassified: bool = False, errors: bool | None = None,
-                    set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of exactly N"),
-                    min_set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of N or more"),
-                    limit: int = Query(100, ge=1, le=10000),
-                    offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> PredictionsView:
+def job_predictions(job_id: str, _: Reader, query: Annotated[PredictionQuery, Depends()],
+                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                    after: str | None = Query(None, pattern=CURSOR,
+                                              description="the previous page's next_after: fast at any depth")
+                    ) -> PredictionsView:
     _job_or_404(job_id)
-    rows = queries.predictions(job_id, label, min_confidence, misclassified, errors, limit, offset, set_size,
-                               min_set_size)
-    return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset)
+    rows = query.page(job_id, limit, offset, after)
+    return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset,
+                           next_after=next_cursor(rows, limit))
+
+
+CSV_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "prediction_set", "error", "top_k"]
+
+
+@app.get("/jobs/{job_id}/predictions.csv", response_class=StreamingResponse, tags=["results"], responses={
+    **NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "every row the filters select, as CSV"}})
+def job_predictions_csv(job_id: str, _: Reader, query: Annotated[PredictionQuery, Depends()]) -> StreamingResponse:
+    """All rows the filters select, streamed page by page (keyset-paged: no deep offsets)."""
+    _job_or_404(job_id)
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        out = csv.writer(buffer)
+        out.writerow(CSV_COLUMNS)
+        after = None
+        while True:
+            rows = query.page(job_id, 5000, after=after)
+            for r in rows:
+                out.writerow([r.path, r.predicted, r.confidence, r.decision, r.true_label,
+                              " ".join(r.prediction_set or []), r.error,
+                              " ".join(f"{c}:{p:.4f}" for c, p in r.top_k or [])])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            after = next_cursor(rows, 5000)
+            if after is None:
+                return
+
+    return StreamingResponse(lines(), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-predictions.csv"'})
 
 
 @app.get("/artifacts/{key}", response_class=FileResponse, tags=["results"], responses={

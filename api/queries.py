@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, tuple_
 
 from convlens.api.schemas import JobView
 from convlens.db.models import Artifact, Job, Metric, Prediction
@@ -21,25 +21,39 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
     result = None
     if with_result and job.result is not None and result_model is not None:
         result = result_model.model_validate(job.result)
-    return JobView(id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=params,
+    headline = None
+    if job.status == "succeeded" and job.result is not None and job.parent_id is None:
+        try:
+            headline = get_kind(job.kind).headline(job.result)
+        except (UnknownKind, KeyError, TypeError, ValueError):
+            headline = None  # a result of another version's shape: shown without a headline
+    return JobView(id=job.id, kind=job.kind, headline=headline, status=job.status, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                    worker=job.worker, submitted_by=job.submitted_by, error=job.error, parent_id=job.parent_id,
                    part=job.part, result=result)
 
 
+def _job_filter(q, status: str | None, kind: str | None, parent_id: str | None, top_level: bool):  # noqa: ANN001, ANN202
+    if status:
+        q = q.where(Job.status == status)
+    if kind:
+        q = q.where(Job.kind == kind)
+    if parent_id:
+        return q.where(Job.parent_id == parent_id)
+    return q.where(Job.parent_id.is_(None)) if top_level else q
+
+
 def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
               limit: int = 50, offset: int = 0, top_level: bool = True) -> list[JobView]:
     with session_scope() as s:
-        q = select(Job).order_by(Job.created_at.desc(), Job.id)
-        if status:
-            q = q.where(Job.status == status)
-        if kind:
-            q = q.where(Job.kind == kind)
-        if parent_id:
-            q = q.where(Job.parent_id == parent_id)
-        elif top_level:
-            q = q.where(Job.parent_id.is_(None))
+        q = _job_filter(select(Job).order_by(Job.created_at.desc(), Job.id), status, kind, parent_id, top_level)
         return [job_view(j, with_result=False) for j in s.scalars(q.limit(limit).offset(offset))]
+
+
+def count_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
+               top_level: bool = True) -> int:
+    with session_scope() as s:
+        return s.scalar(_job_filter(select(func.count()).select_from(Job), status, kind, parent_id, top_level)) or 0
 
 
 def get_job(job_id: str) -> JobView | None:
@@ -64,7 +78,10 @@ def metrics(job_id: str) -> list[MetricRow]:
 
 def predictions(job_id: str, label: str | None = None, min_confidence: float | None = None,
                 misclassified: bool = False, errors: bool | None = None, limit: int | None = None,
-                offset: int = 0, set_size: int | None = None, min_set_size: int | None = None) -> list[PredictionRow]:
+                offset: int = 0, set_size: int | None = None, min_set_size: int | None = None,
+                uncertain: bool = False, after: tuple[int, int] | None = None) -> list[PredictionRow]:
+    """A page of rows in listing order; `after` (shard, id) of the previous page's last row pages without an
+    offset, which stays fast however deep the page is."""
     with session_scope() as s:
         # Shards are contiguous slices of the sorted listing (by path parts) and each stores its rows in that
         # order, so (shard, id) is the listing's order, and an index walk: no sort of a million rows per page.
@@ -79,10 +96,14 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
             q = q.where(Prediction.set_size == set_size)
         if min_set_size is not None:
             q = q.where(Prediction.set_size >= min_set_size)
+        if uncertain:
+            q = q.where(Prediction.decision == "uncertain")
         if errors is True:
             q = q.where(Prediction.error.is_not(None))
         elif errors is False:
             q = q.where(Prediction.error.is_(None))
+        if after is not None:
+            q = q.where(tuple_(Prediction.shard, Prediction.id) > tuple_(*after))
         q = q.offset(offset)
         if limit:
             q = q.limit(limit)

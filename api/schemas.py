@@ -25,6 +25,7 @@ class JobView(BaseModel):
     id: str
     kind: str = Field(description="a job kind, or KIND_PART for a part (kfold_fold, classify_shard)")
     status: Status
+    headline: str | None = Field(None, description="the kind's headline figure once it succeeded")
     progress: ProgressEvent | None = Field(None, description="the latest progress (fraction in [0, 1])")
     params: dict[str, Any] = Field(description="the validated params (a shard's: its file count)")
     created_at: datetime | None = None
@@ -63,6 +64,7 @@ class PredictionsView(BaseModel):
     predictions: list[PredictionRow]
     limit: int
     offset: int
+    next_after: str | None = Field(None, description="pass as `after` for the next page (None: this was the last)")
 
 
 class Problem(BaseModel):

@@ -26,6 +26,7 @@ class MetricRow(BaseModel):
 
 
 class PredictionRow(BaseModel):
+    id: int | None = Field(None, description="the stored row's id (None before it is stored)")
     path: str
     predicted: str | None = None
     confidence: float | None = None
@@ -42,12 +43,13 @@ class PredictionRow(BaseModel):
         return None if self.prediction_set is None else len(self.prediction_set)
 
     def orm(self, job_id: str) -> Prediction:
-        return Prediction(job_id=job_id, **self.model_dump(mode="json"))
+        return Prediction(job_id=job_id, **self.model_dump(mode="json", exclude={"id"}))
 
     @classmethod
     def of(cls, p: Prediction) -> PredictionRow:
-        return cls(path=p.path, predicted=p.predicted, confidence=p.confidence, top_k=p.top_k, decision=p.decision,
-                   true_label=p.true_label, error=p.error, shard=p.shard, prediction_set=p.prediction_set)
+        return cls(id=p.id, path=p.path, predicted=p.predicted, confidence=p.confidence, top_k=p.top_k,
+                   decision=p.decision, true_label=p.true_label, error=p.error, shard=p.shard,
+                   prediction_set=p.prediction_set)
 
 
 class ArtifactRow(BaseModel):

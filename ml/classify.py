@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from convlens.ml.conformal import Method, sets, uniforms_of
 from convlens.ml.data.images import decode_rgb, resize
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
+from convlens.ml.listing import overlay_name
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import TrainedModel
 from convlens.ml.thresholds import decisions
@@ -53,10 +53,6 @@ def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bo
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, len(paths), batch_size):
             yield list(pool.map(lambda p: _read(p, size, keep, within), paths[start:start + batch_size]))
-
-
-def overlay_name(path: Path) -> str:
-    return f"{hashlib.sha1(str(path).encode()).hexdigest()[:10]}_{path.stem}.png"
 
 
 def classify_files(

@@ -3,6 +3,7 @@ step (and anything else that only lists files) never imports it."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,3 +22,8 @@ def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
     n_shards = max(1, min(n_shards, len(files))) if files else 1
     bounds = np.linspace(0, len(files), n_shards + 1).round().astype(int)
     return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def overlay_name(path: Path) -> str:
+    """The file name of an image's Grad-CAM overlay in its job's overlay folder (unique per path)."""
+    return f"{hashlib.sha1(str(path).encode()).hexdigest()[:10]}_{path.stem}.png"

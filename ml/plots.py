@@ -51,3 +51,43 @@ def plot_bars(labels: list[str], series: dict[str, list[float]], title: str, pat
     ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def _svg(fig: plt.Figure) -> str:
+    import io
+
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def bars_svg(labels: list[str], series: dict[str, list[float]], ylabel: str,
+             errors: dict[str, list[float]] | None = None, ylim: tuple[float, float] | None = (0, 1)) -> str:
+    """Grouped bars (one group per label, one bar per series, optional ± error bars) as an SVG document."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(labels) * max(1, len(series)) ** 0.5), 3.2))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name,
+               yerr=(errors or {}).get(name), capsize=3)
+    ax.set_xticks(x, labels, rotation=30 if max(map(len, labels), default=0) > 5 else 0, ha="right")
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def lines_svg(labels: list[str], series: dict[str, list[float | None]], ylabel: str) -> str:
+    """One line per series over the labels (e.g. probe accuracy per layer) as an SVG document."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(labels)), 3.2))
+    for name, values in series.items():
+        ax.plot(labels, [np.nan if v is None else v for v in values], marker="o", label=name)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _svg(fig)

@@ -83,7 +83,11 @@ def train(
         peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
         warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048],
         done_steps=steps * initial_epoch)
-    callbacks = [clock, CheckpointCallback(out_dir, history, clock), *(callbacks or [])]
+    # Event files per run (epoch scalars only: no graph, histograms or profile), so that
+    # `tensorboard --logdir CONVLENS_HOME/runs` shows every run's curves side by side.
+    board = keras.callbacks.TensorBoard(out_dir / "tensorboard", histogram_freq=0, write_graph=False,
+                                        update_freq="epoch", profile_batch=0)
+    callbacks = [clock, CheckpointCallback(out_dir, history, clock), board, *(callbacks or [])]
     monitor = "val_loss" if val_ds is not None else "loss"
     if recipe["patience"] and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=int(recipe["patience"]),

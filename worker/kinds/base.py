@@ -113,6 +113,10 @@ class JobKind:
         """Lines for `convlens jobs show` (and the end of `run`/`--wait`)."""
         return []
 
+    def headline(self, result: dict[str, Any]) -> str | None:
+        """The one figure a job list shows for a finished job of this kind."""
+        return None
+
     def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:
         """The params shown by the CLI and the API (a part's may be long: a shard's file list)."""
         return params

@@ -112,6 +112,9 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         return Output(result=result, metrics=[*metrics, MetricRow(name="unreadable", value=float(errors),
                                                                   split="classify")])
 
+    def headline(self, result: dict[str, Any]) -> str | None:
+        return f"{result['classified']} classified, {result['unreadable']} unreadable"
+
     def describe(self, result: dict[str, Any]) -> list[str]:
         lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
                  f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]

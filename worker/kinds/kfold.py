@@ -62,6 +62,10 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
         workers = sorted({p.worker for p in parts if p.worker})
         return Output(result=KfoldResult(**agg, workers=workers), metrics=rows)
 
+    def headline(self, result: dict[str, Any]) -> str | None:
+        acc = result["metrics"]["accuracy"]
+        return f"accuracy {acc['mean']:.4f} ± {acc['std']:.4f}"
+
     def describe(self, result: dict[str, Any]) -> list[str]:
         m = result["metrics"]
         return [f"{result['folds']} folds: accuracy {m['accuracy']['mean']:.4f} ± {m['accuracy']['std']:.4f}, "

@@ -46,6 +46,13 @@ class UncertaintyRow(BaseModel):
     cutoff: float | None = None
 
 
+class ConfusedPair(BaseModel):
+    true: str
+    predicted: str
+    count: int
+    rate: float = Field(description="share of the true class's test images")
+
+
 class TrainResult(BaseModel):
     """What a training run leaves on its job row (no per-image data); also each k-fold part's result."""
 
@@ -72,6 +79,7 @@ class TrainResult(BaseModel):
     calibration: dict[str, CalibrationFigures] | None = Field(None, description="test set, before/after scaling")
     conformal: ConformalFigures | None = None
     uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
+    confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
 
     @classmethod
     def of(cls, result: dict[str, Any]) -> TrainResult:
@@ -81,6 +89,7 @@ class TrainResult(BaseModel):
             thresholded_accuracy=result["metrics"].get("test_thresholded", {}).get("accuracy"),
             confusion_matrix=test["confusion_matrix"],
             per_class_f1={c: v["f1"] for c, v in test["per_class"].items()},
+            confused_pairs=result.get("errors", {}).get("confused_pairs", []),
             **{k: result[k] for k in ("epochs_run", "epochs_trained", "warnings", "best_epoch", "precision_policy",
                                       "timings", "history", "paths", "n_train", "n_val", "n_test", "class_names",
                                       "thresholds", "n_cal", "temperature", "calibration", "conformal",
@@ -161,6 +170,9 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult,
             artifacts=[ArtifactRow(kind=k, path=p) for k, p in result["paths"].items()],
             model=ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
                               result["thresholds"]))
+
+    def headline(self, result: dict[str, Any]) -> str | None:
+        return f"accuracy {result['accuracy']:.4f}"
 
     def describe(self, result: dict[str, Any]) -> list[str]:
         return describe_training(result)

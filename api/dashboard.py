@@ -1,0 +1,267 @@
+"""The browser dashboard: server-rendered pages (Jinja2) over the same queries and tokens as the JSON API.
+
+Pages read with the session cookie a login URL sets; every change they make (submit, cancel) goes through
+the JSON API with the page's CSRF token, so there is one validation and one access check. Nothing is fetched
+from elsewhere: charts are server-made SVG, scripts and styles are served from api/static.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from convlens.api import queries
+from convlens.api.auth import SESSION_COOKIE, Reader, csrf_token, problem
+from convlens.api.forms import form_fields
+from convlens.api.schemas import JobView, KindName, Status
+from convlens.api.tokens import Principal
+from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
+from convlens.db.rows import MetricRow
+from convlens.db.session import session_scope
+from convlens.ml import plots
+from convlens.ml.listing import overlay_name
+from convlens.ml.settings import settings
+from convlens.worker.kinds import KINDS
+from convlens.worker.paths import JOB_ID
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+PAGE = 50  # jobs per page
+GRID = 48  # images per page of a classify job
+THUMB = 128  # px, the longer side of a thumbnail
+MAX_COMPARE = 8
+
+
+def svg_uri(svg: str) -> str:
+    """An <img> source for a server-made chart (no inline markup, so no ids or styles can clash)."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+def render(request: Request, who: Principal, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return templates.TemplateResponse(request, name, {"who": who, "csrf": csrf_token(cookie) if cookie else "",
+                                                      "kinds": list(KINDS), **context}, status_code=status_code)
+
+
+def render_error(request: Request, status: int, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "who": None,
+                                                              "csrf": "", "kinds": list(KINDS)}, status_code=status)
+
+
+def _job_or_404(job_id: str) -> JobView:
+    job = queries.get_job(job_id) if JOB_ID.fullmatch(job_id) else None
+    if job is None:
+        raise problem(404, f"job {job_id} not found")
+    return job
+
+
+def jobs_page(request: Request, who: Principal, status: Status | None, kind: KindName | None,
+              offset: int) -> HTMLResponse:
+    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset)
+    return render(request, who, "jobs.html", jobs=jobs, total=queries.count_jobs(status, kind), offset=offset,
+                  page=PAGE, status=status, kind=kind, statuses=list(JOB_STATUSES),
+                  forms={k.name: (k.title, form_fields(k.params_model)) for k in KINDS.values()},
+                  can_submit=who.allows("submit"))
+
+
+@router.get("/ui/jobs/rows")
+def job_rows(request: Request, who: Reader, status: Status | None = None, kind: KindName | None = None,
+             offset: int = Query(0, ge=0, le=10**12)) -> HTMLResponse:
+    """The jobs table's rows alone: what the page polls to stay live."""
+    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset)
+    return render(request, who, "_job_rows.html", jobs=jobs, can_submit=who.allows("submit"))
+
+
+def _by_split(rows: list[MetricRow]) -> dict[str, dict[tuple[str, str | None], float]]:
+    out: dict[str, dict[tuple[str, str | None], float]] = {}
+    for r in rows:
+        out.setdefault(r.split, {})[(r.name, r.class_name)] = r.value
+    return out
+
+
+@lru_cache(maxsize=256)
+def _chart(job_id: str, finished_at: str, which: str) -> str:
+    """Charts of finished jobs never change: made once per process (keyed by when the job finished)."""
+    job = queries.get_job(job_id)
+    assert job is not None and job.result is not None
+    r = job.result.model_dump()
+    if which == "f1":
+        names = r["class_names"]
+        series = {"F1": [r["per_class_f1"][c] for c in names]}
+        thresholded = _by_split(queries.metrics(job_id)).get("test_thresholded", {})
+        if thresholded:
+            series["F1, tuned thresholds"] = [thresholded.get(("f1", c), 0.0) for c in names]
+        return svg_uri(plots.bars_svg(names, series, "F1 (test)"))
+    if which == "folds":
+        f1 = {k.split(":", 1)[1]: v for k, v in r["metrics"].items() if k.startswith("f1:")}
+        return svg_uri(plots.bars_svg(list(f1), {"F1": [v["mean"] for v in f1.values()]}, "F1, mean ± std over folds",
+                                      errors={"F1": [v["std"] for v in f1.values()]}))
+    if which == "layers":
+        rows = r["rows"]
+        return svg_uri(plots.lines_svg([x["layer"] for x in rows], {
+            "this layer": [x["probe_accuracy"] for x in rows],
+            "layers up to here": [x.get("cumulative_accuracy") for x in rows]}, "probe accuracy (test)"))
+    raise ValueError(which)
+
+
+def train_context(job: JobView) -> dict[str, Any]:
+    r = job.result.model_dump()  # type: ignore[union-attr]
+    splits = _by_split(queries.metrics(job.id))
+    test, thr = splits.get("test", {}), splits.get("test_thresholded", {})
+    names = r["class_names"]
+    per_class = [{"class": c, **{m: test.get((m, c)) for m in ("precision", "recall", "f1")},
+                  "f1_thresholded": thr.get(("f1", c)),
+                  "threshold": r["thresholds"][i] if r.get("thresholds") else None} for i, c in enumerate(names)]
+    summary = [(name, test.get((key, None)), thr.get((key, None))) for name, key in (
+        ("accuracy", "accuracy"), ("macro precision", "macro_precision"), ("macro recall", "macro_recall"),
+        ("macro F1", "macro_f1"), ("weighted F1", "weighted_f1"))]
+    cm = r["confusion_matrix"]
+    peak = max((v for row in cm for v in row), default=1) or 1
+    return {"r": r, "per_class": per_class, "summary": summary, "confusion": cm, "peak": peak,
+            "f1_chart": _chart(job.id, str(job.finished_at), "f1")}
+
+
+def classify_context(job: JobView, request: Request) -> dict[str, Any]:
+    q = request.query_params
+    filters: dict[str, Any] = {
+        "label": q.get("label") or None,
+        "misclassified": q.get("misclassified") == "1",
+        "uncertain": q.get("uncertain") == "1",
+        "errors": True if q.get("errors") == "1" else None,
+        "min_confidence": _fraction(q.get("min_confidence")),
+    }
+    after = _cursor(q.get("after"))
+    rows = queries.predictions(job.id, limit=GRID, after=after, **filters)
+    nxt = f"{rows[-1].shard or 0}.{rows[-1].id}" if len(rows) == GRID else None
+    query = {k: ("1" if v is True else v) for k, v in filters.items() if v not in (None, False)}
+    return {"rows": rows, "filters": filters, "next_after": nxt, "query": query, "first_page": after is None,
+            "overlays": bool(job.result and job.result.model_dump().get("overlay_dir")),
+            "labels": sorted((job.result.model_dump().get("per_class") or {}) if job.result else [])}
+
+
+def _fraction(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        raise problem(422, f"min_confidence must be a number in [0, 1], not {text[:40]!r}") from None
+    if value is not None and not 0 <= value <= 1:
+        raise problem(422, "min_confidence must be in [0, 1]")
+    return value
+
+
+def _cursor(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    shard, _, row = text.partition(".")
+    if not (shard.isdigit() and row.isdigit() and len(shard) < 10 and len(row) < 19):
+        raise problem(422, "after must be SHARD.ID as given by the previous page's Next link")
+    return int(shard), int(row)
+
+
+@router.get("/ui/jobs/{job_id}")
+def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
+    job = _job_or_404(job_id)
+    context: dict[str, Any] = {"job": job, "artifacts": {a.kind: a.key for a in job.artifacts or []},
+                               "finished": job.status in FINISHED, "can_submit": who.allows("submit")}
+    result_type = type(job.result).__name__ if job.result is not None else None
+    if result_type == "TrainResult":
+        context.update(train_context(job))
+    elif result_type == "KfoldResult":
+        context["folds_chart"] = _chart(job.id, str(job.finished_at), "folds")
+    elif result_type == "LayersResult":
+        context["layers_chart"] = _chart(job.id, str(job.finished_at), "layers")
+    if job.kind == "classify":
+        context.update(classify_context(job, request))
+    return render(request, who, "job.html", result_type=result_type, **context)
+
+
+def _prediction(job_id: str, prediction_id: int) -> tuple[Job, Prediction]:
+    with session_scope() as s:
+        job = s.get(Job, job_id) if JOB_ID.fullmatch(job_id) else None
+        row = s.get(Prediction, prediction_id) if 0 < prediction_id < 2**63 else None
+        if job is None or row is None or row.job_id != job_id:
+            raise problem(404, f"no prediction {prediction_id} in job {job_id}")
+        s.expunge_all()
+        return job, row
+
+
+@router.get("/ui/jobs/{job_id}/images/{prediction_id}")
+def thumbnail(job_id: str, prediction_id: int, _: Reader) -> Response:
+    """A thumbnail of a classified image, read from the job's own folder only (as the worker read it)."""
+    from PIL import Image
+
+    from convlens.ml.data.images import decode_rgb
+    from convlens.ml.errors import ImageReadError
+
+    job, row = _prediction(job_id, prediction_id)
+    try:
+        image = Image.fromarray(decode_rgb(Path(row.path), within=Path(job.params["folder"])))
+    except (ImageReadError, OSError, KeyError, ValueError) as exc:
+        raise problem(404, f"image of prediction {prediction_id} cannot be read: {exc}") from None
+    image.thumbnail((THUMB, THUMB))
+    if max(image.size) < THUMB:  # tiny images (CIFAR's 32 px) are enlarged, pixelated on purpose
+        scale = THUMB // max(image.size)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return Response(out.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/ui/jobs/{job_id}/overlays/{prediction_id}")
+def overlay(job_id: str, prediction_id: int, _: Reader) -> FileResponse:
+    job, row = _prediction(job_id, prediction_id)
+    folder = (job.result or {}).get("overlay_dir")
+    path = (Path(folder) / overlay_name(Path(row.path))).resolve() if folder else None
+    if path is None or not path.is_relative_to(settings().home_dir) or not path.is_file():
+        raise problem(404, f"no Grad-CAM overlay for prediction {prediction_id}")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/ui/compare")
+def compare(request: Request, who: Reader,
+            ids: Annotated[list[str], Query(max_length=MAX_COMPARE, description="train job ids")] = []  # noqa: B006
+            ) -> HTMLResponse:
+    jobs = []
+    for job_id in dict.fromkeys(ids):
+        job = _job_or_404(job_id)
+        if type(job.result).__name__ != "TrainResult":
+            raise problem(422, f"job {job_id} is not a succeeded train job (or k-fold fold): nothing to compare")
+        jobs.append(job)
+    candidates = queries.list_jobs("succeeded", "train", limit=100)
+    if len(jobs) < 2:
+        return render(request, who, "compare.html", jobs=jobs, candidates=candidates, selected=[j.id for j in jobs])
+    results = [j.result.model_dump() for j in jobs]  # type: ignore[union-attr]
+    names = results[0]["class_names"]
+    rows = [("accuracy", [r["accuracy"] for r in results]), ("macro F1", [r["macro_f1"] for r in results]),
+            ("accuracy, tuned thresholds", [r.get("thresholded_accuracy") for r in results]),
+            ("ECE after scaling", [((r.get("calibration") or {}).get("after") or {}).get("ece") for r in results]),
+            ("temperature", [r.get("temperature") for r in results]),
+            ("epochs run", [r["epochs_run"] for r in results]), ("training images", [r["n_train"] for r in results])]
+    same_classes = all(r["class_names"] == names for r in results)
+    per_class = [(c, [r["per_class_f1"].get(c) for r in results]) for c in names] if same_classes else []
+    chart = svg_uri(plots.bars_svg(names, {j.id[:8]: [r["per_class_f1"][c] for c in names]
+                                           for j, r in zip(jobs, results, strict=True)}, "F1 (test)")) \
+        if same_classes else None
+    return render(request, who, "compare.html", jobs=jobs, candidates=candidates, rows=rows, per_class=per_class,
+                  chart=chart, same_classes=same_classes, selected=[j.id for j in jobs])
+
+
+@router.get("/ui/workers")
+def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLResponse:
+    from convlens.worker.monitor import live_workers, queue_depths
+
+    running = queries.list_jobs("running", top_level=False, limit=500)
+    by_worker: dict[str, list[JobView]] = {}
+    for job in running:
+        by_worker.setdefault(job.worker or "(unknown)", []).append(job)
+    return render(request, who, "_workers.html" if fragment else "workers.html", workers=live_workers(),
+                  queues=queue_depths(), by_worker=by_worker, queued=queries.count_jobs("queued", top_level=False))

@@ -1,0 +1,103 @@
+// The dashboard's only script: live updates by polling server-rendered fragments, and the forms and buttons
+// that change things, which call the JSON API with the page's CSRF token.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+const FINISHED = ["succeeded", "failed", "cancelled"];
+
+async function api(method, url, body) {
+  const response = await fetch(url, {
+    method, credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  return { ok: response.ok, status: response.status, data };
+}
+
+function every(ms, fn) {
+  const tick = async () => {
+    if (!document.hidden) {
+      try { if (await fn() === false) return; } catch (e) { /* a missed poll is retried on the next tick */ }
+    }
+    setTimeout(tick, ms);
+  };
+  setTimeout(tick, ms);
+}
+
+// Elements with data-live="URL" are replaced by that fragment every data-every ms (2 s by default).
+for (const el of document.querySelectorAll("[data-live]")) {
+  every(Number(el.dataset.every || 2000), async () => {
+    const response = await fetch(el.dataset.live, { credentials: "same-origin" });
+    if (response.ok) el.innerHTML = await response.text();
+  });
+}
+
+// A job's page while it is queued or running: its head and parts follow the server; once it has finished,
+// the whole page is re-rendered (its results appear).
+const head = document.querySelector("[data-job-live]");
+if (head && !FINISHED.includes(head.dataset.status)) {
+  every(1500, async () => {
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.querySelector("[data-job-live]");
+    if (FINISHED.includes(fresh.dataset.status)) {
+      document.querySelector("main").replaceWith(page.querySelector("main"));
+      return false;
+    }
+    head.innerHTML = fresh.innerHTML;
+    head.dataset.status = fresh.dataset.status;
+    const parts = document.getElementById("job-parts"), freshParts = page.getElementById("job-parts");
+    if (freshParts && parts) parts.innerHTML = freshParts.innerHTML;
+    else if (freshParts) head.after(freshParts);
+  });
+}
+
+function value(input) {
+  const type = input.dataset.type;
+  if (input.dataset.checkbox !== undefined) return input.checked;
+  const text = input.value.trim();
+  if (text === "") return undefined;
+  if (type === "integer" || type === "number") return Number(text);
+  if (type === "boolean") return text === "true";
+  if (type === "array") return text.split(",").map((s) => s.trim()).filter(Boolean);
+  return text;
+}
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.submit-job");
+  if (!form) return;
+  event.preventDefault();
+  for (const el of form.querySelectorAll("[data-error-for]")) el.textContent = "";
+  const banner = form.querySelector(".form-error");
+  banner.hidden = true;
+  const params = {};
+  for (const input of form.querySelectorAll("[name]")) {
+    const v = value(input);
+    if (v !== undefined) params[input.name] = v;
+  }
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const { ok, status, data } = await api("POST", "/jobs", { kind: form.dataset.kind, params });
+  button.disabled = false;
+  if (ok) { location.href = "/ui/jobs/" + data.id; return; }
+  const detail = (data && data.detail) || { message: "the request failed (HTTP " + status + ")", errors: [] };
+  let placed = 0;
+  for (const e of detail.errors || []) {
+    const field = String(e.field || "").replace(/^params\./, "").split(".")[0];
+    const slot = form.querySelector('[data-error-for="' + CSS.escape(field) + '"]');
+    if (slot) { slot.textContent = e.message; placed += 1; }
+  }
+  if (!placed || status !== 422) { banner.textContent = detail.message; banner.hidden = false; }
+});
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-cancel]");
+  if (!button) return;
+  button.disabled = true;
+  const { ok, data } = await api("POST", "/jobs/" + button.dataset.cancel + "/cancel");
+  if (!ok) { alert((data && data.detail && data.detail.message) || "cancel failed"); button.disabled = false; return; }
+  button.remove();
+});

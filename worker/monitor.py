@@ -1,0 +1,57 @@
+"""What the fleet is doing right now: live workers (Celery's broadcast ping and stats) and queue depths.
+
+Both are asked of the broker, never of a database; what each worker runs comes from the jobs table (the
+`worker` of running jobs), which is the record a dashboard can trust after restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kombu.exceptions import ChannelError, OperationalError
+
+from convlens.worker.app import app
+
+QUEUES = ("gpu", "cpu")
+
+
+@dataclass
+class WorkerInfo:
+    name: str
+    queues: list[str] = field(default_factory=list)
+    concurrency: int | None = None
+    tasks_done: int = 0
+    pid: int | None = None
+
+
+def queue_depths() -> dict[str, int | None]:
+    """Messages waiting in each queue (None: the broker could not be reached)."""
+    depths: dict[str, int | None] = dict.fromkeys(QUEUES)
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            for name in QUEUES:
+                try:
+                    depths[name] = conn.default_channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:  # the broker has never seen the queue: nothing waits in it
+                    depths[name] = 0
+    except (OperationalError, OSError, ConnectionError):
+        return dict.fromkeys(QUEUES)
+    return depths
+
+
+def live_workers(timeout: float = 1.0) -> list[WorkerInfo]:
+    """Workers that answer a broadcast within `timeout` seconds, with their queues and counters."""
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        stats = inspect.stats() or {}
+        queues = inspect.active_queues() or {} if stats else {}
+    except (OperationalError, OSError, ConnectionError):
+        return []
+    workers = []
+    for name, info in sorted(stats.items()):
+        pool = info.get("pool") or {}
+        workers.append(WorkerInfo(name=name, queues=sorted(q["name"] for q in queues.get(name, [])),
+                                  concurrency=pool.get("max-concurrency"), pid=info.get("pid"),
+                                  tasks_done=sum((info.get("total") or {}).values())))
+    return workers
