@@ -80,7 +80,7 @@ document.addEventListener("submit", async (event) => {
   }
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
-  const { ok, status, data } = await api("POST", "/jobs", { kind: form.dataset.kind, params });
+  const { ok, status, data } = await api("POST", "/jobs", { kind: form.getAttribute("data-kind"), params });
   button.disabled = false;
   if (ok) { location.href = "/ui/jobs/" + data.id; return; }
   const detail = (data && data.detail) || { message: "the request failed (HTTP " + status + ")", errors: [] };

@@ -1,0 +1,276 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against a real `convlens api`
+process, a real Celery worker and Redis, on the embedded SQLite default. It clicks as a user would: log in
+with the printed URL, submit jobs from the forms, watch progress change without reloading, open results,
+filter a classify job's grid, download its CSV. Every page must load all its images and log no errors.
+
+Set CONVLENS_SCREENSHOTS=docs/screenshots to refresh the README's screenshots from this run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import DATA_DIR
+from services import ApiServer, Worker, free_redis_db, wait_for
+from test_analysis import make_messy_folder
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install "
+                                                                    "chromium); .ci/run installs it")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, cifar):
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path_factory.mktemp("dash-home")
+    images = tmp_path_factory.mktemp("dash-images")
+    n_images, unreadable = make_messy_folder(images / "batch", cifar, n=40)
+    broker = free_redis_db()
+    env = {**os.environ, "CONVLENS_HOME": str(home), "CONVLENS_BROKER_URL": broker,
+           "CONVLENS_DATA_DIR": str(DATA_DIR), "CONVLENS_ALLOWED_ROOTS": str(images)}
+    env.pop("CONVLENS_DATABASE_URL", None)  # the embedded SQLite default
+    api = ApiServer(env, home)
+    worker = Worker(env, "dash@convlens-test", home)
+    shots = Path(os.environ.get("CONVLENS_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        worker.wait_ready()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM)
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            yield {"api": api, "worker": worker, "context": context, "images": images / "batch",
+                   "n_images": n_images, "unreadable": unreadable, "shots": shots,
+                   "http": api.client(api.token), "jobs": {}}
+            browser.close()
+    finally:
+        worker.stop()
+        api.stop()
+        redis.Redis.from_url(broker).flushdb()
+
+
+class Watched:
+    """A page whose console errors, failed requests and error responses are collected."""
+
+    def __init__(self, site) -> None:
+        self.page = site["context"].new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        self.base = site["api"].url
+
+    def open(self, path: str) -> None:
+        self.page.goto(self.base + path)
+        self.page.wait_for_load_state("networkidle")
+
+    def images_loaded(self) -> int:
+        """Waits for every <img> (lazy ones scrolled into view) and returns how many there are; each must have
+        decoded (naturalWidth > 0)."""
+        self.page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        self.page.wait_for_load_state("networkidle")
+        widths = self.page.eval_on_selector_all(
+            "img", "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth, () => 0)))")
+        assert all(w > 0 for w in widths), widths
+        return len(widths)
+
+    def shot(self, site, name: str, at: str | None = None) -> None:
+        if at:
+            self.page.locator(at).first.scroll_into_view_if_needed()
+            self.page.evaluate("window.scrollBy(0, -60)")
+        else:
+            self.page.evaluate("window.scrollTo(0, 0)")
+        self.page.screenshot(path=str(site["shots"] / f"{name}.png"), full_page=False)
+
+    def clean(self) -> None:
+        assert self.problems == [], self.problems
+
+
+def login(site) -> Watched:
+    w = Watched(site)
+    w.open(f"/?token={site['api'].token}")
+    assert w.page.url == w.base + "/" and w.page.locator("h1").inner_text() == "Jobs"
+    return w
+
+
+def submit_form(w: Watched, kind: str, values: dict[str, str | bool]) -> None:
+    form = w.page.locator(f"form.submit-job[data-kind={kind}]")
+    if not form.is_visible():
+        w.page.locator("details", has=form).locator("summary").click()
+    for name, value in values.items():
+        field = form.locator(f"[name={name}]")
+        if isinstance(value, bool):
+            field.set_checked(value)
+        elif field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+    form.locator("button[type=submit]").click()
+
+
+def job_id_from_url(w: Watched) -> str:
+    w.page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f]{32}$"), timeout=30_000)
+    return w.page.url.rsplit("/", 1)[1]
+
+
+def wait_job(site, job_id: str, timeout: float = 600) -> dict:
+    job = wait_for(lambda: (j := site["http"].get(f"/jobs/{job_id}").json())["status"] in FINISHED and j,
+                   timeout, interval=1, what=f"job {job_id}")
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_submit_train_from_the_form_and_watch_it_live(site):
+    w = login(site)
+    before = site["http"].get("/jobs").json()["jobs"]
+    # A bad value: the API's own message beside the field, and no job.
+    submit_form(w, "train", {"epochs": "0", "limit": "2000"})
+    error = w.page.locator("form[data-kind=train] [data-error-for=epochs]")
+    error.wait_for(state="visible")
+    assert "greater than or equal to 1" in error.inner_text()
+    assert site["http"].get("/jobs").json()["jobs"] == before
+    w.problems = [p for p in w.problems if "HTTP 422" not in p and "status of 422" not in p]  # that answer was
+    # the point of the check
+
+    submit_form(w, "train", {"epochs": "3", "limit": "2000", "batch_size": "64"})
+    job_id = job_id_from_url(w)
+    site["jobs"]["train"] = job_id
+    w.page.evaluate("window.notReloaded = true")
+    seen: list[tuple[str, str]] = []
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = w.page.locator("[data-job-live]").get_attribute("data-status")
+        text = w.page.locator("#job-head .progress-cell").inner_text().strip()
+        if not seen or seen[-1] != (status, text):
+            seen.append((status, text))
+            if status == "running" and "epoch" in text and not (site["shots"] / "running.png").exists():
+                w.shot(site, "running")
+        if status in FINISHED:
+            break
+        time.sleep(0.3)
+    running = [t for s, t in seen if s == "running" and "%" in t]
+    assert len(set(running)) >= 2, seen  # the progress moved while the page stayed put
+    assert w.page.evaluate("window.notReloaded") is True
+    assert seen[-1][0] == "succeeded", seen
+    result = w.page.locator("#train-result")
+    result.wait_for()
+    assert w.page.locator("#train-result table.metrics").first.locator("tbody tr").count() == 5
+    per_class = w.page.locator("#train-result table.metrics").nth(1).locator("tbody tr")
+    assert per_class.count() == 10
+    assert w.page.locator("table.confusion tbody tr").count() == 10
+    assert w.images_loaded() >= 5  # the F1 chart, curves, reliability, confusion, error gallery
+    model = w.page.locator("a", has_text="Download the model")
+    with w.page.expect_download() as download:
+        model.click()
+    assert Path(download.value.path()).stat().st_size > 10_000
+    w.shot(site, "train")
+    w.clean()
+
+
+def test_classify_grid_filters_and_csv(site):
+    train_id = site["jobs"]["train"]
+    w = login(site)
+    submit_form(w, "classify", {"folder": str(site["images"]), "model": train_id, "gradcam": True,
+                                "shard_size": "20"})
+    job_id = job_id_from_url(w)
+    job = wait_job(site, job_id)
+    files = site["n_images"] + len(site["unreadable"])
+    assert job["result"]["files"] == files and job["result"]["shards"] == 3
+    # The open page follows by itself: once the job has finished it shows the results without a reload.
+    w.page.locator('[data-job-live][data-status="succeeded"]').wait_for(timeout=30_000)
+    w.page.wait_for_load_state("networkidle")
+    cards = w.page.locator(".grid figure.card")
+    assert cards.count() == files
+    # Each readable image shows twice (the image and its Grad-CAM overlay), each must have loaded.
+    assert w.images_loaded() == 2 * site["n_images"]
+    w.shot(site, "classify", at="#prediction-filters")
+
+    form = w.page.locator("#prediction-filters")
+    form.locator("[name=misclassified]").check()
+    form.locator("button[type=submit]").click()
+    w.page.wait_for_load_state("networkidle")
+    wrong = w.page.locator(".grid figure.card")
+    expected = site["http"].get(f"/jobs/{job_id}/predictions", params={"misclassified": True}).json()
+    assert wrong.count() == len(expected["predictions"]) > 0
+    for i in range(wrong.count()):
+        caption = wrong.nth(i).locator("figcaption").inner_text()
+        predicted = caption.split()[0]
+        true = re.search(r"true: (\S+)", caption).group(1)
+        assert predicted != true
+    w.images_loaded()
+
+    w.open(f"/ui/jobs/{job_id}?errors=1")
+    errors = w.page.locator(".grid figure.card.unreadable")
+    assert errors.count() == len(site["unreadable"])
+    assert {e.split()[0] for e in errors.locator("code").all_inner_texts()} == site["unreadable"]
+    with w.page.expect_download() as download:
+        w.page.locator("a", has_text="CSV of these rows").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {Path(r["path"]).name for r in rows} == site["unreadable"] and all(r["error"] for r in rows)
+
+    w.open(f"/ui/jobs/{job_id}?min_confidence=0.9&label=cat")
+    for caption in w.page.locator(".grid figcaption").all_inner_texts():
+        assert caption.split()[0] == "cat" and float(caption.split()[1]) >= 0.9
+    w.open(f"/ui/jobs/{job_id}?min_confidence=7")  # a bad filter: a page that says so, not a 500
+    assert "min_confidence" in w.page.locator(".error-message").inner_text()
+    w.problems = [p for p in w.problems if "422" not in p]
+    w.clean()
+
+
+def test_kfold_layers_compare_workers_and_metrics(site):
+    http, train_id = site["http"], site["jobs"]["train"]
+    ids = {kind: http.post("/jobs", json={"kind": kind, "params": params}).json()["id"] for kind, params in (
+        ("kfold", {"folds": 2, "limit": 600, "epochs": 1, "batch_size": 64}),
+        ("layers", {"model": train_id, "limit": 300, "test_limit": 300}),
+        ("train", {"limit": 1000, "epochs": 1, "batch_size": 64, "preset": "seed"}))}
+    w = login(site)
+    w.open("/ui/workers")  # while those run: the worker is listed with what it runs
+    assert site["worker"].name in w.page.locator("#worker-table").inner_text()
+    w.page.wait_for_function("document.querySelector('#worker-table').innerText.match(/kfold|layers|train/)",
+                             timeout=60_000)
+    w.shot(site, "workers")
+    w.open("/")
+    assert w.page.locator("#job-rows tr[data-active]").count() >= 1
+    w.shot(site, "jobs")
+    for job_id in ids.values():
+        wait_job(site, job_id, timeout=900)
+
+    w.open(f"/ui/jobs/{ids['kfold']}")
+    assert w.page.locator("#kfold-result table.metrics").first.locator("tbody tr").count() == 3  # 2 folds + mean
+    assert w.page.locator("#kfold-result table.metrics").nth(1).locator("tbody tr").count() == 10
+    assert w.images_loaded() == 1
+    w.shot(site, "kfold")
+
+    w.open(f"/ui/jobs/{ids['layers']}")
+    layers = http.get(f"/jobs/{ids['layers']}").json()["result"]["rows"]
+    assert w.page.locator("#layers-result tbody tr").count() == len(layers) >= 3
+    assert w.images_loaded() == 1
+    w.shot(site, "layers")
+
+    w.open("/")  # tick both train jobs, compare
+    for job_id in (train_id, ids["train"]):
+        w.page.locator(f"input[name=ids][value='{job_id}']").check()
+    w.page.locator("button", has_text="Compare").click()
+    w.page.wait_for_load_state("networkidle")
+    assert w.page.locator("#compare-table thead th").count() == 3
+    assert w.page.locator("#compare-f1 tbody tr").count() == 10
+    assert w.images_loaded() == 1
+    w.shot(site, "compare")
+    w.clean()
+
+    text = http.get("/metrics").text
+    assert re.search(r'convlens_jobs\{kind="train",status="succeeded"\} 2\.0', text), text
+    assert re.search(r'convlens_job_duration_seconds_count\{kind="classify",status="succeeded"\} 1\.0', text)
+    assert re.search(r'convlens_queue_depth\{queue="gpu"\} 0\.0', text)
+    assert site["api"].client().get("/metrics").status_code == 401
