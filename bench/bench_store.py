@@ -35,7 +35,7 @@ def _rows(n: int, seed: int):
             continue
         c, t = CLASSES[pred[i]], CLASSES[true[i]]
         yield PredictionRow(path=f"/data/{t}/{i:07d}.png", predicted=c, confidence=float(conf[i]),
-                            top_k=[(c, float(conf[i]))], decision=c, true_label=t,
+                            top_k=[(c, float(conf[i]))], decision=c if sizes[i] == 1 else "uncertain", true_label=t,
                             prediction_set=CLASSES[:sizes[i]])
 
 

@@ -213,6 +213,23 @@ def test_http_end_to_end(http, cluster, cifar):
     assert len(small) + len(big) + len(empty) == n and all(p["set_size"] >= 2 for p in big)
     sure = http.get(f"/jobs/{job_id}/predictions", params={"min_confidence": 0.5}).json()["predictions"]
     assert all(p["confidence"] >= 0.5 for p in sure)
+    # Keyset pages (`after` = the previous page's next_after) are the offset pages, at any depth.
+    everything = http.get(f"/jobs/{job_id}/predictions").json()["predictions"]
+    walked, after = [], None
+    while True:
+        page = http.get(f"/jobs/{job_id}/predictions", params={"limit": 7, **({"after": after} if after else {})})
+        walked += page.json()["predictions"]
+        after = page.json()["next_after"]
+        if after is None:
+            break
+    assert walked == everything and len(walked) == n + len(bad)
+    uncertain = http.get(f"/jobs/{job_id}/predictions", params={"uncertain": True}).json()["predictions"]
+    assert [p["path"] for p in uncertain] == [p["path"] for p in everything if p["decision"] == "uncertain"]
+    table = list(csv.DictReader(io.StringIO(http.get(f"/jobs/{job_id}/predictions.csv",
+                                                     params={"misclassified": True}).text)))
+    wrong = http.get(f"/jobs/{job_id}/predictions", params={"misclassified": True}).json()["predictions"]
+    assert [r["path"] for r in table] == [p["path"] for p in wrong]
+    assert all(r["predicted"] != r["true_label"] for r in table)
     listed = http.get("/jobs", params={"kind": "classify", "status": "succeeded"}).json()["jobs"]
     assert job_id in [j["id"] for j in listed]
     metrics = http.get(f"/jobs/{job_id}/metrics").json()["metrics"]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,27 @@ def test_short_training_beats_chance_and_writes_outputs(trained):
     assert json.loads(open(r["paths"]["result"]).read())["metrics"]["test"]["accuracy"] == \
         r["metrics"]["test"]["accuracy"]
     assert r["class_weights"] is not None and len(r["history"]["val_loss"]) == r["epochs_run"]
+
+
+def tensorboard_scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    """What `tensorboard --logdir` shows: the scalar `tag` per epoch, read back by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(log_dir), size_guidance={"tensors": 0, "scalars": 0})
+    board.Reload()
+    import tensorflow as tf
+
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in board.Tensors(tag)}
+
+
+def test_tensorboard_event_files_hold_every_epoch(trained):
+    r = trained["result"]
+    logs = Path(r["paths"]["model"]).parent / "tensorboard"
+    train_loss = tensorboard_scalars(logs / "train", "epoch_loss")
+    val_loss = tensorboard_scalars(logs / "validation", "epoch_loss")
+    assert sorted(train_loss) == list(range(r["epochs_run"]))
+    assert [round(train_loss[i], 4) for i in sorted(train_loss)] == [round(v, 4) for v in r["history"]["loss"]]
+    assert [round(val_loss[i], 4) for i in sorted(val_loss)] == [round(v, 4) for v in r["history"]["val_loss"]]
 
 
 def test_metrics_equal_scikit_learn(trained, cifar):

@@ -1,0 +1,148 @@
+"""The dashboard at scale: server time per page with 10,000 jobs and a classify job of 1,000,000 prediction
+rows, on SQLite and PostgreSQL side by side (target: every page under 200 ms).
+
+    python bench/bench_dashboard.py [--jobs 10000] [--rows 1000000] [--pg postgresql://postgres@127.0.0.1:5432/test]
+
+Pages are requested in-process (Starlette's TestClient, a session cookie like a browser's), so the figure is
+the server's time: queries plus rendering, without a network. Median of 5 requests after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from bench_store import fill, timed
+
+KINDS = ("train", "classify", "layers", "kfold")
+STATUSES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled", "queued", "running")
+
+
+def result_of(kind: str, rng: random.Random) -> dict:
+    """Just what a job list shows of each kind's result (its headline)."""
+    acc = rng.random()
+    return {"train": {"accuracy": acc},
+            "classify": {"classified": rng.randrange(10**6), "unreadable": rng.randrange(100)},
+            "layers": {"rows": [{"layer": "conv3", "probe_accuracy": acc}]},
+            "kfold": {"metrics": {"accuracy": {"mean": acc, "std": 0.01}}}}[kind]
+
+
+def add_jobs(n: int) -> None:
+    from convlens.db.models import Job
+    from convlens.db.session import session_scope
+
+    rng = random.Random(0)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        kind, status = KINDS[i % 4], rng.choice(STATUSES)
+        began = start + timedelta(minutes=i)
+        rows.append({"id": uuid.uuid4().hex, "kind": kind, "status": status, "params": {"limit": 1000},
+                     "created_at": began, "started_at": began if status != "queued" else None,
+                     "finished_at": began + timedelta(seconds=rng.randrange(5, 3600))
+                     if status in ("succeeded", "failed", "cancelled") else None,
+                     "worker": f"w{i % 8}@bench", "submitted_by": "bench",
+                     "result": result_of(kind, rng) if status == "succeeded" else None,
+                     "progress": {"stage": "train", "fraction": 0.5} if status == "running" else None})
+    with session_scope() as s:
+        s.execute(Job.__table__.insert(), rows)
+
+
+def finish(job_id: str) -> None:
+    """The filled classify job as its aggregation leaves it."""
+    from convlens.db.models import Job
+    from convlens.db.session import session_scope
+
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        job.status, job.started_at, job.finished_at = "succeeded", datetime.now(UTC), datetime.now(UTC)
+        job.result = {"files": 10**6, "classified": 10**6, "unreadable": 0, "shards": 50,
+                      "per_class": {c: 10**5 for c in ("airplane", "cat", "dog")}}
+
+
+def pages(client, job_id: str) -> dict[str, float]:
+    def get(url: str):
+        def fetch():
+            r = client.get(url)
+            assert r.status_code == 200, (url, r.status_code, r.text[:300])
+        return fetch
+
+    deep = client.get(f"/jobs/{job_id}/predictions", params={"limit": 1, "offset": args.rows // 2}).json()
+    cursor = deep["next_after"]
+    job = f"/ui/jobs/{job_id}"
+    return {
+        "jobs, first page": timed(get("/")),
+        "jobs, last page": timed(get(f"/?offset={(args.jobs // 50 - 1) * 50}")),
+        "jobs, failed train jobs": timed(get("/?status=failed&kind=train")),
+        "jobs rows (the live poll)": timed(get("/ui/jobs/rows")),
+        "classify grid, first page": timed(get(job)),
+        f"classify grid, page at row {args.rows // 2:,}": timed(get(f"{job}?after={cursor}")),
+        "classify grid, label cat": timed(get(f"{job}?label=cat")),
+        "classify grid, misclassified": timed(get(f"{job}?misclassified=1")),
+        "classify grid, uncertain": timed(get(f"{job}?uncertain=1")),
+        "classify grid, unreadable": timed(get(f"{job}?errors=1")),
+        "classify grid, confidence >= 0.999": timed(get(f"{job}?min_confidence=0.999")),
+        "CSV, cat with confidence >= 0.99": timed(get(f"/jobs/{job_id}/predictions.csv?label=cat&min_confidence=0.99"),
+                                                   repeat=3),
+        "/metrics (Prometheus)": timed(get("/metrics")),
+    }
+
+
+def run_on(url: str | None) -> dict[str, float]:
+    from fastapi.testclient import TestClient
+
+    from convlens.api.http import app
+    from convlens.api.tokens import create_token
+    from convlens.db.session import _engine, ensure_current, upgrade
+
+    _engine.cache_clear()
+    if url:
+        os.environ["CONVLENS_DATABASE_URL"] = url
+        upgrade(url)
+    else:
+        os.environ.pop("CONVLENS_DATABASE_URL", None)
+        ensure_current()
+    add_jobs(args.jobs)
+    job_id, _ = fill(args.rows)
+    finish(job_id)
+    client = TestClient(app)
+    client.cookies.set("convlens_session", create_token(f"bench-{uuid.uuid4().hex[:6]}", "read").token)
+    return pages(client, job_id)
+
+
+def main() -> None:
+    import psycopg
+
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["CONVLENS_HOME"] = home
+        os.environ["CONVLENS_BROKER_URL"] = "redis://127.0.0.1:6379/15"  # queue depths: an empty db
+        sqlite = run_on(None)
+        name = f"convlens_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(args.pg, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            pg = run_on(args.pg.rsplit("/", 1)[0] + "/" + name)
+        finally:
+            from convlens.db.session import _engine
+
+            _engine.cache_clear()
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"{args.jobs:,} jobs, a classify job of {args.rows:,} rows; server ms per page, median of 5 "
+          "(target: under 200)")
+    print(f"{'page':40s} {'SQLite':>10s} {'PostgreSQL':>12s}")
+    for key in sqlite:
+        print(f"{key:40s} {sqlite[key]:>10.1f} {pg[key]:>12.1f}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--jobs", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = ap.parse_args()
+    main()
