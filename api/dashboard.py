@@ -259,7 +259,9 @@ def compare(request: Request, who: Reader,
 def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLResponse:
     from convlens.worker.monitor import live_workers, queue_depths
 
-    running = queries.list_jobs("running", top_level=False, limit=500)
+    # A fanned-out job is "running" while its parts run: the parts are what occupies the workers.
+    running = [j for j in queries.list_jobs("running", top_level=False, limit=500)
+               if j.parent_id or j.kind not in KINDS or not KINDS[j.kind].fans_out]
     by_worker: dict[str, list[JobView]] = {}
     for job in running:
         by_worker.setdefault(job.worker or "(unknown)", []).append(job)

@@ -243,6 +243,11 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     w.open("/")
     assert w.page.locator("#job-rows tr[data-active]").count() >= 1
     w.shot(site, "jobs")
+    # Cancel from the list: a long job, queued behind those.
+    long_id = http.post("/jobs", json={"kind": "train", "params": {"limit": 10000, "epochs": 50}}).json()["id"]
+    w.page.locator(f"#job-rows tr[data-job='{long_id}'] button[data-cancel]").click(timeout=10_000)
+    wait_for(lambda: http.get(f"/jobs/{long_id}").json()["status"] == "cancelled", 30, what="the cancel")
+    w.page.locator(f"#job-rows tr[data-job='{long_id}'][data-status=cancelled]").wait_for(timeout=10_000)
     for job_id in ids.values():
         wait_job(site, job_id, timeout=900)
 

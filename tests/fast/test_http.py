@@ -32,7 +32,7 @@ def test_every_response_has_a_schema(client):
         for method, op in ops.items():
             ok = next(v for k, v in op["responses"].items() if k.startswith("2"))
             assert ok.get("content"), (method, path)
-            if path not in ("/artifacts/{key}", "/"):
+            if path not in ("/artifacts/{key}", "/", "/metrics", "/jobs/{job_id}/predictions.csv"):
                 assert "$ref" in ok["content"]["application/json"]["schema"], (method, path)
     schemas = doc["components"]["schemas"]
     assert {"JobView", "TrainResult", "KfoldResult", "LayersResult", "ClassifyResult", "ShardResult",
@@ -86,3 +86,46 @@ def test_a_stored_job_reads_back_typed(client, tmp_path):
     with session_scope() as s:
         steps.store(s, job_id, 0, Output(result=result, predictions=rows[:3]))
     assert len(preds()) == 3
+
+
+def test_dashboard_pages_refuse_hostile_input_without_a_500(client, tmp_path):
+    """Pages and their image routes: every malformed or hostile request is a 4xx page, never a 500."""
+    from convlens.db.rows import PredictionRow
+    from convlens.worker import lifecycle, steps
+    from convlens.worker.kinds.base import Output
+    from convlens.worker.kinds.classify import ClassifyResult
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "secret.png").write_bytes(b"not yours")
+    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": "0" * 32})
+    rows = [PredictionRow(path=str(tmp_path / "secret.png"), predicted="cat", confidence=0.9)]
+    result = ClassifyResult(files=1, classified=1, unreadable=0, per_class={"cat": 1}, shards=1,
+                            overlay_dir="/etc")
+    with session_scope() as s:
+        steps.store(s, job_id, 0, Output(result=result, predictions=rows))
+        lifecycle.finish(s.get(Job, job_id), result.model_dump())
+    row_id = client.get(f"/jobs/{job_id}/predictions").json()["predictions"][0]["id"]
+    page = f"/ui/jobs/{job_id}"
+    cases = {
+        "/?status=bogus": 422, "/?offset=-1": 422, "/?kind=%00": 422, f"{page}?after=1.x": 422,
+        f"{page}?after=99999999999999999999.1": 422, f"{page}?min_confidence=nan": 422,
+        f"{page}?min_confidence=abc": 422, f"{page}?min_confidence=2": 422,
+        "/ui/jobs/..%2F..%2Fetc": 404, "/ui/jobs/" + "f" * 32: 404,
+        f"{page}/images/0": 404, f"{page}/images/99999999999999999999999": 404, f"{page}/images/abc": 422,
+        # A row whose file lies outside the job's folder is not served, nor an overlay outside CONVLENS_HOME.
+        f"{page}/images/{row_id}": 404, f"{page}/overlays/{row_id}": 404,
+        f"/ui/jobs/{'0' * 32}/images/{row_id}": 404,
+        "/ui/compare?ids=nothex": 404, f"/ui/compare?ids={'a' * 32}&ids={job_id}": 404,
+        "/ui/compare?" + "&".join(["ids=" + "a" * 32] * 9): 422,
+    }
+    for url, status in cases.items():
+        r = client.get(url)
+        assert r.status_code == status, (url, r.status_code, r.text[:300])
+        assert r.headers["content-type"].startswith("text/html") and "Content-Security-Policy" in r.headers
+    assert client.get(f"/ui/compare?ids={job_id}").status_code == 422  # not a train job: says so
+    ok = client.get(f"{page}?label=%F0%9F%90%88&min_confidence=0.5&misclassified=1&uncertain=1&errors=1")
+    assert ok.status_code == 200 and "No predictions match" in ok.text
+    assert client.get(page).status_code == 200 and f"/ui/jobs/{job_id}/images/{row_id}" in client.get(page).text
+    anonymous = TestClient(client.app)
+    for url in ("/", page, "/ui/workers", f"{page}/images/{row_id}", "/metrics"):
+        assert anonymous.get(url).status_code == 401, url
