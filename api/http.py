@@ -17,7 +17,6 @@ from fastapi.responses import (
     FileResponse,
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
@@ -175,7 +174,7 @@ def home(request: Request, token: str | None = None, status: Status | None = Non
     return dashboard.jobs_page(request, who, status, kind, offset)
 
 
-@app.get("/metrics", response_class=PlainTextResponse, tags=["service"], responses={
+@app.get("/metrics", response_class=Response, tags=["service"], responses={
     **ERRORS, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 def prometheus_metrics(_: Reader) -> Response:
     """Jobs by kind and status, queue depths and job durations, for Prometheus (scrape with a read token)."""

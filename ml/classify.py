@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,8 @@ from convlens.ml.listing import overlay_name
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import TrainedModel
 from convlens.ml.thresholds import decisions
+
+DECODE_THREADS = 4  # PNG decoding per worker process; bench/bench_jobs.py reports the decode rate per core
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,17 @@ def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path |
 
 
 def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bool,
-             within: Path | None) -> Iterator[list]:
-    # Decoding runs in threads (PIL releases the GIL) one batch ahead of the model.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+             within: Path | None, ahead: int = 2) -> Iterator[list]:
+    """Decoded batches in order. Decoding runs in threads (PIL releases the GIL) `ahead` batches in front of the
+    caller, so the model never waits for a batch that could have been decoded while it ran the last one."""
+    pending: deque[list[Future]] = deque()
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for start in range(0, len(paths), batch_size):
-            yield list(pool.map(lambda p: _read(p, size, keep, within), paths[start:start + batch_size]))
+            pending.append([pool.submit(_read, p, size, keep, within) for p in paths[start:start + batch_size]])
+            if len(pending) > ahead:
+                yield [f.result() for f in pending.popleft()]
+        while pending:
+            yield [f.result() for f in pending.popleft()]
 
 
 def classify_files(

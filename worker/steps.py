@@ -8,6 +8,7 @@ job's rows outside any part, a part replaces its own part's rows (metrics by fol
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import delete, insert
@@ -46,13 +47,32 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
     s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)
     s.add_all(a.model_copy(update={"part": part}).orm(job_id) for a in out.artifacts)
-    if out.predictions:  # one bulk INSERT (batched by SQLAlchemy's insertmanyvalues), not a row object each
-        s.execute(insert(Prediction), [{**p.model_dump(mode="json"), "job_id": job_id, "shard": part}
-                                       for p in out.predictions])
+    if out.predictions:
+        insert_predictions(s, [{**p.model_dump(mode="json", exclude={"id"}), "job_id": job_id, "shard": part}
+                               for p in out.predictions])
     if out.model is not None:
         s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
         s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,
                               class_names=out.model.class_names, thresholds=out.model.thresholds))
+
+
+PREDICTION_COLUMNS = ("job_id", "shard", "path", "predicted", "confidence", "top_k", "decision", "true_label",
+                      "error", "prediction_set", "set_size")
+JSON_COLUMNS = ("top_k", "prediction_set")
+
+
+def insert_predictions(s: Session, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one COPY in the session's transaction (several times an INSERT's rows/s); SQLite: one
+    executemany (SQLAlchemy batches it)."""
+    connection = s.connection()
+    if connection.dialect.name != "postgresql":
+        s.execute(insert(Prediction), rows)
+        return
+    statement = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
+                            for c in PREDICTION_COLUMNS])
 
 
 @guarded
