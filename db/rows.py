@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from convlens.db.models import Artifact, Metric, Prediction
@@ -43,13 +45,23 @@ class PredictionRow(BaseModel):
         return None if self.prediction_set is None else len(self.prediction_set)
 
     def orm(self, job_id: str) -> Prediction:
-        return Prediction(job_id=job_id, **self.model_dump(mode="json", exclude={"id"}))
+        return Prediction(job_id=job_id, **self.columns())
+
+    def columns(self) -> dict[str, Any]:
+        """The stored columns' values, read straight off the fields: a bulk store writes 100,000s of rows, and
+        a serializer pass per row cost more than the database's insert."""
+        values = {name: getattr(self, name) for name in STORED_FIELDS}
+        values["set_size"] = self.set_size
+        return values
 
     @classmethod
     def of(cls, p: Prediction) -> PredictionRow:
         return cls(id=p.id, path=p.path, predicted=p.predicted, confidence=p.confidence, top_k=p.top_k,
                    decision=p.decision, true_label=p.true_label, error=p.error, shard=p.shard,
                    prediction_set=p.prediction_set)
+
+
+STORED_FIELDS = tuple(name for name in PredictionRow.model_fields if name != "id")
 
 
 class ArtifactRow(BaseModel):

@@ -24,6 +24,8 @@ from convlens.ml.saved import TrainedModel
 from convlens.ml.thresholds import decisions
 
 DECODE_THREADS = 4  # PNG decoding per worker process; bench/bench_jobs.py reports the decode rate per core
+DECODE_CHUNK = 32  # files per decoding task
+OVERLAY_THREADS = 2  # Grad-CAM overlays written (PNG-encoded) beside the model
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,26 @@ def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path |
         return path, None, None, exc.reason
 
 
+def _read_chunk(paths: list[Path], size: tuple[int, int], keep: bool, within: Path | None) -> list:
+    return [_read(p, size, keep, within) for p in paths]
+
+
 def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bool,
              within: Path | None, ahead: int = 2) -> Iterator[list]:
     """Decoded batches in order. Decoding runs in threads (PIL releases the GIL) `ahead` batches in front of the
-    caller, so the model never waits for a batch that could have been decoded while it ran the last one."""
+    caller, so the model never waits for a batch that could have been decoded while it ran the last one. Each
+    thread takes a chunk of files: a future per file cost more in locking than a small PNG's decoding."""
     pending: deque[list[Future]] = deque()
+    chunk = max(1, min(DECODE_CHUNK, batch_size // DECODE_THREADS))
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for start in range(0, len(paths), batch_size):
-            pending.append([pool.submit(_read, p, size, keep, within) for p in paths[start:start + batch_size]])
+            batch = paths[start:start + batch_size]
+            pending.append([pool.submit(_read_chunk, batch[i:i + chunk], size, keep, within)
+                            for i in range(0, len(batch), chunk)])
             if len(pending) > ahead:
-                yield [f.result() for f in pending.popleft()]
+                yield [r for f in pending.popleft() for r in f.result()]
         while pending:
-            yield [f.result() for f in pending.popleft()]
+            yield [r for f in pending.popleft() for r in f.result()]
 
 
 def classify_files(
@@ -94,38 +104,55 @@ def classify_files(
     if conformal is not None and trained.calibration is not None:
         set_thresholds = trained.calibration.thresholds(len(names), conformal.alpha, conformal.method,
                                                         conformal.class_conditional)
-    for batch in _batches(paths, size, batch_size, gradcam, within):
-        good = [b for b in batch if b[1] is not None]
-        by_path: dict[Path, dict[str, Any]] = {}
-        if good:
-            x = np.stack([g[1] for g in good]).astype(np.float32) / 255.0
-            probs = apply_temperature(predict(tf.constant(x)).numpy().astype(np.float32), trained.temperature)
-            members = None if set_thresholds is None else sets(
-                probs, set_thresholds, conformal.method, uniforms_of([str(g[0]) for g in good]))
-            order = np.argsort(-probs, axis=1)[:, :k]
-            if trained.thresholds:
-                dec, passed = decisions(probs, trained.thresholds)
-            else:
-                dec, passed = probs.argmax(1), np.ones(len(probs), bool)
-            cams = compute_cam(model, x, class_idx=order[:, 0], cam_model=cam_model)[0] if gradcam else None
-            for i, (path, _, original, _) in enumerate(good):
-                row = {
-                    "path": str(path),
-                    "predicted": names[order[i, 0]],
-                    "confidence": float(probs[i, order[i, 0]]),
-                    "top_k": [[names[c], float(probs[i, c])] for c in order[i]],
-                    "decision": names[dec[i]] if passed[i] else "uncertain",
-                    "prediction_set": None if members is None else [names[c] for c in np.flatnonzero(members[i])],
-                    "true_label": path.parent.name if path.parent.name in names else None,
-                    "error": None,
-                }
-                if members is not None and conformal is not None and conformal.decide:
-                    row["decision"] = row["prediction_set"][0] if len(row["prediction_set"]) == 1 else "uncertain"
-                if gradcam:
-                    row["overlay"] = str(save_overlay(original, cams[i], out_dir / overlay_name(path)))
-                by_path[path] = row
-        # Rows keep the order of the input list; unreadable files get their error instead of a prediction.
-        rows.extend(by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch)
-        if progress is not None:
-            progress(ProgressEvent(stage="classify", done=len(rows), total=len(paths)))
+    # Overlays are written by threads (PNG encoding and file creation release the GIL) while the model goes on.
+    writer = ThreadPoolExecutor(max_workers=OVERLAY_THREADS) if gradcam else None
+    written: list[Future] = []
+    try:
+        for batch in _batches(paths, size, batch_size, gradcam, within):
+            good = [b for b in batch if b[1] is not None]
+            by_path: dict[Path, dict[str, Any]] = {}
+            if good:
+                x = np.stack([g[1] for g in good]).astype(np.float32) / 255.0
+                probs = apply_temperature(predict(tf.constant(x)).numpy().astype(np.float32), trained.temperature)
+                members = None if set_thresholds is None else sets(
+                    probs, set_thresholds, conformal.method, uniforms_of([str(g[0]) for g in good]))
+                order = np.argsort(-probs, axis=1)[:, :k]
+                if trained.thresholds:
+                    dec, passed = decisions(probs, trained.thresholds)
+                else:
+                    dec, passed = probs.argmax(1), np.ones(len(probs), bool)
+                cams = compute_cam(model, x, class_idx=order[:, 0], cam_model=cam_model)[0] if gradcam else None
+                for i, (path, _, original, _) in enumerate(good):
+                    row = {
+                        "path": str(path),
+                        "predicted": names[order[i, 0]],
+                        "confidence": float(probs[i, order[i, 0]]),
+                        "top_k": [[names[c], float(probs[i, c])] for c in order[i]],
+                        "decision": names[dec[i]] if passed[i] else "uncertain",
+                        "prediction_set": None if members is None
+                        else [names[c] for c in np.flatnonzero(members[i])],
+                        "true_label": path.parent.name if path.parent.name in names else None,
+                        "error": None,
+                    }
+                    if members is not None and conformal is not None and conformal.decide:
+                        single = len(row["prediction_set"]) == 1
+                        row["decision"] = row["prediction_set"][0] if single else "uncertain"
+                    if gradcam:
+                        target = out_dir / overlay_name(path)
+                        written.append(writer.submit(save_overlay, original, cams[i], target))
+                        row["overlay"] = str(target)
+                    by_path[path] = row
+            # Rows keep the order of the input list; unreadable files get their error instead of a prediction.
+            rows.extend(by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch)
+            if progress is not None:
+                progress(ProgressEvent(stage="classify", done=len(rows), total=len(paths)))
+            finished = {f for f in written if f.done()}
+            for f in finished:
+                f.result()  # a failed write (a full disk) fails the shard now
+            written = [f for f in written if f not in finished]
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
+    for f in written:
+        f.result()
     return rows

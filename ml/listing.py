@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convlens.ml.data.images import list_files
+from convlens.ml.data.images import list_files, path_order
 
 
 def list_folder(root: Path) -> list[Path]:
@@ -18,7 +18,7 @@ def list_folder(root: Path) -> list[Path]:
 
 def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
     """n contiguous shards of the sorted list whose sizes differ by at most one: no overlap, nothing missing."""
-    files = sorted(files)
+    files = sorted(files, key=path_order)
     n_shards = max(1, min(n_shards, len(files))) if files else 1
     bounds = np.linspace(0, len(files), n_shards + 1).round().astype(int)
     return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -94,9 +94,10 @@ def unchanged(checked: str) -> Path:
 
 
 def files_within(root: Path, files: list[Path]) -> list[Path]:
-    """Drops files (symlinks included) whose real path escapes root."""
+    """Drops symlinked files whose real path escapes root (the listing enters no symlinked folder, so only a
+    file that is itself a link can lead out; images are confined again when opened)."""
     root = root.resolve()
-    return [f for f in files if f.resolve().is_relative_to(root)]
+    return [f for f in files if not f.is_symlink() or f.resolve().is_relative_to(root)]
 
 
 def resolve_model(ref: str) -> Path:

@@ -46,10 +46,11 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
     for table, column in PART_COLUMN.items():
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
     s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)
-    s.add_all(a.model_copy(update={"part": part}).orm(job_id) for a in out.artifacts)
+    if out.artifacts:  # a classify shard with Grad-CAM has one per image: one executemany, no ORM objects
+        s.execute(insert(Artifact.__table__), [{"job_id": job_id, "kind": a.kind, "path": a.path, "part": part}
+                                               for a in out.artifacts])
     if out.predictions:
-        insert_predictions(s, [{**p.model_dump(mode="json", exclude={"id"}), "job_id": job_id, "shard": part}
-                               for p in out.predictions])
+        insert_predictions(s, [{**p.columns(), "job_id": job_id, "shard": part} for p in out.predictions])
     if out.model is not None:
         s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
         s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,
@@ -66,7 +67,7 @@ def insert_predictions(s: Session, rows: list[dict[str, Any]]) -> None:
     executemany (SQLAlchemy batches it)."""
     connection = s.connection()
     if connection.dialect.name != "postgresql":
-        s.execute(insert(Prediction), rows)
+        s.execute(insert(Prediction.__table__), rows)  # Core's executemany: no ORM bookkeeping per row
         return
     statement = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
     with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
