@@ -48,13 +48,39 @@ def fill(n: int, shard_size: int = 20_000) -> tuple[str, float]:
     steps.create_job("classify", {"folder": "/", "model": "0" * 32})  # a neighbour of 10,000 rows
     job_id = steps.create_job("classify", {"folder": "/", "model": "0" * 32})
     rows = _rows(n, 0)
-    started = time.perf_counter()
+    spent = 0.0  # in the store only: generating the rows is not the store's work
     for shard in range((n + shard_size - 1) // shard_size):
         chunk = [next(rows) for _ in range(min(shard_size, n - shard * shard_size))]
+        started = time.perf_counter()
         with session_scope() as s:
             steps.store(s, job_id, shard, Output(result=ShardResult(classified=len(chunk), errors=0),
                                                  predictions=chunk))
-    return job_id, time.perf_counter() - started
+        spent += time.perf_counter() - started
+    return job_id, spent
+
+
+def write_paths(n: int = 100_000, shard_size: int = 20_000) -> dict[str, float]:
+    """Rows/s of the two bulk writes, on the same rows in the same run: one executemany per shard (SQLAlchemy
+    Core), and steps.insert_predictions (COPY on PostgreSQL, the same executemany on SQLite)."""
+    from sqlalchemy import insert
+
+    from convlens.db.models import Prediction
+    from convlens.db.session import session_scope
+    from convlens.worker import steps
+
+    out = {}
+    rows = list(_rows(n, 1))
+    for name, write in (("executemany", lambda s, batch: s.execute(insert(Prediction.__table__), batch)),
+                        ("store path", steps.insert_predictions)):
+        job_id = steps.create_job("classify", {"folder": "/", "model": "0" * 32})
+        batches = [[{**r.columns(), "job_id": job_id, "shard": k} for r in rows[k * shard_size:(k + 1) * shard_size]]
+                   for k in range(n // shard_size)]
+        started = time.perf_counter()
+        for batch in batches:
+            with session_scope() as s:
+                write(s, batch)
+        out[f"write, {name} (rows/s)"] = n / (time.perf_counter() - started)
+    return out
 
 
 def timed(fn, repeat: int = 5) -> float:
@@ -67,7 +93,7 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def queries(job_id: str) -> dict[str, float]:
+def queries(job_id: str, n: int) -> dict[str, float]:
     from sqlalchemy import func, select
 
     from convlens.api import queries as q
@@ -79,16 +105,37 @@ def queries(job_id: str) -> dict[str, float]:
             return s.execute(select(Prediction.predicted, func.count()).where(Prediction.job_id == job_id)
                              .group_by(Prediction.predicted)).all()
 
+    half = n // 2
+    middle = q.predictions(job_id, limit=1, offset=half)[0]
+    cursor = (middle.shard, middle.id)
+    aggregation = timed(lambda: aggregate(job_id), repeat=1)
     return {
         "first page (100, path order)": timed(lambda: q.predictions(job_id, limit=100)),
-        "page at offset 500,000": timed(lambda: q.predictions(job_id, limit=100, offset=500_000)),
+        f"page at offset {half:,} (offset=)": timed(lambda: q.predictions(job_id, limit=100, offset=half)),
+        f"page after row {half:,} (after=)": timed(lambda: q.predictions(job_id, limit=100, after=cursor)),
         "--label cat (first 100)": timed(lambda: q.predictions(job_id, "cat", limit=100)),
         "--misclassified (first 100)": timed(lambda: q.predictions(job_id, misclassified=True, limit=100)),
         "--min-confidence 0.999 (first 100)": timed(lambda: q.predictions(job_id, min_confidence=0.999, limit=100)),
         "--errors (first 100)": timed(lambda: q.predictions(job_id, errors=True, limit=100)),
         "--set-size 3 (first 100)": timed(lambda: q.predictions(job_id, limit=100, set_size=3)),
-        "counts per class": timed(per_class),
+        "counts per class, GROUP BY": timed(per_class),
+        "aggregation (once per job)": aggregation,
+        "counts per class, stored (metrics)": timed(
+            lambda: [m for m in q.metrics(job_id) if m.name == "count"]),
     }
+
+
+def aggregate(job_id: str) -> None:
+    """What a classify job's last step does: counts per class and set size, stored as its metrics."""
+    from convlens.db.session import session_scope
+    from convlens.worker import steps
+    from convlens.worker.kinds.base import Context
+    from convlens.worker.kinds.classify import Classify
+
+    with session_scope() as s:
+        kind = Classify()
+        out = kind.aggregate(s, Context(job_id, None, Path("."), lambda e: None), [])
+        steps.store(s, job_id, None, out)
 
 
 def run_on(url: str | None, n: int) -> dict[str, float]:
@@ -102,7 +149,7 @@ def run_on(url: str | None, n: int) -> dict[str, float]:
         os.environ.pop("CONVLENS_DATABASE_URL", None)
         ensure_current()
     job_id, fill_s = fill(n)
-    return {"write (rows/s)": n / fill_s, **queries(job_id)}
+    return {**write_paths(), "write, 1M rows via steps.store (rows/s)": n / fill_s, **queries(job_id, n)}
 
 
 def main() -> None:
@@ -128,10 +175,11 @@ def main() -> None:
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(f"{args.rows:,} prediction rows in one job; median of 5 runs, ms (target: under 200)")
-    print(f"{'query':40s} {'SQLite':>10s} {'PostgreSQL':>12s}")
+    print(f"{'query':42s} {'SQLite':>10s} {'PostgreSQL':>12s}")
     for key in sqlite:
         fmt = "{:>10,.0f}" if key.startswith("write") else "{:>10.1f}"
-        print(f"{key:40s} {fmt.format(sqlite[key])} {fmt.format(pg[key]):>12s}")
+        label = key.replace("1M rows", f"{args.rows:,} rows")
+        print(f"{label:42s} {fmt.format(sqlite[key])} {fmt.format(pg[key]):>12s}")
 
 
 if __name__ == "__main__":
