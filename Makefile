@@ -37,6 +37,8 @@ bench: install
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_fast.py
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_dashboard.py
+	$(PY) bench/bench_jobs.py
 
 clean:
 	rm -rf $(VENV) .convlens .pytest_cache
