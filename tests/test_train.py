@@ -152,7 +152,9 @@ def test_time_budget_stops_training_on_the_clock(tmp_path, cifar):
     assert 1 <= result["epochs_run"] < 200
     assert result["timings"]["fit_s"] < 40
     assert result["timings"]["total_s"] < 40 + 30  # evaluation is estimated, not exact
-    assert result["metrics"]["test"]["accuracy"] > 0.15
+    # Says how much training the clock allowed when it fails (it once measured chance-level accuracy in CI).
+    assert result["metrics"]["test"]["accuracy"] > 0.15, {k: result.get(k) for k in (
+        "epochs_run", "steps_run", "timings", "history")}
     assert result["epochs_trained"] == round(result["steps_run"] / 29, 2) and result["warnings"] == []
 
 
