@@ -141,7 +141,7 @@ def classify_context(job: JobView, request: Request) -> dict[str, Any]:
     }
     after = _cursor(q.get("after"))
     rows = queries.predictions(job.id, limit=GRID, after=after, **filters)
-    nxt = f"{rows[-1].shard or 0}.{rows[-1].id}" if len(rows) == GRID else None
+    nxt = queries.next_cursor(rows, GRID)
     query = {k: ("1" if v is True else v) for k, v in filters.items() if v not in (None, False)}
     return {"rows": rows, "filters": filters, "next_after": nxt, "query": query, "first_page": after is None,
             "overlays": bool(job.result and job.result.model_dump().get("overlay_dir")),

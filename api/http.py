@@ -269,10 +269,6 @@ class PredictionQuery:
         return queries.predictions(job_id, limit=limit, offset=offset, after=cursor, **self.filters)
 
 
-def next_cursor(rows: list[PredictionRow], limit: int) -> str | None:
-    return f"{rows[-1].shard or 0}.{rows[-1].id}" if len(rows) == limit and rows[-1].id is not None else None
-
-
 @app.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND, tags=["results"])
 def job_predictions(job_id: str, _: Reader, query: Annotated[PredictionQuery, Depends()],
                     limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
@@ -282,7 +278,7 @@ def job_predictions(job_id: str, _: Reader, query: Annotated[PredictionQuery, De
     _job_or_404(job_id)
     rows = query.page(job_id, limit, offset, after)
     return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset,
-                           next_after=next_cursor(rows, limit))
+                           next_after=queries.next_cursor(rows, limit))
 
 
 CSV_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "prediction_set", "error", "top_k"]
@@ -308,7 +304,7 @@ def job_predictions_csv(job_id: str, _: Reader, query: Annotated[PredictionQuery
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-            after = next_cursor(rows, 5000)
+            after = queries.next_cursor(rows, 5000)
             if after is None:
                 return
 

@@ -110,6 +110,11 @@ def predictions(job_id: str, label: str | None = None, min_confidence: float | N
         return [PredictionRow.of(p) for p in s.scalars(q)]
 
 
+def next_cursor(rows: list[PredictionRow], limit: int) -> str | None:
+    """The `after` of the page following `rows` ("SHARD.ID"), or None when that was the last page."""
+    return f"{rows[-1].shard or 0}.{rows[-1].id}" if len(rows) == limit and rows[-1].id is not None else None
+
+
 def artifact(key: str) -> Artifact | None:
     with session_scope() as s:
         return s.scalars(select(Artifact).where(Artifact.key == key)).first()

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from bench_store import fill, timed
+from bench_store import fill, timed, use_database
 
 KINDS = ("train", "classify", "layers", "kfold")
 STATUSES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled", "queued", "running")
@@ -99,15 +99,8 @@ def run_on(url: str | None) -> dict[str, float]:
 
     from convlens.api.http import app
     from convlens.api.tokens import create_token
-    from convlens.db.session import _engine, ensure_current, upgrade
 
-    _engine.cache_clear()
-    if url:
-        os.environ["CONVLENS_DATABASE_URL"] = url
-        upgrade(url)
-    else:
-        os.environ.pop("CONVLENS_DATABASE_URL", None)
-        ensure_current()
+    use_database(url)
     add_jobs(args.jobs)
     job_id, _ = fill(args.rows)
     finish(job_id)

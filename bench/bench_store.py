@@ -138,7 +138,8 @@ def aggregate(job_id: str) -> None:
         steps.store(s, job_id, None, out)
 
 
-def run_on(url: str | None, n: int) -> dict[str, float]:
+def use_database(url: str | None) -> None:
+    """Points this process at `url` (None: the embedded SQLite of CONVLENS_HOME), migrated to head."""
     from convlens.db.session import _engine, ensure_current, upgrade
 
     _engine.cache_clear()
@@ -148,6 +149,10 @@ def run_on(url: str | None, n: int) -> dict[str, float]:
     else:
         os.environ.pop("CONVLENS_DATABASE_URL", None)
         ensure_current()
+
+
+def run_on(url: str | None, n: int) -> dict[str, float]:
+    use_database(url)
     job_id, fill_s = fill(n)
     return {**write_paths(), "write, 1M rows via steps.store (rows/s)": n / fill_s, **queries(job_id, n)}
 
