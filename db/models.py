@@ -52,6 +52,8 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     # Position among siblings: the fold of a k-fold child, the shard of a classify child.
     part: Mapped[int | None] = mapped_column(Integer)
+    # How many items a part covers (a shard's files, 1 for a fold): progress sums these, never the params.
+    size: Mapped[int | None] = mapped_column(Integer)
     # The lease of whoever runs it: refreshed by heartbeats, taken over only when stale or its process is dead.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     runner: Mapped[str | None] = mapped_column(String(255))  # host:pid of the process running it

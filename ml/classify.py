@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,7 +76,7 @@ def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bo
 
 def classify_files(
     trained: TrainedModel,
-    paths: list[Path],
+    paths: Sequence[str | Path],
     top_k: int = 3,
     gradcam: bool = False,
     out_dir: Path | None = None,
@@ -90,6 +90,7 @@ def classify_files(
     folder is a class name, overlay path with gradcam, or the error for an unreadable file (files that, once
     opened, lie outside `within` are unreadable too). Probabilities are temperature-scaled; with `conformal`
     (and a model that kept its calibration) each row also holds its prediction set."""
+    paths = [Path(p) for p in paths]
     model, names = trained.model, trained.class_names
     size = trained.input_size
     predict = _predictor(model)

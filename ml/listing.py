@@ -4,19 +4,24 @@ step (and anything else that only lists files) never imports it."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from convlens.ml.data.images import list_files, path_order
+from convlens.ml.data.images import file_paths, path_order
+
+P = TypeVar("P", str, Path)
 
 
-def list_folder(root: Path) -> list[Path]:
-    """Every file under root (non-images included: they are reported as unreadable), sorted."""
-    return [p for p in list_files(root) if not p.name.startswith(".")]
+def list_folder(root: Path) -> list[str]:
+    """Every file under root (non-images included: they are reported as unreadable), sorted, as path strings
+    (what a plan stores; a Path per file cost more than the listing at 100,000 files)."""
+    return [p for p in file_paths(root) if not os.path.basename(p).startswith(".")]
 
 
-def shard_files(files: list[Path], n_shards: int) -> list[list[Path]]:
+def shard_files(files: list[P], n_shards: int) -> list[list[P]]:
     """n contiguous shards of the sorted list whose sizes differ by at most one: no overlap, nothing missing."""
     files = sorted(files, key=path_order)
     n_shards = max(1, min(n_shards, len(files))) if files else 1

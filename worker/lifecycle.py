@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from convlens.db.models import FINISHED, Job, utcnow
 from convlens.db.session import session_scope
@@ -136,7 +136,8 @@ def is_cancelled(job_id: str) -> bool:
 
 
 def children(s: Session, job_id: str) -> list[Job]:
-    return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part)))
+    """A job's parts in order; their params (a shard's thousands of paths) are read only if asked for."""
+    return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part).options(defer(Job.params))))
 
 
 def mark_cancelled(job_id: str) -> list[str]:

@@ -93,13 +93,6 @@ def unchanged(checked: str) -> Path:
     return real
 
 
-def files_within(root: Path, files: list[Path]) -> list[Path]:
-    """Drops symlinked files whose real path escapes root (the listing enters no symlinked folder, so only a
-    file that is itself a link can lead out; images are confined again when opened)."""
-    root = root.resolve()
-    return [f for f in files if not f.is_symlink() or f.resolve().is_relative_to(root)]
-
-
 def resolve_model(ref: str) -> Path:
     """The model file of a checked reference: a train job's registered model, or the path itself."""
     from sqlalchemy import select

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from convlens.db.models import FINISHED, Artifact, Job, Metric, Prediction, TrainedModelRow
@@ -97,9 +97,10 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     with session_scope() as s:
         parts = lifecycle.children(s, job_id)
         if not parts:
-            parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i) for i, p in enumerate(plans)]
+            parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i, size=kind.part_size(p))
+                     for i, p in enumerate(plans)]
             s.add_all(parts)
-            total = sum(kind.part_size(p) for p in plans)
+            total = sum(p.size for p in parts)
             s.get(Job, job_id).progress = _parts_progress(kind.part_name, 0, total)
             s.flush()
         return [p.id for p in parts]
@@ -128,12 +129,17 @@ def run_part(part_id: str, hostname: str | None = None) -> str | None:
         store(s, parent_id, part.part, out)
         lifecycle.finish(s.get(Job, part_id), out.result.model_dump(mode="json"))
         parent = s.get(Job, parent_id)
-        done = sum(kind.part_size(c.params) for c in lifecycle.children(s, parent_id) if c.status == "succeeded")
+        # Sizes, not params: a shard's params hold its file list, and reading every sibling's at every part's end
+        # grew with the square of the shard count.
+        done = s.scalar(select(func.coalesce(func.sum(Job.size), 0))
+                        .where(Job.parent_id == parent_id, Job.status == "succeeded"))
         # The total was fixed when the parts were planned.
         parent.progress = _parts_progress(kind.part_name, done, (parent.progress or {}).get("total") or done)
     # Read after this part's commit: of parts finishing together, the last to commit sees them all.
     with session_scope() as s:
-        return parent_id if all(c.status == "succeeded" for c in lifecycle.children(s, parent_id)) else None
+        unfinished = s.scalar(select(func.count()).select_from(Job)
+                              .where(Job.parent_id == parent_id, Job.status != "succeeded"))
+        return parent_id if unfinished == 0 else None
 
 
 @guarded

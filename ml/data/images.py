@@ -17,28 +17,39 @@ from convlens.ml.errors import ImageReadError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-def list_files(root: Path) -> list[Path]:
-    """Every regular file under root, recursively, in a stable (sorted) order. Symlinked folders are not
-    entered (no loops, no file listed twice); a symlinked file is listed (callers confine it). Directory
-    entries' own types spare a stat per file: 100,000 files list in about a second."""
+def file_paths(root: Path) -> list[str]:
+    """Every regular file under root, recursively, as path strings in a stable (sorted) order. Symlinked folders
+    are not entered (no loops, no file listed twice); a symlinked file is listed only when its target lies under
+    root (images are confined again when opened). Directory entries' own types spare a stat per file, and
+    strings spare a Path per file: 100,000 files list in about 0.3 s."""
     found: list[str] = []
+    real_root = os.path.realpath(root)
 
     def walk(folder: str) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     walk(entry.path)
-                elif entry.is_file():
+                elif entry.is_file() and (not entry.is_symlink() or _inside(os.path.realpath(entry.path), real_root)):
                     found.append(entry.path)
 
     walk(str(root))
-    return sorted(map(Path, found), key=path_order)
+    return sorted(found, key=path_order)
 
 
-def path_order(path: Path) -> tuple[str, ...]:
-    """Path order (component by component) as a sort key: one tuple per path instead of a Python-level
-    comparison per pair, which made sorting 100,000 paths take a second."""
-    return path.parts
+def list_files(root: Path) -> list[Path]:
+    """file_paths as Paths."""
+    return list(map(Path, file_paths(root)))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def path_order(path: str | os.PathLike[str]) -> str:
+    """Path order (component by component) as a plain string key: the separator becomes NUL, which sorts below
+    every character a name can hold. One string per path instead of a comparison per pair in Python."""
+    return os.fspath(path).replace(os.sep, "\0")
 
 
 # Larger images are refused before decoding: a 1 MB PNG can hold 400 megapixels (a decompression bomb).

@@ -36,6 +36,8 @@ def test_train_then_classify_inline_and_query_as_json(tmp_path):
     done = json.loads(cls.stdout)
     assert done["result"]["files"] == n + 1 and done["result"]["unreadable"] == 1 and done["result"]["shards"] == 3
     assert [c["status"] for c in done["children"]] == ["succeeded"] * 3
+    # the parent's progress counts files: summed from the parts' sizes as each part ended
+    assert (done["progress"]["done"], done["progress"]["total"]) == (n + 1, n + 1)
     preds = json.loads(_cli(tmp_path, "results", "predictions", done["id"], "--json").stdout)
     assert [p["path"] for p in preds] == [str(p) for p in sorted(images.rglob("*.png"))]  # the listing's order
     assert [p["error"] for p in preds if p["error"]] and all(p["error"] is None or "broken" in p["path"] for p in preds)

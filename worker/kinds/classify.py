@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 from convlens.db.models import Artifact, Job, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.params import JobParams
+from convlens.worker.heap import freeze_long_lived
 from convlens.worker.kinds.base import Context, JobKind, Output
 from convlens.worker.kinds.layers import ModelRef
-from convlens.worker.paths import check_folder, check_model, files_within, resolve_model, unchanged
+from convlens.worker.paths import check_folder, check_model, resolve_model, unchanged
 
 
 class ClassifyParams(JobParams):
@@ -24,7 +25,8 @@ class ClassifyParams(JobParams):
     gradcam: bool = Field(False, description="write Grad-CAM overlays")
     top_k: Annotated[int, Field(ge=1, le=100)] = Field(3, description="classes listed per file")
     shards: Annotated[int, Field(ge=1, le=1000)] | None = Field(None, description="parts (default: by shard size)")
-    shard_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(2000, description="files per shard")
+    shard_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        5000, description="files per shard (each ends with a store and a task hand-over: larger ones cost less)")
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 256
     conformal: Literal["aps", "lac", "none"] = Field(
         "aps", description="conformal prediction set per image (aps: adaptive; lac: smallest on average; none)")
@@ -76,9 +78,9 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         p: ClassifyParams = ctx.params
         resolve_model(p.model)  # fail early on a bad reference
         root = check_folder(str(unchanged(p.folder)))
-        files = files_within(root, list_folder(root))
+        files = list_folder(root)
         n = p.shards or max(1, -(-len(files) // p.shard_size))
-        return [{"files": [str(f) for f in shard]} for shard in shard_files(files, n)]
+        return [{"files": shard} for shard in shard_files(files, n)]
 
     def part_size(self, part_params: dict[str, Any]) -> int:
         return len(part_params.get("files", []))
@@ -89,7 +91,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
         p: ClassifyParams = ctx.params
         trained = load_trained_cached(resolve_model(p.model))
-        rows = classify_files(trained, [Path(f) for f in ctx.part_params["files"]], top_k=p.top_k,
+        freeze_long_lived()  # the model and TensorFlow stay: full collections need not walk them every shard
+        rows = classify_files(trained, ctx.part_params["files"], top_k=p.top_k,
                               gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
                               batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder),
                               conformal=None if p.conformal == "none" else SetOptions(
