@@ -53,13 +53,13 @@ def add_jobs(n: int) -> None:
 
 
 def finish(job_id: str) -> None:
-    """The filled classify job as its aggregation leaves it (statistics refreshed, as aggregation does)."""
+    """The filled classify job as its aggregation leaves it (statistics refreshed, as a finished classify job does)."""
     from convlens.db.models import Job
     from convlens.db.session import session_scope
     from convlens.worker.kinds.classify import refresh_planner_statistics
 
     with session_scope() as s:
-        refresh_planner_statistics(s)
+        refresh_planner_statistics(s, job_id)
         job = s.get(Job, job_id)
         job.status, job.started_at, job.finished_at = "succeeded", datetime.now(UTC), datetime.now(UTC)
         job.result = {"files": 10**6, "classified": 10**6, "unreadable": 0, "shards": 50,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,8 +40,10 @@ class SetOptions:
 
 @lru_cache(maxsize=4)
 def _predictor(model: tf.keras.Model):  # noqa: ANN202  (a tf.function)
-    """The model's traced forward pass, kept while the model is (a worker reuses both across shards)."""
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    """The model's traced forward pass, kept while the model is (a worker reuses both across shards). Traced once
+    for any batch size: a shard's last, smaller batch would otherwise trace it again in each new process."""
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
 
 def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path | None):
@@ -85,11 +87,13 @@ def classify_files(
     cam_layer: str | None = None,
     within: Path | None = None,
     conformal: SetOptions | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per file: predicted class, confidence, top-k, thresholded decision, true label when the parent
     folder is a class name, overlay path with gradcam, or the error for an unreadable file (files that, once
     opened, lie outside `within` are unreadable too). Probabilities are temperature-scaled; with `conformal`
-    (and a model that kept its calibration) each row also holds its prediction set."""
+    (and a model that kept its calibration) each row also holds its prediction set. `on_rows` gets each batch's
+    rows as soon as they are made (a worker prepares them for its store while the model runs the next batch)."""
     paths = [Path(p) for p in paths]
     model, names = trained.model, trained.class_names
     size = trained.input_size
@@ -144,7 +148,10 @@ def classify_files(
                         row["overlay"] = str(target)
                     by_path[path] = row
             # Rows keep the order of the input list; unreadable files get their error instead of a prediction.
-            rows.extend(by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch)
+            made = [by_path.get(path) or {"path": str(path), "error": error} for path, _, _, error in batch]
+            rows.extend(made)
+            if on_rows is not None:
+                on_rows(made)
             if progress is not None:
                 progress(ProgressEvent(stage="classify", done=len(rows), total=len(paths)))
             finished = {f for f in written if f.done()}

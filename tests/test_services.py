@@ -96,6 +96,12 @@ def test_classify_folder_with_bad_files(cluster):
         paths = s.scalars(select(Prediction.path).where(Prediction.job_id == job["id"])).all()
         errors = s.scalars(select(Prediction.path).where(Prediction.job_id == job["id"],
                                                          Prediction.error.is_not(None))).all()
+        counted = dict(s.execute(select(Prediction.predicted, func.count())
+                                 .where(Prediction.job_id == job["id"], Prediction.error.is_(None))
+                                 .group_by(Prediction.predicted)).all())
+    # Counts per class are summed from the shards' own results: they equal the stored rows'.
+    assert job["result"]["per_class"] == dict(sorted(counted.items())) and sum(counted.values()) == n
+    assert len(list(Path(job["result"]["overlay_dir"]).glob("*.png"))) == n
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     assert sorted(paths) == files  # every file exactly once
     assert {Path(p).name for p in errors} == bad

@@ -8,13 +8,13 @@ job's rows outside any part, a part replaces its own part's rows (metrics by fol
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from convlens.db.models import FINISHED, Artifact, Job, Metric, Prediction, TrainedModelRow
+from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
 from convlens.worker import lifecycle
@@ -50,30 +50,29 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
         s.execute(insert(Artifact.__table__), [{"job_id": job_id, "kind": a.kind, "path": a.path, "part": part}
                                                for a in out.artifacts])
     if out.predictions:
-        insert_predictions(s, [{**p.columns(), "job_id": job_id, "shard": part} for p in out.predictions])
+        insert_predictions(s, [(job_id, part, *p.stored()) for p in out.predictions])
     if out.model is not None:
         s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
         s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,
                               class_names=out.model.class_names, thresholds=out.model.thresholds))
 
 
-PREDICTION_COLUMNS = ("job_id", "shard", "path", "predicted", "confidence", "top_k", "decision", "true_label",
-                      "error", "prediction_set", "set_size")
-JSON_COLUMNS = ("top_k", "prediction_set")
+PREDICTION_COLUMNS = ("job_id", "shard", *STORED_COLUMNS)
 
 
-def insert_predictions(s: Session, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL: one COPY in the session's transaction (several times an INSERT's rows/s); SQLite: one
-    executemany (SQLAlchemy batches it)."""
+def insert_predictions(s: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of PREDICTION_COLUMNS' values, JSON encoded. PostgreSQL: one COPY in the session's transaction
+    (several times an INSERT's rows/s); SQLite: one executemany on the driver (no per-row parameter processing)."""
     connection = s.connection()
     if connection.dialect.name != "postgresql":
-        s.execute(insert(Prediction.__table__), rows)  # Core's executemany: no ORM bookkeeping per row
+        marks = ", ".join("?" * len(PREDICTION_COLUMNS))
+        connection.exec_driver_sql(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({marks})",
+                                   rows)
         return
     statement = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
     with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row([json.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
-                            for c in PREDICTION_COLUMNS])
+            copy.write_row(row)
 
 
 @guarded
@@ -158,6 +157,8 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
         out = kind.aggregate(s, ctx, parts)
         store(s, job_id, None, out)
         lifecycle.finish(job, out.result.model_dump(mode="json"))
+    with session_scope() as s:
+        kind.after_finish(s, job_id)
 
 
 def execute_inline(job_id: str) -> None:
