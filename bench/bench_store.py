@@ -40,6 +40,11 @@ def _rows(n: int, seed: int):
 
 
 def fill(n: int, shard_size: int = 20_000) -> tuple[str, float]:
+    """A classify job of n rows in shards, each stored by the workers' store path and recorded as a succeeded
+    part with its counts, as a worker leaves it."""
+    from collections import Counter
+
+    from convlens.db.models import Job
     from convlens.db.session import session_scope
     from convlens.worker import steps
     from convlens.worker.kinds.base import Output
@@ -51,11 +56,17 @@ def fill(n: int, shard_size: int = 20_000) -> tuple[str, float]:
     spent = 0.0  # in the store only: generating the rows is not the store's work
     for shard in range((n + shard_size - 1) // shard_size):
         chunk = [next(rows) for _ in range(min(shard_size, n - shard * shard_size))]
+        good = [r for r in chunk if r.error is None]
+        result = ShardResult(classified=len(good), errors=len(chunk) - len(good),
+                             per_class=dict(Counter(r.predicted for r in good)),
+                             set_sizes={str(k): v for k, v in Counter(r.set_size for r in good).items()})
         started = time.perf_counter()
         with session_scope() as s:
-            steps.store(s, job_id, shard, Output(result=ShardResult(classified=len(chunk), errors=0),
-                                                 predictions=chunk))
+            steps.store(s, job_id, shard, Output(result=result, predictions=chunk))
         spent += time.perf_counter() - started
+        with session_scope() as s:
+            s.add(Job(kind="classify_shard", parent_id=job_id, part=shard, size=len(chunk), status="succeeded",
+                      params={}, result=result.model_dump()))
     return job_id, spent
 
 
@@ -131,16 +142,19 @@ def queries(job_id: str, n: int) -> dict[str, float]:
 
 
 def aggregate(job_id: str) -> None:
-    """What a classify job's last step does: counts per class and set size, stored as its metrics."""
+    """What a classify job's last step does: sums its shards' counts, stores them as its metrics, and refreshes
+    PostgreSQL's statistics once the job is finished."""
     from convlens.db.session import session_scope
-    from convlens.worker import steps
+    from convlens.worker import lifecycle, steps
     from convlens.worker.kinds.base import Context
     from convlens.worker.kinds.classify import Classify
 
+    kind = Classify()
     with session_scope() as s:
-        kind = Classify()
-        out = kind.aggregate(s, Context(job_id, None, Path("."), lambda e: None), [])
+        out = kind.aggregate(s, Context(job_id, None, Path("."), lambda e: None), lifecycle.children(s, job_id))
         steps.store(s, job_id, None, out)
+    with session_scope() as s:
+        kind.after_finish(s, job_id)
 
 
 def use_database(url: str | None) -> None:

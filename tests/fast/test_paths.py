@@ -14,6 +14,7 @@ from convlens.db.models import Job, Prediction
 from convlens.db.session import ensure_current, session_scope
 from convlens.ml.data.images import decode_rgb
 from convlens.ml.errors import ImageReadError
+from convlens.ml.listing import list_folder, shard_files
 from convlens.worker import steps
 from convlens.worker.paths import PathRefused
 
@@ -122,3 +123,17 @@ def test_a_worker_loads_a_model_once_while_it_is_unchanged(allowed):
     save_trained(first.model, path, ["cat", "dog"], None, "seed", temperature=2.0)  # rewritten: loaded again
     again = load_trained_cached(path)
     assert again is not first and again.temperature == 2.0
+
+
+def test_listing_keeps_links_within_the_folder_only(allowed, tmp_path):
+    folder = allowed / "listed"
+    for name in ("a/b.png", "a-b/c.png", "a/z/d.png", "a/.hidden.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    (folder / "a" / "in-link.png").symlink_to(folder / "a-b" / "c.png")
+    (folder / "a" / "out-link.png").symlink_to(tmp_path / "outside" / "cat" / "cat_000.png")
+    (folder / "a" / "dir-link").symlink_to(tmp_path / "outside")  # a symlinked folder is not entered
+    listed = list_folder(folder)
+    # Component by component ("a" before "a-b"), not character by character ("/" sorts after "-").
+    assert listed == [str(folder / p) for p in ("a/b.png", "a/in-link.png", "a/z/d.png", "a-b/c.png")]
+    assert shard_files(list(reversed(listed)), 2) == [listed[:2], listed[2:]]
