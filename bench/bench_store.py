@@ -154,7 +154,7 @@ def aggregate(job_id: str) -> None:
         out = kind.aggregate(s, Context(job_id, None, Path("."), lambda e: None), lifecycle.children(s, job_id))
         steps.store(s, job_id, None, out)
     with session_scope() as s:
-        kind.after_finish(s, job_id)
+        kind.after_finish(s, job_id, out.result)
 
 
 def use_database(url: str | None) -> None:

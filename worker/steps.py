@@ -158,7 +158,7 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
         store(s, job_id, None, out)
         lifecycle.finish(job, out.result.model_dump(mode="json"))
     with session_scope() as s:
-        kind.after_finish(s, job_id)
+        kind.after_finish(s, job_id, out.result)
 
 
 def execute_inline(job_id: str) -> None:

@@ -109,7 +109,7 @@ class JobKind:
     def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
         raise NotImplementedError
 
-    def after_finish(self, s: Session, job_id: str) -> None:
+    def after_finish(self, s: Session, job_id: str, result: BaseModel) -> None:
         """Upkeep once a job's success is committed (its results are already readable): nothing by default."""
 
     def describe(self, result: dict[str, Any]) -> list[str]:
