@@ -3,17 +3,19 @@
 Every endpoint but /health, /openapi.json and /docs needs a valid token (401 otherwise). A cookie-borne request
 that changes anything must also carry the session's CSRF token (header X-CSRF-Token), which a page of this
 origin can know and another site cannot; bearer requests need none (browsers never attach those on their own).
+The cookie holds a server-side session's random id (api.sessions), never the token.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from convlens.api import sessions
+from convlens.api.sessions import LoggedIn
 from convlens.api.tokens import Principal, authenticate
 
 SESSION_COOKIE = "convlens_session"
@@ -38,14 +40,14 @@ def unauthorized(message: str) -> HTTPException:
     return problem(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def csrf_token(session: str) -> str:
-    """Derived from the session's token: nothing more to store, and useless without the cookie."""
-    return hashlib.sha256(b"convlens-csrf:" + session.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def session_of(request: Request) -> LoggedIn | None:
+    """The browser session the request's cookie names, if it is live."""
+    return sessions.current(request.cookies.get(SESSION_COOKIE))
 
 
 def session_principal(request: Request) -> Principal | None:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    return authenticate(cookie) if cookie else None
+    found = session_of(request)
+    return found.who if found else None
 
 
 def principal(request: Request,
@@ -55,15 +57,14 @@ def principal(request: Request,
         if who is None:
             raise unauthorized("invalid or revoked token")
         return who
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        who = authenticate(cookie)
-        if who is None:
-            raise unauthorized("the session's token was revoked: log in again with a valid token")
+    if request.cookies.get(SESSION_COOKIE):
+        found = session_of(request)
+        if found is None:
+            raise unauthorized("the session ended (logged out, expired, or its token revoked): log in again")
         sent = request.headers.get(CSRF_HEADER, "")
-        if request.method not in SAFE_METHODS and not hmac.compare_digest(sent.encode(), csrf_token(cookie).encode()):
+        if request.method not in SAFE_METHODS and not hmac.compare_digest(sent.encode(), found.csrf.encode()):
             raise problem(403, f"missing or wrong {CSRF_HEADER} header (needed with a session cookie)")
-        return who
+        return found.who
     raise unauthorized("no credentials: send 'Authorization: Bearer TOKEN' (create one with `convlens tokens "
                        "create NAME --scope read|submit|admin`) or open the login URL `convlens api` printed")
 

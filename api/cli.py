@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -24,6 +25,10 @@ app.registered_commands += services_app.registered_commands
 def main() -> None:
     from sqlalchemy.exc import OperationalError
 
+    from convlens.worker.broker import BrokerUnavailable
+
+    # Whatever convlens writes (the database, the broker's files, models, overlays) is its user's alone.
+    os.umask(0o077)
     try:
         app()
     except KeyboardInterrupt:
@@ -32,6 +37,8 @@ def main() -> None:
         _exit_with(f"cannot use {exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except OperationalError as exc:
         _exit_with(f"the database cannot be used: {exc.orig}")
+    except BrokerUnavailable as exc:
+        _exit_with(str(exc))
 
 
 def _exit_with(message: str) -> NoReturn:

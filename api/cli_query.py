@@ -87,7 +87,15 @@ def results_predictions(
     csv_out: Csv = False,
 ) -> None:
     ready_database()
-    rows = queries.predictions(job_id, label, min_confidence, misclassified, True if errors else None, limit,
-                               set_size=set_size, min_set_size=min_set_size)
+    from pydantic import ValidationError
+
+    from convlens.api.schemas import PredictionFilter
+
+    try:
+        filters = PredictionFilter(label=label, min_confidence=min_confidence, misclassified=misclassified,
+                                   errors=True if errors else None, set_size=set_size, min_set_size=min_set_size)
+    except ValidationError as exc:
+        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+    rows = queries.predictions(job_id, filters, limit)
     emit([r.model_dump(mode="json") for r in rows], json_out, csv_out,
          ["path", "predicted", "confidence", "decision", "prediction_set", "true_label", "top_k", "error"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,9 +68,17 @@ def api(host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 for eve
     new = first_admin_token()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if new is not None:
-        typer.echo(f"No API token existed: created admin token {new.name!r} (shown only now; "
-                   "`convlens tokens create` makes more).\n"
-                   f"Log in: {scheme}://{shown}:{port}/?token={new.token}", err=True)
+        url = f"{scheme}://{shown}:{port}/?token={new.token}"
+        if sys.stderr.isatty():
+            typer.echo(f"No API token existed: created admin token {new.name!r} (shown only now; "
+                       f"`convlens tokens create` makes more).\nLog in: {url}", err=True)
+        else:  # stderr goes to a log: the secret goes to a file only its owner can read, never to the log
+            where = first_login_file()
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(url + "\n")
+            typer.echo(f"No API token existed: created admin token {new.name!r}; its login URL is in {where} "
+                       "(readable by you only; delete it once used).", err=True)
     else:
         typer.echo("Requests need a token: `convlens tokens create NAME --scope read|submit|admin`.", err=True)
     if not _loopback(host) and not ssl_certfile and not behind_tls_proxy:
@@ -77,7 +86,26 @@ def api(host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 for eve
                     "unencrypted. Put a TLS-terminating proxy in front (then pass --behind-tls-proxy) or pass "
                     "--ssl-certfile/--ssl-keyfile; or bind 127.0.0.1.", fg="yellow", err=True)
     uvicorn.run("convlens.api.http:app", host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-                proxy_headers=behind_tls_proxy, forwarded_allow_ips="*" if behind_tls_proxy else None)
+                proxy_headers=behind_tls_proxy, forwarded_allow_ips="*" if behind_tls_proxy else None,
+                log_config=access_log_without_secrets())
+
+
+def first_login_file() -> Path:
+    from convlens.ml.settings import settings
+
+    return settings().home_dir / "first-login-url.txt"
+
+
+def access_log_without_secrets() -> dict:
+    """uvicorn's logging, with login URLs' tokens blanked in the access log (api.observe.NoSecrets)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_secrets"] = {"()": "convlens.api.observe.NoSecrets"}
+    config["handlers"]["access"]["filters"] = ["no_secrets"]
+    return config
 
 
 def _safe_url() -> str:

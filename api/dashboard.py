@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from convlens.api import queries
-from convlens.api.auth import SESSION_COOKIE, Reader, csrf_token, problem
+from convlens.api.auth import Reader, problem, session_of
+from convlens.api.files import confined_response
 from convlens.api.forms import form_fields
-from convlens.api.schemas import JobView, KindName, Status
+from convlens.api.schemas import JobView, KindName, PredictionFilter, Status, parse_cursor
 from convlens.api.tokens import Principal
 from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
 from convlens.db.rows import MetricRow
@@ -38,6 +40,9 @@ router = APIRouter(include_in_schema=False)
 PAGE = 50  # jobs per page
 GRID = 48  # images per page of a classify job
 THUMB = 128  # px, the longer side of a thumbnail
+# Larger images get no thumbnail (a JPEG counts at the reduced scale it decodes at): the API decodes for
+# strangers, so what one request may make it hold is kept small.
+THUMB_PIXELS = 16_000_000
 MAX_COMPARE = 8
 
 
@@ -47,8 +52,8 @@ def svg_uri(svg: str) -> str:
 
 
 def render(request: Request, who: Principal, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    return templates.TemplateResponse(request, name, {"who": who, "csrf": csrf_token(cookie) if cookie else "",
+    found = session_of(request)
+    return templates.TemplateResponse(request, name, {"who": who, "csrf": found.csrf if found else "",
                                                       "kinds": list(KINDS), **context}, status_code=status_code)
 
 
@@ -132,39 +137,21 @@ def train_context(job: JobView) -> dict[str, Any]:
 
 def classify_context(job: JobView, request: Request) -> dict[str, Any]:
     q = request.query_params
-    filters: dict[str, Any] = {
-        "label": q.get("label") or None,
-        "misclassified": q.get("misclassified") == "1",
-        "uncertain": q.get("uncertain") == "1",
-        "errors": True if q.get("errors") == "1" else None,
-        "min_confidence": _fraction(q.get("min_confidence")),
-    }
-    after = _cursor(q.get("after"))
-    rows = queries.predictions(job.id, limit=GRID, after=after, **filters)
+    try:
+        filters = PredictionFilter.model_validate({k: v for k, v in q.items()
+                                                   if k in PredictionFilter.model_fields and v != ""})
+        after = parse_cursor(q.get("after"))
+    except ValidationError as exc:
+        raise problem(422, "bad filter: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                      for e in exc.errors())) from None
+    except ValueError as exc:
+        raise problem(422, str(exc)) from None
+    rows = queries.predictions(job.id, filters, limit=GRID, after=after)
     nxt = queries.next_cursor(rows, GRID)
-    query = {k: ("1" if v is True else v) for k, v in filters.items() if v not in (None, False)}
-    return {"rows": rows, "filters": filters, "next_after": nxt, "query": query, "first_page": after is None,
+    return {"rows": rows, "filters": filters, "next_after": nxt, "query": filters.query(),
+            "first_page": after is None,
             "overlays": bool(job.result and job.result.model_dump().get("overlay_dir")),
             "labels": sorted((job.result.model_dump().get("per_class") or {}) if job.result else [])}
-
-
-def _fraction(text: str | None) -> float | None:
-    try:
-        value = float(text) if text else None
-    except ValueError:
-        raise problem(422, f"min_confidence must be a number in [0, 1], not {text[:40]!r}") from None
-    if value is not None and not 0 <= value <= 1:
-        raise problem(422, "min_confidence must be in [0, 1]")
-    return value
-
-
-def _cursor(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    shard, _, row = text.partition(".")
-    if not (shard.isdigit() and row.isdigit() and len(shard) < 10 and len(row) < 19):
-        raise problem(422, "after must be SHARD.ID as given by the previous page's Next link")
-    return int(shard), int(row)
 
 
 @router.get("/ui/jobs/{job_id}")
@@ -199,14 +186,16 @@ def thumbnail(job_id: str, prediction_id: int, _: Reader) -> Response:
     """A thumbnail of a classified image, read from the job's own folder only (as the worker read it)."""
     from PIL import Image
 
-    from convlens.ml.data.images import decode_rgb
+    from convlens.ml.data.images import decoded
     from convlens.ml.errors import ImageReadError
 
     job, row = _prediction(job_id, prediction_id)
     try:
-        image = Image.fromarray(decode_rgb(Path(row.path), within=Path(job.params["folder"])))
-    except (ImageReadError, OSError, KeyError, ValueError) as exc:
-        raise problem(404, f"image of prediction {prediction_id} cannot be read: {exc}") from None
+        with decoded(row.path, within=job.params["folder"], max_pixels=THUMB_PIXELS, draft=(THUMB, THUMB)) as img:
+            image = img.copy() if img.width * img.height <= THUMB * THUMB else img.resize(_thumb_size(img.size))
+    except (ImageReadError, KeyError, TypeError) as exc:
+        raise problem(404, f"image of prediction {prediction_id} cannot be shown: "
+                           f"{getattr(exc, 'reason', 'no folder')}") from None
     image.thumbnail((THUMB, THUMB))
     if max(image.size) < THUMB:  # tiny images (CIFAR's 32 px) are enlarged, pixelated on purpose
         scale = THUMB // max(image.size)
@@ -216,14 +205,20 @@ def thumbnail(job_id: str, prediction_id: int, _: Reader) -> Response:
     return Response(out.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
+def _thumb_size(size: tuple[int, int]) -> tuple[int, int]:
+    scale = THUMB / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 @router.get("/ui/jobs/{job_id}/overlays/{prediction_id}")
-def overlay(job_id: str, prediction_id: int, _: Reader) -> FileResponse:
+def overlay(job_id: str, prediction_id: int, _: Reader) -> Response:
     job, row = _prediction(job_id, prediction_id)
     folder = (job.result or {}).get("overlay_dir")
-    path = (Path(folder) / overlay_name(Path(row.path))).resolve() if folder else None
-    if path is None or not path.is_relative_to(settings().home_dir) or not path.is_file():
+    if not folder:
         raise problem(404, f"no Grad-CAM overlay for prediction {prediction_id}")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return confined_response(Path(folder) / overlay_name(Path(row.path)), settings().home_dir / "runs" / job_id,
+                             "image/png", f"Grad-CAM overlay of prediction {prediction_id}",
+                             {"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/ui/compare")

@@ -16,6 +16,7 @@ import typer
 from convlens.api import queries
 from convlens.api.follow import follow
 from convlens.api.output import print_table, ready_database
+from convlens.api.schemas import PredictionFilter
 from convlens.ml.settings import settings
 from convlens.worker.kinds.layers import LAYER_COLUMNS
 
@@ -86,7 +87,7 @@ def run_demo(limit: int | None = None, n_images: int = 300) -> int:
         cls = _run("classify", {"folder": str(folder), "model": train["id"], "gradcam": True,
                                 "shard_size": max(1, n_images // 2)})
         res = cls["result"]
-        wrong = queries.predictions(cls["id"], misclassified=True)
+        wrong = queries.predictions(cls["id"], PredictionFilter(misclassified=True))
         typer.echo(f"{res['classified']} classified ({len(wrong)} misclassified), {res['unreadable']} unreadable, "
                    f"across {res['shards']} shards")
         typer.echo(f"Grad-CAM overlays: {res.get('overlay_dir')}")

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+import fastapi_offline
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
-    FileResponse,
     HTMLResponse,
     JSONResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -27,17 +26,11 @@ from pydantic import AfterValidator, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convlens.api import dashboard, queries
-from convlens.api.auth import (
-    SESSION_COOKIE,
-    Admin,
-    Reader,
-    Submitter,
-    clean,
-    csrf_token,
-    problem,
-    session_principal,
-)
+from convlens.api.auth import Admin, Reader, Submitter, clean, problem, session_of, session_principal
 from convlens.api.dashboard import render_error
+from convlens.api.files import confined_response
+from convlens.api.login import confirm_page
+from convlens.api.login import router as login_router
 from convlens.api.observe import exposition
 from convlens.api.schemas import (
     ErrorBody,
@@ -47,17 +40,18 @@ from convlens.api.schemas import (
     JobView,
     KindName,
     MetricsView,
+    PredictionFilter,
     PredictionsView,
     Session,
     Status,
     TokenRequest,
+    parse_cursor,
 )
 from convlens.api.tokens import (
     NewToken,
     TokenError,
     TokenList,
     TokenView,
-    authenticate,
     create_token,
     list_tokens,
     revoke_token,
@@ -72,7 +66,7 @@ from convlens.worker.paths import JOB_ID, PathRefused
 app = FastAPI(title="convlens", version="0.1.0",
               description="Submit jobs (" + "; ".join(f"{k.name}: {k.title}" for k in KINDS.values())
               + "), follow them and query their results. Every endpoint but /health needs a token: "
-              "`Authorization: Bearer TOKEN`.")
+              "`Authorization: Bearer TOKEN`.", docs_url=None, redoc_url=None)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -119,12 +113,59 @@ async def _security_headers(request: Request, call_next: Any) -> Response:
     return response
 
 
+MAX_BODY = 1 << 20  # bytes: the largest job request is a few kB; parsing 10 MB of JSON took seconds of CPU
+
+
+class BodyLimit:
+    """Refuses a body over MAX_BODY (413) before it is read, and one of unknown length (411): every body must
+    say its size, which the server then holds it to."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal = None
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                refusal = (413, f"the body is over {MAX_BODY:,} bytes")
+            elif length is None and b"transfer-encoding" in headers:
+                refusal = (411, "send the body with a Content-Length header")
+            if refusal is not None:
+                response = JSONResponse(status_code=refusal[0], content={"detail": {"message": refusal[1],
+                                                                                    "errors": []}})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+app.add_middleware(BodyLimit)
+
+
 def _is_page(request: Request) -> bool:
     return request.url.path == "/" or request.url.path.startswith("/ui/")
 
 
+app.mount("/static/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="swagger")
 app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+
+
+@app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+def docs() -> HTMLResponse:
+    """Swagger UI from this server's own files (no CDN, no inline script: the CSP holds here too)."""
+    return HTMLResponse(DOCS_PAGE)
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>convlens API</title>
+<link rel="stylesheet" href="/static/swagger/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/swagger/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>
+"""
 app.include_router(dashboard.router)
+app.include_router(login_router)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -155,19 +196,14 @@ def health() -> Health:
 
 @app.get("/", response_class=HTMLResponse, tags=["service"], responses={
     200: {"content": {"text/html": {}}, "description": "the dashboard's jobs page"},
-    303: {"description": "logged in: the session cookie is set; on to the same page without the token"},
     401: {"content": {"text/html": {}}, "description": "no session, or a bad token in the login URL"},
     422: {"content": {"text/html": {}}, "description": "a bad filter"}})
 def home(request: Request, token: str | None = None, status: Status | None = None, kind: KindName | None = None,
          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:
-    """The dashboard. The login URL (`/?token=...`) sets an HttpOnly, SameSite session cookie and redirects here."""
+    """The dashboard. The login URL (`/?token=...`) asks to confirm, then sets an HttpOnly, SameSite session
+    cookie (a server-side session's id) and redirects here."""
     if token is not None:
-        if value_problem(token) or authenticate(token) is None:
-            return render_error(request, 401, "That login link holds an invalid or revoked token.")
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", path="/",
-                            secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
-        return response
+        return confirm_page(request, token)
     who = session_principal(request)
     if who is None:
         return render_error(request, 401, LOGIN_HELP)
@@ -184,9 +220,8 @@ def prometheus_metrics(_: Reader) -> Response:
 @app.get("/session", response_model=Session, responses=ERRORS, tags=["service"])
 def session(request: Request, who: Reader) -> Session:
     """Who is calling; with a session cookie, also the CSRF token its POST and DELETE requests must send."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    return Session(name=who.name, scope=who.scope,
-                   csrf_token=csrf_token(cookie) if cookie and authenticate(cookie) == who else None)
+    found = session_of(request)
+    return Session(name=who.name, scope=who.scope, csrf_token=found.csrf if found and found.who == who else None)
 
 
 @app.post("/jobs", status_code=201, response_model=JobView, tags=["jobs"],
@@ -248,35 +283,26 @@ def job_metrics(job_id: str, _: Reader) -> MetricsView:
     return MetricsView(job_id=job_id, metrics=queries.metrics(job_id))
 
 
-CURSOR = r"^\d{1,9}\.\d{1,18}$"
+Filters = Annotated[PredictionFilter, Query()]
 
 
-class PredictionQuery:
-    """The filters of a classify job's rows, shared by the JSON page, the CSV download and the dashboard."""
-
-    def __init__(self, label: Annotated[QueryText | None, Query(max_length=128)] = None,
-                 min_confidence: float | None = Query(None, ge=0, le=1, allow_inf_nan=False),
-                 misclassified: bool = False, errors: bool | None = None,
-                 uncertain: bool = Query(False, description="decided uncertain (threshold or conformal decision)"),
-                 set_size: int | None = Query(None, ge=0, le=10000, description="conformal sets of exactly N"),
-                 min_set_size: int | None = Query(None, ge=0, le=10000,
-                                                  description="conformal sets of N or more")) -> None:
-        self.filters = {"label": label, "min_confidence": min_confidence, "misclassified": misclassified,
-                        "errors": errors, "uncertain": uncertain, "set_size": set_size, "min_set_size": min_set_size}
-
-    def page(self, job_id: str, limit: int, offset: int = 0, after: str | None = None) -> list[PredictionRow]:
-        cursor = tuple(int(x) for x in after.split(".")) if after else None
-        return queries.predictions(job_id, limit=limit, offset=offset, after=cursor, **self.filters)
+def _page(job_id: str, filters: PredictionFilter, limit: int, offset: int = 0,
+          after: str | None = None) -> list[PredictionRow]:
+    try:
+        cursor = parse_cursor(after)
+    except ValueError as exc:
+        raise problem(422, str(exc), [{"field": "after", "message": str(exc)}]) from None
+    return queries.predictions(job_id, filters, limit=limit, offset=offset, after=cursor)
 
 
 @app.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND, tags=["results"])
-def job_predictions(job_id: str, _: Reader, query: Annotated[PredictionQuery, Depends()],
-                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                    after: str | None = Query(None, pattern=CURSOR,
+def job_predictions(job_id: str, _: Reader, filters: Filters, limit: int = Query(100, ge=1, le=10000),
+                    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                    after: str | None = Query(None, max_length=40,
                                               description="the previous page's next_after: fast at any depth")
                     ) -> PredictionsView:
     _job_or_404(job_id)
-    rows = query.page(job_id, limit, offset, after)
+    rows = _page(job_id, filters, limit, offset, after)
     return PredictionsView(job_id=job_id, predictions=rows, limit=limit, offset=offset,
                            next_after=queries.next_cursor(rows, limit))
 
@@ -286,7 +312,7 @@ CSV_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "pre
 
 @app.get("/jobs/{job_id}/predictions.csv", response_class=StreamingResponse, tags=["results"], responses={
     **NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "every row the filters select, as CSV"}})
-def job_predictions_csv(job_id: str, _: Reader, query: Annotated[PredictionQuery, Depends()]) -> StreamingResponse:
+def job_predictions_csv(job_id: str, _: Reader, filters: Filters) -> StreamingResponse:
     """All rows the filters select, streamed page by page (keyset-paged: no deep offsets)."""
     _job_or_404(job_id)
 
@@ -296,7 +322,7 @@ def job_predictions_csv(job_id: str, _: Reader, query: Annotated[PredictionQuery
         out.writerow(CSV_COLUMNS)
         after = None
         while True:
-            rows = query.page(job_id, 5000, after=after)
+            rows = _page(job_id, filters, 5000, after=after)
             for r in rows:
                 out.writerow([r.path, r.predicted, r.confidence, r.decision, r.true_label,
                               " ".join(r.prediction_set or []), r.error,
@@ -312,18 +338,16 @@ def job_predictions_csv(job_id: str, _: Reader, query: Annotated[PredictionQuery
         "Content-Disposition": f'attachment; filename="{job_id}-predictions.csv"'})
 
 
-@app.get("/artifacts/{key}", response_class=FileResponse, tags=["results"], responses={
+@app.get("/artifacts/{key}", response_class=Response, tags=["results"], responses={
     **NOT_FOUND, 200: {"content": {t: {} for t in ARTIFACT_TYPES}, "description": "the file"}})
-def get_artifact(key: str, _: Reader) -> FileResponse:
+def get_artifact(key: str, _: Reader) -> Response:
     """A job's file by its random key (listed in the job's `artifacts`)."""
     art = queries.artifact(key) if re.fullmatch(r"[0-9a-f]{32}", key) else None
     if art is None:
         raise problem(404, f"artifact {key} not found")
-    path = Path(art.path).resolve()
-    if not path.is_relative_to(settings().home_dir) or not path.is_file():
-        raise problem(404, f"artifact {key}: file is gone")
-    media = mimetypes.guess_type(path.name)[0]
-    return FileResponse(path, media_type=media if media in ARTIFACT_TYPES else "application/octet-stream")
+    media = mimetypes.guess_type(art.path)[0]
+    return confined_response(art.path, settings().home_dir / "runs" / art.job_id,
+                             media if media in ARTIFACT_TYPES else "application/octet-stream", f"artifact {key}")
 
 
 @app.get("/tokens", response_model=TokenList, responses=ERRORS, tags=["tokens"])

@@ -3,6 +3,8 @@ the same figures (no per-process counters to add up), and they survive restarts.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -57,3 +59,16 @@ REGISTRY.register(JobsCollector())
 def exposition() -> bytes:
     """The text format Prometheus scrapes."""
     return generate_latest(REGISTRY)
+
+
+SECRET_IN_URL = re.compile(r"(token=)[^&\s]*", re.IGNORECASE)
+
+
+class NoSecrets(logging.Filter):
+    """Blanks `token=...` in access-log lines: a login URL must not leave its secret in the server's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(SECRET_IN_URL.sub(r"\1[hidden]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, tuple_
 
-from convlens.api.schemas import JobView
+from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
@@ -76,31 +76,30 @@ def metrics(job_id: str) -> list[MetricRow]:
         return [MetricRow.of(m) for m in rows]
 
 
-def predictions(job_id: str, label: str | None = None, min_confidence: float | None = None,
-                misclassified: bool = False, errors: bool | None = None, limit: int | None = None,
-                offset: int = 0, set_size: int | None = None, min_set_size: int | None = None,
-                uncertain: bool = False, after: tuple[int, int] | None = None) -> list[PredictionRow]:
+def predictions(job_id: str, filters: PredictionFilter | None = None, limit: int | None = None, offset: int = 0,
+                after: tuple[int, int] | None = None) -> list[PredictionRow]:
     """A page of rows in listing order; `after` (shard, id) of the previous page's last row pages without an
     offset, which stays fast however deep the page is."""
+    f = filters or PredictionFilter()
     with session_scope() as s:
         # Shards are contiguous slices of the sorted listing (by path parts) and each stores its rows in that
         # order, so (shard, id) is the listing's order, and an index walk: no sort of a million rows per page.
         q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.shard, Prediction.id)
-        if label:
-            q = q.where(Prediction.predicted == label)
-        if min_confidence is not None:
-            q = q.where(Prediction.confidence >= min_confidence)
-        if misclassified:
+        if f.label:
+            q = q.where(Prediction.predicted == f.label)
+        if f.min_confidence is not None:
+            q = q.where(Prediction.confidence >= f.min_confidence)
+        if f.misclassified:
             q = q.where(Prediction.true_label.is_not(None), Prediction.predicted != Prediction.true_label)
-        if set_size is not None:
-            q = q.where(Prediction.set_size == set_size)
-        if min_set_size is not None:
-            q = q.where(Prediction.set_size >= min_set_size)
-        if uncertain:
+        if f.set_size is not None:
+            q = q.where(Prediction.set_size == f.set_size)
+        if f.min_set_size is not None:
+            q = q.where(Prediction.set_size >= f.min_set_size)
+        if f.uncertain:
             q = q.where(Prediction.decision == "uncertain")
-        if errors is True:
+        if f.errors is True:
             q = q.where(Prediction.error.is_not(None))
-        elif errors is False:
+        elif f.errors is False:
             q = q.where(Prediction.error.is_(None))
         if after is not None:
             q = q.where(tuple_(Prediction.shard, Prediction.id) > tuple_(*after))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from convlens.db.models import JOB_STATUSES, SCOPES
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
@@ -57,6 +58,44 @@ class JobRequest(BaseModel):
 class MetricsView(BaseModel):
     job_id: str
     metrics: list[MetricRow]
+
+
+def _plain_text(value: str | None) -> str | None:
+    if value is not None and ("\x00" in value or not value.isprintable()):
+        raise ValueError("must be printable text (no NUL or control characters)")
+    return value
+
+
+CURSOR = re.compile(r"([0-9]{1,9})\.([0-9]{1,18})")
+
+
+def parse_cursor(text: str | None) -> tuple[int, int] | None:
+    """A page cursor "SHARD.ID" (a previous page's next_after): ASCII digits only, so int() never sees "²"."""
+    if not text:
+        return None
+    found = CURSOR.fullmatch(text)
+    if found is None:
+        raise ValueError("after must be SHARD.ID (ASCII digits) as given by the previous page's next_after")
+    return int(found.group(1)), int(found.group(2))
+
+
+class PredictionFilter(BaseModel):
+    """Which rows of a classify job to show: the one definition behind HTTP, the dashboard, the CSV and the CLI.
+    Booleans take true/false/1/0 (yes/no, on/off) wherever they come from."""
+
+    label: Annotated[str | None, Field(max_length=128, description="only this predicted class"),
+                     AfterValidator(_plain_text)] = None
+    min_confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="only confidence >= P")
+    misclassified: bool = Field(False, description="only files whose folder names another class")
+    uncertain: bool = Field(False, description="decided uncertain (threshold or conformal decision)")
+    errors: bool | None = Field(None, description="true: only unreadable files; false: only readable ones")
+    set_size: int | None = Field(None, ge=0, le=10000, description="conformal sets of exactly N classes")
+    min_set_size: int | None = Field(None, ge=0, le=10000, description="conformal sets of N classes or more")
+
+    def query(self) -> dict[str, str]:
+        """The filters that are set, as URL query values (a page's links keep them)."""
+        return {k: ("true" if v is True else "false" if v is False else str(v))
+                for k, v in self.model_dump(exclude_defaults=True).items()}
 
 
 class PredictionsView(BaseModel):

@@ -133,3 +133,16 @@ class TrainedModelRow(Base):
     class_names: Mapped[list[Any]] = mapped_column()
     thresholds: Mapped[list[Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BrowserSession(Base):
+    """A dashboard login: the cookie holds a random id (only its SHA-256 is stored), never the token itself."""
+
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

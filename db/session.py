@@ -31,7 +31,7 @@ def database_url() -> str:
     conf = settings()
     if conf.database_url:
         return conf.database_url
-    conf.home_dir.mkdir(parents=True, exist_ok=True)
+    conf.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return f"sqlite:///{conf.home_dir / 'convlens.db'}"
 
 
@@ -115,6 +115,15 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def _private(db: Path) -> None:
+    """The database file readable by its owner only (SQLite gives its -wal and -shm files the same mode).
+    Never opened here: closing a descriptor of it would drop this process's SQLite locks."""
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    elif db.stat().st_mode & 0o077:
+        os.chmod(db, 0o600)
+
+
 def ensure_current(url: str | None = None) -> None:
     """Refuses a database behind the code's migrations; the embedded default is brought up to date itself."""
     url = url or database_url()
@@ -131,6 +140,7 @@ def ensure_current(url: str | None = None) -> None:
         # one of two simultaneous switches "database is locked" without waiting.
         with open(settings().home_dir / "convlens.db.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            _private(settings().home_dir / "convlens.db")
             if current_revision(url) != head:
                 upgrade(url)
         return

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from convlens.ml.calibration import apply_temperature
 from convlens.ml.conformal import Method, sets, uniforms_of
-from convlens.ml.data.images import decode_rgb, resize
+from convlens.ml.data.images import decoded, fit_pixels
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
 from convlens.ml.listing import overlay_name
@@ -25,6 +26,8 @@ from convlens.ml.thresholds import decisions
 
 DECODE_THREADS = 4  # PNG decoding per worker process; bench/bench_jobs.py reports the decode rate per core
 DECODE_CHUNK = 32  # files per decoding task
+# Overlays of larger images are scaled down to this: one of 64 megapixels would take gigabytes to blend.
+OVERLAY_PIXELS = 4_000_000
 OVERLAY_THREADS = 2  # Grad-CAM overlays written (PNG-encoded) beside the model
 
 
@@ -47,9 +50,13 @@ def _predictor(model: tf.keras.Model):  # noqa: ANN202  (a tf.function)
 
 
 def _read(path: Path, size: tuple[int, int], keep_original: bool, within: Path | None):
+    """The model's view of an image and, for an overlay, the image itself scaled to at most OVERLAY_PIXELS."""
     try:
-        rgb = decode_rgb(path, within)
-        return path, resize(rgb, size), rgb if keep_original else None, None
+        with decoded(path, within) as img:
+            view = np.asarray(img.resize((size[1], size[0]), Image.Resampling.BILINEAR)) \
+                if img.size != (size[1], size[0]) else np.asarray(img)
+            original = np.asarray(fit_pixels(img, OVERLAY_PIXELS)) if keep_original else None
+        return path, view, original, None
     except ImageReadError as exc:
         return path, None, None, exc.reason
 

@@ -16,3 +16,12 @@ class ImageReadError(ConvlensError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class FileRefused(ConvlensError):
+    """A user-named file that is not read: outside its folder, not a regular file, or one of convlens's own."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -4,7 +4,6 @@ step (and anything else that only lists files) never imports it."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,9 +15,10 @@ P = TypeVar("P", str, Path)
 
 
 def list_folder(root: Path) -> list[str]:
-    """Every file under root (non-images included: they are reported as unreadable), sorted, as path strings
-    (what a plan stores; a Path per file cost more than the listing at 100,000 files)."""
-    return [p for p in file_paths(root) if not os.path.basename(p).startswith(".")]
+    """Every file under root (non-images, hidden files and what cannot be read included: each gets its row,
+    with the reason when it is not an image), sorted, as path strings (what a plan stores; a Path per file cost
+    more than the listing at 100,000 files)."""
+    return file_paths(root)
 
 
 def shard_files(files: list[P], n_shards: int) -> list[list[P]]:
@@ -29,6 +29,11 @@ def shard_files(files: list[P], n_shards: int) -> list[list[P]]:
     return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+OVERLAY_STEM = 80  # characters of the image's name kept: a file name may hold 255 bytes, the overlay adds 15
+
+
 def overlay_name(path: Path) -> str:
-    """The file name of an image's Grad-CAM overlay in its job's overlay folder (unique per path)."""
-    return f"{hashlib.sha1(str(path).encode()).hexdigest()[:10]}_{path.stem}.png"
+    """The file name of an image's Grad-CAM overlay in its job's overlay folder (unique per path, by the hash;
+    the stem, cut short and made of whole characters, only helps a person find it)."""
+    stem = path.stem.encode("utf-8", "surrogateescape")[:OVERLAY_STEM].decode("utf-8", "ignore")
+    return f"{hashlib.sha1(str(path).encode('utf-8', 'surrogateescape')).hexdigest()[:10]}_{stem}.png"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 MAX_TEXT = 4096  # the longest path (PATH_MAX) a string param may hold
 INT64 = 2**63 - 1
@@ -42,8 +43,15 @@ def _problems(value: Any, where: str) -> list[str]:
     return [f"{where}: {problem}"] if problem else []
 
 
+def refused(model: type[BaseModel], field: str, message: str, value: Any) -> ValidationError:
+    """A check made after the fields were validated (against a dataset or a saved model), reported like theirs."""
+    return ValidationError.from_exception_data(model.__name__, [InitErrorDetails(
+        type=PydanticCustomError("refused", message), loc=(field,), input=value)])
+
+
 class JobParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a request's `true`, `"1"` or `"yes"` is not quietly read as a number or a flag.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod

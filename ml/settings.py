@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(10.0, gt=0, description="how often a running job's worker says it is alive")
     stale_after_s: float = Field(45.0, gt=0, description="a running job silent this long is recovered")
     max_attempts: int = Field(3, ge=1, description="times a job whose worker went silent is re-queued")
+    decode_megapixels: float = Field(100.0, gt=0, description="megapixels one process decodes at once (memory)")
     task_time_limit: int = Field(86400, ge=60, description="seconds after which a worker abandons a task")
 
     @property

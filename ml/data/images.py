@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from convlens.ml.errors import ImageReadError
+from convlens.ml.data.confined import open_confined
+from convlens.ml.errors import FileRefused, ImageReadError
+from convlens.ml.settings import settings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 def file_paths(root: Path) -> list[str]:
-    """Every regular file under root, recursively, as path strings in a stable (sorted) order. Symlinked folders
-    are not entered (no loops, no file listed twice); a symlinked file is listed only when its target lies under
-    root (images are confined again when opened). Directory entries' own types spare a stat per file, and
-    strings spare a Path per file: 100,000 files list in about 0.3 s."""
+    """Every entry under root that is not a folder, recursively, as path strings in a stable (sorted) order:
+    regular files, and also what cannot be read (a FIFO, a device, a symlink leaving root, a symlinked folder),
+    so that each gets its row with the reason when it is opened (open_confined). Symlinked folders are not
+    entered (no loops, no file listed twice). Directory entries' own types spare a stat per file."""
     found: list[str] = []
-    real_root = os.path.realpath(root)
 
     def walk(folder: str) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     walk(entry.path)
-                elif entry.is_file() and (not entry.is_symlink() or _inside(os.path.realpath(entry.path), real_root)):
+                else:
                     found.append(entry.path)
 
     walk(str(root))
@@ -40,10 +41,6 @@ def file_paths(root: Path) -> list[str]:
 def list_files(root: Path) -> list[Path]:
     """file_paths as Paths."""
     return list(map(Path, file_paths(root)))
-
-
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
 
 
 def path_order(path: str | os.PathLike[str]) -> str:
@@ -56,51 +53,94 @@ def path_order(path: str | os.PathLike[str]) -> str:
 MAX_PIXELS = 64_000_000
 
 
-def opened_path(fd: int, path: Path) -> Path:
-    """Where an open file really lies: the kernel's answer (Linux), so no rename or symlink swap can fool it."""
-    try:
-        return Path(os.readlink(f"/proc/self/fd/{fd}"))
-    except OSError:
-        return Path(os.path.realpath(path))
+class PixelBudget:
+    """Megapixels being decoded at once in this process: a decoded image costs about 7 bytes a pixel at its
+    peak (PIL's 4-byte RGB plus the copies made from it), so a few large images decoded by parallel threads
+    or requests would otherwise take gigabytes. An image over the whole budget waits until it runs alone."""
+
+    def __init__(self, pixels: int) -> None:
+        self.limit, self.used = pixels, 0
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.limit)
+        with self.cond:
+            self.cond.wait_for(lambda: self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= pixels
+                self.cond.notify_all()
 
 
-def _open_regular(path: Path, within: Path | None) -> BinaryIO:
-    """Opens without blocking (a FIFO swapped in would hang open()) and only a regular file that, once open,
-    lies under `within` (when given): whatever symlink was put in the file's place, what was read is known."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+budget = PixelBudget(int(settings().decode_megapixels * 1_000_000))
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        # Composite transparent pixels on white instead of letting them turn black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@contextmanager
+def _reasons(name: str) -> Iterator[None]:
+    """PIL's and the OS's errors while decoding, as the one-line reason a row shows."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageReadError(str(path), "not a regular file")
-        if within is not None and not opened_path(fd, path).is_relative_to(within):
-            raise ImageReadError(str(path), f"lies outside {within} (a symlink out of the folder); not read")
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
+        yield
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"image too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(name, "not a readable image") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(name, f"corrupt image: {exc}") from exc
+
+
+@contextmanager
+def decoded(path: str | os.PathLike[str], within: str | os.PathLike[str] | None = None,
+            max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None) -> Iterator[Image.Image]:
+    """The image at path as an RGB PIL image, decoded under the process's pixel budget, which it holds until
+    the with-block ends (make smaller copies inside it). Only a regular file under `within` (when given) is
+    opened (open_confined). `draft`: a size the caller will shrink to (JPEGs then decode at 1/2 to 1/8 scale)."""
+    name = os.fspath(path)
+    try:
+        fd = open_confined(path, within)
+    except FileRefused as exc:
+        raise ImageReadError(name, exc.reason) from None
+    with os.fdopen(fd, "rb") as fh:
+        with _reasons(name):
+            img = Image.open(fh)
+        with img:
+            with _reasons(name):
+                if draft is not None:
+                    img.draft("RGB", draft)
+            if img.width * img.height > max_pixels:
+                raise ImageReadError(name, f"image too large: {img.width}x{img.height} pixels, over the limit of "
+                                           f"{max_pixels:,}")
+            with budget.hold(img.width * img.height):
+                with _reasons(name):
+                    img.load()
+                    rgb = _rgb(img)
+                yield rgb
 
 
 def decode_rgb(path: Path, within: Path | None = None) -> np.ndarray:
-    """The image at path as uint8 RGB (H, W, 3) at its original resolution; within: see _open_regular."""
-    try:
-        with _open_regular(path, within) as fh, Image.open(fh) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageReadError(str(path), f"image too large: {img.width}x{img.height} pixels, over the "
-                                                f"limit of {MAX_PIXELS:,}")
-            img.load()
-            if img.mode in ("RGBA", "LA", "P", "PA"):
-                # Composite transparent pixels on white instead of letting them turn black.
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            return np.asarray(img.convert("RGB"))
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(str(path), f"image too large: {exc}") from exc
-    except FileNotFoundError as exc:
-        raise ImageReadError(str(path), "file not found") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageReadError(str(path), "not a readable image") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(str(path), f"corrupt image: {exc}") from exc
+    """The image at path as uint8 RGB (H, W, 3) at its original resolution; within: see decoded."""
+    with decoded(path, within) as img:
+        return np.asarray(img)
+
+
+def fit_pixels(img: Image.Image, pixels: int) -> Image.Image:
+    """img scaled down (aspect kept) to at most `pixels` pixels; unchanged when it has no more."""
+    if img.width * img.height <= pixels:
+        return img
+    scale = (pixels / (img.width * img.height)) ** 0.5
+    return img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.BILINEAR)
 
 
 def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

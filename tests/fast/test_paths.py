@@ -125,7 +125,7 @@ def test_a_worker_loads_a_model_once_while_it_is_unchanged(allowed):
     assert again is not first and again.temperature == 2.0
 
 
-def test_listing_keeps_links_within_the_folder_only(allowed, tmp_path):
+def test_listing_names_every_entry_and_enters_no_symlinked_folder(allowed, tmp_path):
     folder = allowed / "listed"
     for name in ("a/b.png", "a-b/c.png", "a/z/d.png", "a/.hidden.png"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +134,8 @@ def test_listing_keeps_links_within_the_folder_only(allowed, tmp_path):
     (folder / "a" / "out-link.png").symlink_to(tmp_path / "outside" / "cat" / "cat_000.png")
     (folder / "a" / "dir-link").symlink_to(tmp_path / "outside")  # a symlinked folder is not entered
     listed = list_folder(folder)
-    # Component by component ("a" before "a-b"), not character by character ("/" sorts after "-").
-    assert listed == [str(folder / p) for p in ("a/b.png", "a/in-link.png", "a/z/d.png", "a-b/c.png")]
-    assert shard_files(list(reversed(listed)), 2) == [listed[:2], listed[2:]]
+    # Component by component ("a" before "a-b"), not character by character ("/" sorts after "-"). What cannot
+    # be read is listed too, so that its row says why.
+    assert listed == [str(folder / p) for p in ("a/.hidden.png", "a/b.png", "a/dir-link", "a/in-link.png",
+                                                "a/out-link.png", "a/z/d.png", "a-b/c.png")]
+    assert shard_files(list(reversed(listed)), 2) == [listed[:4], listed[4:]]

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow
-from convlens.ml.config import TrainOptions
+from convlens.ml.config import TrainConfig, TrainOptions
+from convlens.ml.params import refused
 from convlens.worker.kinds.base import Context, JobKind, Output
 from convlens.worker.kinds.train import TrainResult, calibration_rows, metric_rows, train_config, validate_training
 
@@ -34,7 +35,14 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
             title="stratified k-fold over the training data: one job per fold, then mean ± std"):
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
-        return validate_training(self, params, strict_paths)
+        from convlens.ml.feasible import folds_problem
+
+        validated = validate_training(self, params, strict_paths)
+        parsed = KfoldParams.model_validate(validated)
+        problem = folds_problem(TrainConfig(**parsed.model_dump(include=set(TrainOptions.model_fields))), parsed.folds)
+        if problem:
+            raise refused(KfoldParams, "folds", problem, parsed.folds)
+        return validated
 
     def plan(self, ctx: Context) -> list[dict[str, Any]]:
         return [{} for _ in range(ctx.params.folds)]

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from convlens.db.rows import ArtifactRow, MetricRow
-from convlens.ml.params import JobParams
+from convlens.ml.params import JobParams, refused
 from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
+from convlens.worker.lifecycle import JobError
 from convlens.worker.paths import check_dataset, check_model, resolve_model, unchanged
 
 ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
@@ -17,7 +18,7 @@ ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
 
 class LayersParams(JobParams):
     model: ModelRef
-    layers: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+    layers: Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=64)] | None = Field(
         None, description="conv layers to probe (default: all)")
     dataset: Annotated[str, Field(min_length=1, max_length=4096)] = "cifar10"
     limit: Annotated[int, Field(ge=20, le=10_000_000)] | None = Field(
@@ -42,6 +43,21 @@ class LayersResult(BaseModel):
     plot: str | None = None
 
 
+def _check_layer_names(model: str, layers: list[str]) -> None:
+    """Unknown probe layers are refused at submit, from the saved model's config (no TensorFlow needed)."""
+    from convlens.ml.feasible import saved_layer_names
+
+    try:
+        path = resolve_model(model)
+    except JobError:
+        return  # no model registered under that id yet: the run says so
+    names = saved_layer_names(path)
+    unknown = [n for n in layers if names is not None and n not in names]
+    if unknown:
+        raise refused(LayersParams, "layers", f"unknown layers {', '.join(unknown)}; this model's layers: "
+                                              f"{', '.join(names or [])}", layers)
+
+
 LAYER_COLUMNS = ["layer", "features", "probe_accuracy", "cumulative_layers", "cumulative_accuracy"]
 
 
@@ -52,6 +68,8 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
         validated = super().validate(params, strict_paths)
         validated["model"] = check_model(validated["model"], require_roots=strict_paths)
         validated["dataset"] = check_dataset(validated["dataset"], require_roots=strict_paths)
+        if validated.get("layers"):
+            _check_layer_names(validated["model"], validated["layers"])
         return validated
 
     def run(self, ctx: Context) -> Output:

@@ -1,0 +1,78 @@
+"""What can be checked of a job before it runs, without TensorFlow and without decoding an image: a k-fold's
+folds against the images per class, probe layer names against a saved model's own config."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convlens.ml.config import TrainConfig
+from convlens.ml.data.images import file_paths
+from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
+
+CIFAR_TRAIN_PER_CLASS = 5000
+FOLDER_TEST_FRACTION = 0.2  # ml.data.folders.load_image_folder's default
+MAX_CONFIG = 16 << 20  # bytes of a .keras file's config.json read at most
+
+
+def pool_class_counts(cfg: TrainConfig) -> list[int]:
+    """Images per class in the training pool (after the test split, long tail and --limit), counted from the
+    listing: unreadable files count too, so this is an upper bound."""
+    if cfg.dataset == "cifar10":
+        y = np.repeat(np.arange(10), CIFAR_TRAIN_PER_CLASS)
+    else:
+        root = Path(cfg.dataset)
+        folders = sorted(d for d in os.scandir(root) if d.is_dir(follow_symlinks=False))
+        y = np.repeat(np.arange(len(folders)), [len(file_paths(Path(d.path))) for d in folders])
+        y = y[stratified_split(y, FOLDER_TEST_FRACTION, cfg.seed)[0]]
+    if cfg.long_tail_ratio:
+        y = y[long_tailed_indices(y, cfg.long_tail_ratio, cfg.seed)]
+    if cfg.limit:
+        y = y[stratified_subset(y, cfg.limit, cfg.seed)]
+    return np.bincount(y, minlength=int(y.max()) + 1 if len(y) else 0).tolist()
+
+
+def folds_problem(cfg: TrainConfig, folds: int) -> str | None:
+    """Why `folds` stratified folds cannot be made of this training pool, or None when they can."""
+    try:
+        counts = pool_class_counts(cfg)
+    except ValueError as exc:  # too few images to split off a test part at all
+        return f"the dataset is too small to split: {exc}"
+    if len(counts) < 2:
+        return "the dataset needs at least two classes"
+    if min(counts) < folds:
+        return (f"{folds} folds need at least {folds} training images of every class; the smallest class has "
+                f"{min(counts)} (after the test split, --limit and --long-tail)")
+    return None
+
+
+def _names(config: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if "class_name" in config and isinstance(inner, dict) and isinstance(inner.get("name"), str):
+            found.append(inner["name"])
+        for value in config.values():
+            found += _names(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _names(value)
+    return found
+
+
+def saved_layer_names(model_path: Path) -> list[str] | None:
+    """The layer names in a .keras file's config.json, read from the zip without loading the model; None when
+    the file is not a readable .keras archive (the worker then says why)."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            info = archive.getinfo("config.json")
+            if info.file_size > MAX_CONFIG:
+                return None
+            return _names(json.loads(archive.read(info)))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
