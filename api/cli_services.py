@@ -74,6 +74,7 @@ def api(host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 for eve
                        f"`convlens tokens create` makes more).\nLog in: {url}", err=True)
         else:  # stderr goes to a log: the secret goes to a file only its owner can read, never to the log
             where = first_login_file()
+            where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(url + "\n")

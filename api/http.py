@@ -159,7 +159,8 @@ def docs() -> HTMLResponse:
 
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>convlens API</title>
-<link rel="stylesheet" href="/static/swagger/swagger-ui.css"></head>
+<link rel="stylesheet" href="/static/swagger/swagger-ui.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head>
 <body><div id="swagger-ui"></div>
 <script src="/static/swagger/swagger-ui-bundle.js"></script>
 <script src="/static/docs.js"></script></body></html>

@@ -27,7 +27,7 @@ def pool_class_counts(cfg: TrainConfig) -> list[int]:
         y = np.repeat(np.arange(10), CIFAR_TRAIN_PER_CLASS)
     else:
         root = Path(cfg.dataset)
-        folders = sorted(d for d in os.scandir(root) if d.is_dir(follow_symlinks=False))
+        folders = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
         y = np.repeat(np.arange(len(folders)), [len(file_paths(Path(d.path))) for d in folders])
         y = y[stratified_split(y, FOLDER_TEST_FRACTION, cfg.seed)[0]]
     if cfg.long_tail_ratio:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -56,6 +58,28 @@ def cli(env: dict, *args: str, timeout: float = 600, check: bool = True) -> subp
 
 def cli_json(env: dict, *args: str, timeout: float = 600, check: bool = True):
     return json.loads(cli(env, *args, "--json", timeout=timeout, check=check).stdout)
+
+
+@contextmanager
+def private_site(base: Path, root: Path, database: str) -> Iterator[dict]:
+    """Settings for an API and its workers: their own database (a new PostgreSQL one, or SQLite under
+    base/home), a private Redis database and one allowed root. This process reads the same database meanwhile."""
+    env = {**os.environ, "CONVLENS_HOME": str(base / "home"), "CONVLENS_ALLOWED_ROOTS": str(root),
+           "CONVLENS_BROKER_URL": free_redis_db(), "CONVLENS_DATABASE_URL": ""}
+    db = create_pg_database() if database == "postgresql" else None
+    if db:
+        env["CONVLENS_DATABASE_URL"] = db
+    cli(env, "db", "upgrade")
+    saved = {k: os.environ.get(k) for k in ("CONVLENS_HOME", "CONVLENS_DATABASE_URL", "CONVLENS_ALLOWED_ROOTS")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        yield env
+    finally:
+        redis.Redis.from_url(env["CONVLENS_BROKER_URL"]).flushdb()  # the queued jobs nobody consumed
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        if db:
+            drop_pg_database(db)
 
 
 class Worker:

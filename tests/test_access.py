@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from convlens.db.models import Artifact, Job
 from convlens.db.session import session_scope
-from services import ApiServer, cli, create_pg_database, drop_pg_database, free_redis_db
+from services import ApiServer, cli, private_site
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
@@ -28,23 +27,12 @@ def server(request, tmp_path_factory):
     root = base / "allowed"
     (root / "images" / "cat").mkdir(parents=True)
     shutil.copy(Path(__file__).parent / "fast" / "helpers.py", root / "images" / "cat" / "not-an-image.png")
-    env = {**os.environ, "CONVLENS_HOME": str(base / "home"), "CONVLENS_ALLOWED_ROOTS": str(root),
-           "CONVLENS_BROKER_URL": free_redis_db(), "CONVLENS_DATABASE_URL": ""}
-    db = create_pg_database() if request.param == "postgresql" else None
-    if db:
-        env["CONVLENS_DATABASE_URL"] = db
-        cli(env, "db", "upgrade")
-    api = ApiServer(env, base)
-    # This process reads the same database (to count rows and add an artifact).
-    saved = {k: os.environ.get(k) for k in ("CONVLENS_HOME", "CONVLENS_DATABASE_URL", "CONVLENS_ALLOWED_ROOTS")}
-    os.environ.update({k: env[k] for k in saved})
-    yield {"api": api, "env": env, "root": root, "base": base}
-    api.stop()
-    redis.Redis.from_url(env["CONVLENS_BROKER_URL"]).flushdb()  # the queued jobs nobody consumed
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    if db:
-        drop_pg_database(db)
+    with private_site(base, root, request.param) as env:
+        api = ApiServer(env, base)
+        try:
+            yield {"api": api, "env": env, "root": root, "base": base}
+        finally:
+            api.stop()
 
 
 def _token(env: dict, name: str, scope: str) -> str:
@@ -61,20 +49,37 @@ def _train(root: Path) -> dict:
     return {"kind": "train", "params": {"dataset": str(root / "images"), "epochs": 1}}
 
 
+def _log_in(api, token: str):
+    """A browser's login: the login URL's confirmation page, then its form (nonce in cookie and form)."""
+    import re
+
+    browser = api.client()
+    page = browser.get(f"/?token={token}")
+    assert page.status_code == 200 and "convlens_session" not in browser.cookies, page.text
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+    done = browser.post("/login", data={"token": token, "nonce": nonce})
+    assert done.status_code == 303 and done.headers["location"] == "/", done.text
+    return browser, page, done
+
+
 def test_login_url_session_cookie_and_csrf(server):
     api = server["api"]
     assert api.token and api.token.startswith("cl_"), api.output
+    assert api.token not in api.output  # the first admin token goes to a file of its owner's, not to the log
     anon = api.client()
     assert anon.get("/jobs").status_code == 401
     assert anon.get("/jobs").headers["www-authenticate"] == "Bearer"
     assert anon.get("/health").json() == {"status": "ok"} and anon.get("/openapi.json").status_code == 200
     assert anon.get("/?token=cl_wrong").status_code == 401 and "convlens_session" not in anon.cookies
-    login = anon.get(f"/?token={api.token}")
-    assert login.status_code == 303 and login.headers["location"] == "/"
-    cookie = login.headers["set-cookie"].lower()
+    # A form posted from elsewhere (no nonce cookie of this site's login page) logs nobody in: no login CSRF.
+    forged = api.client().post("/login", data={"token": api.token, "nonce": "guess"})
+    assert forged.status_code == 403 and "convlens_session" not in forged.cookies
+    browser, page, done = _log_in(api, api.token)
+    assert "Log in as" in page.text
+    cookie = done.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
-    browser = api.client()
-    browser.cookies.set("convlens_session", anon.cookies["convlens_session"])
+    session_id = browser.cookies["convlens_session"]
+    assert session_id != api.token and api.token not in cookie  # a server-side session's id, not the token
     assert browser.get("/").status_code == 200 and browser.get("/jobs").status_code == 200
     before = _jobs()
     refused = browser.post("/jobs", json=_train(server["root"]))
@@ -84,10 +89,35 @@ def test_login_url_session_cookie_and_csrf(server):
     made = browser.post("/jobs", json=_train(server["root"]), headers={"X-CSRF-Token": csrf})
     assert made.status_code == 201, made.text
     assert made.json()["submitted_by"] == api.output.split("admin token '")[1].split("'")[0]
+    # Each session has its own CSRF token; another login of the same token gets another.
+    second, _, _ = _log_in(api, api.token)
+    assert second.get("/session").json()["csrf_token"] != csrf
+    # Someone else's login link, opened while logged in, asks before it switches identity.
+    other = _token(server["env"], f"other-{uuid.uuid4().hex[:6]}", "read")
+    asked = second.get(f"/?token={other}")
+    assert asked.status_code == 200 and "You are logged in as" in asked.text
+    assert second.get("/session").json()["name"] == api.output.split("admin token '")[1].split("'")[0]
+    # Logging out ends the session on the server: the old cookie is refused even if replayed.
+    assert browser.post("/logout", data={"csrf": "wrong"}).status_code == 403
+    assert browser.post("/logout", data={"csrf": csrf}).status_code == 303
+    replay = api.client()
+    replay.cookies.set("convlens_session", session_id)
+    assert replay.get("/jobs").status_code == 401 and replay.get("/").status_code == 401
+    # No secret reaches the access log: the login URLs above are logged with the token blanked.
+    log = api.log.read_text()
+    assert "GET /?token=[hidden]" in log and "cl_" not in log
     # A second start finds a token and makes none.
     again = ApiServer(server["env"], server["base"])
     again.stop()
     assert again.token is None and "convlens tokens create" in again.output
+
+
+def test_home_files_are_private(server):
+    home = Path(server["env"]["CONVLENS_HOME"])
+    assert (home.stat().st_mode & 0o077) == 0
+    private = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert private and all(p.stat().st_mode & 0o077 == 0 for p in private), \
+        [(str(p), oct(p.stat().st_mode)) for p in private if p.stat().st_mode & 0o077]
 
 
 def test_access_matrix(server):

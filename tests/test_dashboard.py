@@ -98,8 +98,12 @@ class Watched:
 
 
 def login(site) -> Watched:
+    """The login URL asks first (someone else's link must not switch identity unawares), then logs in."""
     w = Watched(site)
     w.open(f"/?token={site['api'].token}")
+    assert w.page.locator("h1").inner_text() == "Log in"
+    w.page.locator("form[action='/login'] button").click()
+    w.page.wait_for_load_state("networkidle")
     assert w.page.url == w.base + "/" and w.page.locator("h1").inner_text() == "Jobs"
     return w
 
@@ -272,6 +276,17 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     assert w.page.locator("#compare-f1 tbody tr").count() == 10
     assert w.images_loaded() == 1
     w.shot(site, "compare")
+    # The API's docs render from this server's own files under the same CSP (nothing from a CDN).
+    w.open("/docs")
+    w.page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
+    assert "convlens" in w.page.locator(".swagger-ui .info .title").inner_text()
+    assert w.page.locator(".opblock").count() >= 10
+    # Logging out ends the session: the next page asks to log in.
+    w.open("/")
+    w.page.locator("form.logout button").click()
+    w.page.wait_for_load_state("networkidle")
+    assert w.page.locator("h1").inner_text() == "Log in"
+    w.problems = [p for p in w.problems if "401" not in p]
     w.clean()
 
     text = http.get("/metrics").text

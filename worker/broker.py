@@ -132,6 +132,21 @@ def ensure_embedded_redis() -> bool:
         raise BrokerUnavailable(f"embedded Redis did not start; see {home / 'redis.log'}")
 
 
+def wait_until_writable(timeout_s: float) -> None:
+    """Returns once the embedded Redis accepts writes again (a full disk stops them until its append-only file
+    can be written), or after timeout_s; at once for any other broker."""
+    if not settings().embedded_broker:
+        return
+    client = redis.Redis(unix_socket_path=str(socket_path()), socket_timeout=2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.set("convlens:writable", "1", ex=60)
+            return
+        except (redis.RedisError, OSError):
+            time.sleep(1)
+
+
 def embedded_redis_status() -> dict[str, object]:
     """Whether the embedded Redis of this CONVLENS_HOME runs, with its socket, pid and persistence settings."""
     sock = socket_path()

@@ -3,6 +3,7 @@ failed or cancelled. Shared by every job kind, queued or inline."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -177,18 +178,71 @@ class Reporter:
             job.progress = {**(job.progress or {}), **event.with_fraction().model_dump(exclude_none=True)}
 
 
+class JobFailed(Exception):
+    """The job failed for good and the failure is recorded: Celery must not retry it."""
+
+
+DISK_FULL_WAIT_S = 900  # how long a failure waits for space to record itself before it gives up
+_FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The OS's reason when exc (or what caused it) is a full disk: a file write, SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full (53100), or a Redis that stopped writes because its own file could not be written."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{cause.strerror}" + (f": {cause.filename}" if cause.filename else "")
+        if getattr(cause, "sqlstate", None) == "53100" or any(text in str(cause) for text in _FULL):
+            text = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+            return text if "No space left" in text else f"No space left on device ({text})"
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return None
+
+
+def record_failure(job_id: str, reason: str) -> None:
+    """fail(), retried while the disk is full: the reason is written as soon as space allows a write."""
+    deadline = time.monotonic() + DISK_FULL_WAIT_S
+    while True:
+        try:
+            fail(job_id, reason)
+            return
+        except Exception as exc:
+            if disk_full(exc) is None or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _reason(exc: Exception) -> str:
+    """What a failed job shows: the message of an error a user can act on, the type too of anything else."""
+    from convlens.ml.errors import ConvlensError
+
+    if isinstance(exc, JobError | ConvlensError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Marks the job failed on a permanent error (transient DB errors are left to the caller's retry)."""
+    """Marks the job failed on a permanent error (transient DB errors are left to the caller's retry). A full disk
+    is permanent: the job fails with the OS's reason once it can be written, and is not retried."""
 
     def wrapper(job_id: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(job_id, *args, **kwargs)
         except JobCancelled:
             return None
-        except TRANSIENT:
-            raise
         except Exception as exc:
-            fail(job_id, f"{type(exc).__name__}: {exc}")
+            full = disk_full(exc)
+            if full is None and isinstance(exc, TRANSIENT):
+                raise
+            record_failure(job_id, full or _reason(exc))
+            if full is not None:
+                from convlens.worker.broker import wait_until_writable
+
+                wait_until_writable(DISK_FULL_WAIT_S)  # the task's acknowledgement is a write to the broker
+                raise JobFailed(full) from exc
             if not isinstance(exc, JobError | ValueError | DBAPIError):
                 traceback.print_exc()
             raise
