@@ -17,6 +17,7 @@ from convlens.api import queries
 from convlens.api.follow import follow, follow_in_background
 from convlens.api.output import fail, print_json, ready_database, require_tensorflow
 from convlens.ml.config import TrainOptions
+from convlens.worker.dependencies import DependencyRefused
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
@@ -29,6 +30,8 @@ submit_app = typer.Typer(help="Queue a job for the workers; prints its id.", no_
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 Wait = Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar until it ends")]
 Timeout = Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds (exit code 3)")]
+After = Annotated[list[str] | None, typer.Option(
+    "--after", help="a job that must succeed first (repeatable): this one waits, and fails if that one fails")]
 
 
 def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
@@ -44,7 +47,7 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
 
 
 def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
-            timeout: float | None = None) -> None:
+            timeout: float | None = None, after: list[str] | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
     from convlens.worker import steps
 
@@ -54,14 +57,14 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     params = {k: v for k, v in params.items() if v is not None}
     try:
         if mode == "run":
-            job_id = steps.create_job(kind, params)
+            job_id = steps.create_job(kind, params, may_wait=False)
         else:
             from convlens.worker.tasks import submit
 
-            job_id = submit(kind, params)
+            job_id = submit(kind, params, after=after)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except PathRefused as exc:
+    except (PathRefused, DependencyRefused) as exc:
         fail(str(exc))
     if mode == "run":
         thread, stop = follow_in_background(job_id, quiet=as_json)
@@ -74,7 +77,8 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
             stop.set()
             thread.join()
     elif not wait:
-        typer.echo(json.dumps({"id": job_id, "kind": kind, "status": "queued"}) if as_json else job_id)
+        job = queries.get_job(job_id)
+        typer.echo(json.dumps({"id": job_id, "kind": kind, "status": job.status}) if as_json else job_id)
         return
     else:
         wait_for_job(job_id, as_json, timeout)
@@ -100,6 +104,8 @@ def show_job(job: dict[str, Any]) -> None:
         typer.secho(f"error: {job['error']}", fg="red")
     if job["status"] == "running":
         typer.echo(f"progress: {describe(job.get('progress'))}")
+    if job["status"] == "waiting":
+        typer.echo(f"waiting for: {', '.join(job.get('waits_for') or [])}")
     if job.get("result"):
         for line in get_kind(job["kind"]).describe(job["result"]):
             typer.secho(line, fg="yellow" if line.startswith("warning:") else None)
@@ -161,16 +167,17 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
                  leading: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
                  to_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """Registers `run KIND` or `submit KIND` with one option per field of `model` (after `leading` ones)."""
-    common = [inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
+    common = [inspect.Parameter("after", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=After),
+              inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
               inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Timeout),
               inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)]
-    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[2:])]
+    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[3:])]
 
     def command(**values: Any) -> None:
         params = _params_from(model, values)
         params = to_params(params | values) if to_params else params
         execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],
-                values.get("timeout"))
+                values.get("timeout"), values.get("after"))
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters}

@@ -59,6 +59,7 @@ from convlens.api.tokens import (
 from convlens.db.rows import PredictionRow
 from convlens.ml.params import value_problem
 from convlens.ml.settings import settings
+from convlens.worker.dependencies import DependencyRefused
 from convlens.worker.kinds import KINDS
 from convlens.worker.lifecycle import JobError
 from convlens.worker.paths import JOB_ID, PathRefused
@@ -231,7 +232,7 @@ def create_job(req: JobRequest, who: Submitter) -> JobView:
     from convlens.worker.tasks import submit
 
     try:
-        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name)
+        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after)
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
@@ -239,6 +240,8 @@ def create_job(req: JobRequest, who: Submitter) -> JobView:
             f"{e['field']}: {e['message']}" for e in errors), errors) from None
     except PathRefused as exc:
         raise problem(403, str(exc)) from None
+    except DependencyRefused as exc:
+        raise problem(422, str(exc), [{"field": "after", "message": str(exc)}]) from None
     return queries.get_job(job_id)
 
 

@@ -35,6 +35,7 @@ class JobView(BaseModel):
     worker: str | None = Field(None, description="the Celery worker (or inline@host) that ran it last")
     submitted_by: str | None = Field(None, description="the name of the API token that submitted it (None: the CLI)")
     error: str | None = Field(None, description="why it failed")
+    waits_for: list[str] | None = Field(None, description="jobs that must succeed before it is queued")
     parent_id: str | None = Field(None, description="the job a part belongs to")
     part: int | None = Field(None, description="a part's index among its siblings (fold, shard)")
     result: JobResult | None = Field(None, description="the kind's typed result once it succeeded")
@@ -53,6 +54,9 @@ class JobRequest(BaseModel):
 
     kind: KindName = Field(description="the job kind; its params are described by the schemas named *Params")
     params: dict[str, Any] = {}
+    after: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
+        [], max_length=32, description="jobs that must succeed first: the job waits (status waiting) and fails if "
+        "one of them fails or is cancelled")
 
 
 class MetricsView(BaseModel):

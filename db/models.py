@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = ("succeeded", "failed", "cancelled")
+
+class JobStatus(StrEnum):
+    """A job's life: waiting (on the jobs it was submitted after), queued, running, then one of the three ends."""
+
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+JOB_STATUSES = tuple(s.value for s in JobStatus)
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 SCOPES = ("read", "submit", "admin")  # each allows what the ones before it do
 
 
@@ -61,6 +74,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # re-queued after going silent
     # The name of the API token that submitted it (None: the local CLI, which needs no token).
     submitted_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The jobs that must succeed before this one is queued (it is `waiting` until then).
+    waits_for: Mapped[list[Any] | None] = mapped_column(default=None)
 
 
 class Metric(Base):

@@ -183,6 +183,10 @@ HOSTILE_BODIES = [
     {"kind": "layers", "params": {"model": "\x00.keras"}},
     {"kind": "kfold", "params": {"folds": 1e300}},
     {"kind": ["train"], "params": {}},
+    {"kind": "train", "params": {}, "after": ["nope"]},
+    {"kind": "train", "params": {}, "after": ["f" * 32]},
+    {"kind": "train", "params": {}, "after": ["a" * 32] * 33},
+    {"kind": "layers", "params": {"model": "e" * 32}},
     {"params": {}},
     [],
 ]
@@ -257,8 +261,10 @@ def test_every_path_param_of_every_kind_stays_inside_the_roots(server, tmp_path)
             assert "detail" in r.json()
             tried += 1
     assert _jobs() == before and tried == len(PATH_PARAMS) * len(tricks)
-    ok = c.post("/jobs", json={"kind": "classify", "params": {"folder": str(root / "images"), "model": "0" * 32}})
+    train = c.post("/jobs", json=_train(root)).json()["id"]
+    ok = c.post("/jobs", json={"kind": "classify", "params": {"folder": str(root / "images"), "model": train}})
     assert ok.status_code == 201 and ok.json()["params"]["folder"] == str((root / "images").resolve())
+    assert ok.json()["status"] == "waiting" and ok.json()["waits_for"] == [train]
 
 
 def test_non_loopback_without_tls_warns(server):

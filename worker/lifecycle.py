@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, defer
 
-from convlens.db.models import FINISHED, Job, utcnow
+from convlens.db.models import FINISHED, Job, JobStatus, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
 from convlens.ml.settings import settings
@@ -67,7 +67,7 @@ def start(job_id: str, hostname: str | None) -> Job | None:
         job = s.get(Job, job_id)
         if job is None:
             raise JobError(f"job {job_id} not found")
-        if job.status in FINISHED:
+        if job.status in FINISHED or job.status == JobStatus.WAITING:
             return None
         if job.status == "running" and not (is_stale(job.heartbeat_at or job.started_at)
                                             or _runner_is_dead(job.runner)):
@@ -128,6 +128,12 @@ def fail(job_id: str, error: str) -> None:
                 if parent is not None and parent.status not in FINISHED:
                     parent.status, parent.finished_at = "failed", utcnow()
                     parent.error = f"part {job.part} failed: {error}"
+
+
+def status_of(job_id: str) -> str | None:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return job.status if job is not None else None
 
 
 def is_cancelled(job_id: str) -> bool:

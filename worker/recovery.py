@@ -104,6 +104,7 @@ def _loop() -> None:
         try:
             ensure_embedded_redis()  # the embedded broker died: whoever notices first starts it again
             recover()
+            tasks.send_released()  # a job that ended while no process could release what waited for it
         except Exception:  # the broker or the database is away for a moment: try again next round
             log.exception("recovery pass failed")
         threading.Event().wait(settings().heartbeat_s)

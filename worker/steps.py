@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from convlens.db.models import FINISHED, Artifact, Job, Metric, Prediction, TrainedModelRow
+from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, TrainedModelRow
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
-from convlens.worker import lifecycle
+from convlens.worker import dependencies, lifecycle
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Output
 from convlens.worker.lifecycle import JobError, Reporter, guarded
@@ -27,16 +27,27 @@ from convlens.worker.paths import job_dir
 PART_COLUMN = {Metric: Metric.fold, Artifact: Artifact.part, Prediction: Prediction.shard}
 
 
-def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None) -> str:
-    """Validates params for `kind` (pydantic's ValidationError, or PathRefused, both ValueErrors, when bad) and
-    records a queued job.
+def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None,
+               after: list[str] | None = None, may_wait: bool = True) -> str:
+    """Validates params for `kind` (pydantic's ValidationError, or PathRefused and DependencyRefused, all
+    ValueErrors, when bad) and records the job: queued, or waiting for the jobs named in `after` and for the
+    train job its model comes from while that has not finished.
 
     strict_paths: folders and models must lie under CONVLENS_ALLOWED_ROOTS (requests from the HTTP API).
     submitted_by: the name of the API token that asked for it.
+    may_wait: False for a job run here and now, which cannot wait for another.
     """
     validated = get_kind(kind).validate(params, strict_paths)
+    waits = dependencies.check_after(after or [])
+    model_job = dependencies.model_job(validated["model"]) if isinstance(validated.get("model"), str) else None
+    if model_job is not None and model_job not in waits:
+        waits.append(model_job)
+    if waits and not may_wait:
+        raise dependencies.DependencyRefused(f"job {waits[0]} has not finished; `convlens submit` can wait for it, "
+                                             "a job run here cannot")
     with session_scope() as s:
-        job = Job(kind=kind, params=validated, status="queued", submitted_by=submitted_by)
+        job = Job(kind=kind, params=validated, status=JobStatus.WAITING if waits else JobStatus.QUEUED,
+                  submitted_by=submitted_by, waits_for=waits or None)
         s.add(job)
         s.flush()
         return job.id

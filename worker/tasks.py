@@ -11,7 +11,8 @@ import kombu.exceptions
 import redis
 from sqlalchemy.exc import OperationalError
 
-from convlens.worker import lifecycle, steps
+from convlens.db.models import JobStatus
+from convlens.worker import dependencies, lifecycle, steps
 from convlens.worker.app import app
 from convlens.worker.broker import ensure_embedded_redis
 from convlens.worker.kinds import get_kind
@@ -27,20 +28,30 @@ RETRY = {
 
 @app.task(name="convlens.job", bind=True, **RETRY)
 def job(self, job_id: str, kind_name: str) -> None:
-    for part_id in steps.begin(job_id, self.request.hostname):
-        send_part(part_id, kind_name)
+    try:
+        for part_id in steps.begin(job_id, self.request.hostname):
+            send_part(part_id, kind_name)
+    finally:
+        send_released()
 
 
 @app.task(name="convlens.part", bind=True, **RETRY)
 def part(self, part_id: str) -> None:
-    parent_id = steps.run_part(part_id, self.request.hostname)
+    try:
+        parent_id = steps.run_part(part_id, self.request.hostname)
+    except Exception:
+        send_released()  # a failed part failed its parent: what waited for that fails too
+        raise
     if parent_id is not None:
         send_aggregate(parent_id)
 
 
 @app.task(name="convlens.aggregate", bind=True, **RETRY)
 def aggregate(self, job_id: str) -> None:
-    steps.aggregate(job_id, self.request.hostname)
+    try:
+        steps.aggregate(job_id, self.request.hostname)
+    finally:
+        send_released()
 
 
 def send_job(job_id: str, kind_name: str) -> None:
@@ -59,11 +70,22 @@ def send_aggregate(job_id: str) -> None:
     aggregate.apply_async(args=[job_id], task_id=aggregate_task_id(job_id), queue="cpu")
 
 
-def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_by: str | None = None) -> str:
-    """Validates params, records a queued job and enqueues its first step; returns the job id."""
-    job_id = steps.create_job(kind_name, params, strict_paths, submitted_by)
+def send_released() -> None:
+    """Queues every waiting job whose jobs have all succeeded (and fails those whose jobs did not)."""
+    for job_id, kind_name in dependencies.release():
+        send_job(job_id, kind_name)
+
+
+def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_by: str | None = None,
+           after: list[str] | None = None) -> str:
+    """Validates params, records the job and enqueues its first step (or leaves it waiting for `after` and
+    its model's train job); returns the job id."""
+    job_id = steps.create_job(kind_name, params, strict_paths, submitted_by, after)
     ensure_embedded_redis()
-    send_job(job_id, kind_name)
+    if lifecycle.status_of(job_id) == JobStatus.QUEUED:
+        send_job(job_id, kind_name)
+    else:
+        send_released()  # what it waits for may have ended while it was being stored
     return job_id
 
 
@@ -71,4 +93,5 @@ def cancel(job_id: str) -> list[str]:
     ids = lifecycle.mark_cancelled(job_id)
     ensure_embedded_redis()
     app.control.revoke(ids, terminate=True)
+    send_released()
     return ids

@@ -74,13 +74,14 @@ document.addEventListener("submit", async (event) => {
   const banner = form.querySelector(".form-error");
   banner.hidden = true;
   const params = {};
+  const request = { kind: form.getAttribute("data-kind"), params };
   for (const input of form.querySelectorAll("[name]")) {
     const v = value(input);
-    if (v !== undefined) params[input.name] = v;
+    if (v !== undefined) (input.dataset.topLevel !== undefined ? request : params)[input.name] = v;
   }
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
-  const { ok, status, data } = await api("POST", "/jobs", { kind: form.getAttribute("data-kind"), params });
+  const { ok, status, data } = await api("POST", "/jobs", request);
   button.disabled = false;
   if (ok) { location.href = "/ui/jobs/" + data.id; return; }
   const detail = (data && data.detail) || { message: "the request failed (HTTP " + status + ")", errors: [] };

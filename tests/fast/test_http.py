@@ -62,7 +62,8 @@ def test_a_stored_job_reads_back_typed(client, tmp_path):
     from convlens.worker.kinds.classify import ClassifyResult
 
     (tmp_path / "images").mkdir()
-    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": "0" * 32})
+    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": steps.create_job(
+        "train", {"dataset": str(tmp_path / "images")})})
     rows = [PredictionRow(path=f"/x/{c}/{i}.png", predicted="cat", confidence=0.4 + i / 10, true_label=c,
                           top_k=[("cat", 0.4 + i / 10)]) for i in range(5) for c in ("cat", "dog")]
     rows.append(PredictionRow(path="/x/bad.png", error="not an image"))
@@ -97,7 +98,8 @@ def test_dashboard_pages_refuse_hostile_input_without_a_500(client, tmp_path):
 
     (tmp_path / "images").mkdir()
     (tmp_path / "secret.png").write_bytes(b"not yours")
-    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": "0" * 32})
+    job_id = steps.create_job("classify", {"folder": str(tmp_path / "images"), "model": steps.create_job(
+        "train", {"dataset": str(tmp_path / "images")})})
     rows = [PredictionRow(path=str(tmp_path / "secret.png"), predicted="cat", confidence=0.9)]
     result = ClassifyResult(files=1, classified=1, unreadable=0, per_class={"cat": 1}, shards=1,
                             overlay_dir="/etc")
