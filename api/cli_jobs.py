@@ -189,12 +189,15 @@ FolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, annotati
     str, typer.Argument(help="folder of images, walked recursively")])
 ModelOpt = inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
     str, typer.Option("--model", help="a .keras model or the id of a train job")])
+StudyFolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+    str | None, typer.Argument(help="images to classify with Grad-CAM (default: a sample of CIFAR-10 test images)")])
 LayerOpt = inspect.Parameter("layer", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     list[str] | None, typer.Option(help="a conv layer to probe (repeatable; default: all)")])
 
 
 def _register(sub: typer.Typer, mode: str) -> None:
     from convlens.worker.kinds.classify import ClassifyParams
+    from convlens.worker.kinds.study import StudyParams
 
     kind_command(sub, "train", mode, TrainOptions)
     kind_command(sub, "kfold", mode, KfoldParams)
@@ -204,6 +207,8 @@ def _register(sub: typer.Typer, mode: str) -> None:
     kind_command(sub, "classify", mode, ClassifyParams, leading=[FolderArg, ModelOpt],
                  skip=("folder", "model"),
                  to_params=lambda v: {**_params_from(ClassifyParams, v), "folder": v["folder"], "model": v["model"]})
+    kind_command(sub, "study", mode, StudyParams, leading=[StudyFolderArg], skip=("folder",),
+                 to_params=lambda v: {**_params_from(StudyParams, v), "folder": v["folder"]})
 
 
 _register(run_app, "run")

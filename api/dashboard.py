@@ -159,6 +159,8 @@ def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
     job = _job_or_404(job_id)
     context: dict[str, Any] = {"job": job, "artifacts": {a.kind: a.key for a in job.artifacts or []},
                                "finished": job.status in FINISHED, "can_submit": who.allows("submit")}
+    kind = KINDS.get(job.kind)
+    context.update(stages=kind.stages if kind else (), template=kind.template if kind else None)
     result_type = type(job.result).__name__ if job.result is not None else None
     if result_type == "TrainResult":
         context.update(train_context(job))
@@ -256,7 +258,7 @@ def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLRespon
 
     # A fanned-out job is "running" while its parts run: the parts are what occupies the workers.
     running = [j for j in queries.list_jobs("running", top_level=False, limit=500)
-               if j.parent_id or j.kind not in KINDS or not KINDS[j.kind].fans_out]
+               if j.kind not in KINDS or not (KINDS[j.kind].fans_out or KINDS[j.kind].composite)]
     by_worker: dict[str, list[JobView]] = {}
     for job in running:
         by_worker.setdefault(job.worker or "(unknown)", []).append(job)

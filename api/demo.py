@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from convlens.api import queries
@@ -22,18 +21,9 @@ from convlens.worker.kinds.layers import LAYER_COLUMNS
 
 
 def export_test_images(n: int, folder: Path, seed: int = 0) -> int:
-    """Writes n random CIFAR-10 test images as PNGs under folder/<class>/ (the folder names the truth)."""
-    from PIL import Image
+    from convlens.ml.data.cifar import export_test_sample, load_cifar10
 
-    from convlens.ml.data.cifar import load_cifar10
-
-    data = load_cifar10(settings().datasets_dir)
-    picks = np.random.default_rng(seed).choice(len(data.y_test), n, replace=False)
-    for i in picks:
-        target = folder / data.class_names[data.y_test[i]]
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(data.x_test[i]).save(target / f"test_{i:05d}.png")
-    return n
+    return export_test_sample(load_cifar10(settings().datasets_dir), n, folder, seed)
 
 
 def _start_worker(log: Path) -> subprocess.Popen:

@@ -82,7 +82,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 400: _error("a body that cannot be parsed (not UTF-8)")}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {**ERRORS, 404: _error("no such job, artifact or token")}
-ARTIFACT_TYPES = ("image/png", "application/json", "text/csv", "application/octet-stream")
+ARTIFACT_TYPES = ("image/png", "application/json", "text/csv", "text/html", "application/octet-stream")
 
 
 def _text(value: str) -> str:

@@ -8,21 +8,22 @@ from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
-from convlens.worker.kinds import UnknownKind, get_kind
+from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
 
 
 def job_view(job: Job, with_result: bool = True) -> JobView:
     try:
         kind = get_kind(job.kind)
-        params = kind.public_params(job.params or {}, is_part=job.parent_id is not None)
-        result_model = kind.part_result_model if job.parent_id is not None else kind.result_model
+        is_part = job.kind in PART_KINDS  # a composite's children are jobs of their own kind, not parts
+        params = kind.public_params(job.params or {}, is_part=is_part)
+        result_model = kind.part_result_model if is_part else kind.result_model
     except UnknownKind:  # a row written by a newer or older convlens: shown as it is
         params, result_model = job.params or {}, None
     result = None
     if with_result and job.result is not None and result_model is not None:
         result = result_model.model_validate(job.result)
     headline = None
-    if job.status == "succeeded" and job.result is not None and job.parent_id is None:
+    if job.status == "succeeded" and job.result is not None and job.kind not in PART_KINDS:
         try:
             headline = get_kind(job.kind).headline(job.result)
         except (UnknownKind, KeyError, TypeError, ValueError):

@@ -23,9 +23,11 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     keys = [k for k in ("loss", "accuracy") if k in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        ax.plot(history[key], label=f"train {key}")
+        epochs = range(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], "o-", label=f"train {key}")  # markers: one epoch is a point, not nothing
         if f"val_{key}" in history:
-            ax.plot(history[f"val_{key}"], label=f"validation {key}")
+            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"], "o-", label=f"validation {key}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from convlens.db.models import Job, JobStatus, utcnow
 from convlens.db.session import session_scope
+from convlens.worker.kinds import PART_KINDS
 from convlens.worker.paths import JOB_ID
 
 MAX_AFTER = 32
@@ -35,7 +36,7 @@ def check_after(ids: list[str]) -> list[str]:
             job = s.get(Job, job_id) if JOB_ID.fullmatch(job_id) else None
             if job is None:
                 raise DependencyRefused(f"--after {job_id}: no such job")
-            if job.parent_id is not None:
+            if job.kind in PART_KINDS:
                 raise DependencyRefused(f"--after {job_id}: that is a part of job {job.parent_id}; name the job")
     return ids
 
@@ -50,7 +51,7 @@ def model_job(ref: str) -> str | None:
         if job is None:
             raise DependencyRefused(f"--model {ref}: no job with that id (a model is a train job's id or a .keras "
                                     "file)")
-        if job.kind != "train" or job.parent_id is not None:
+        if job.kind != "train":
             raise DependencyRefused(f"--model {ref}: that is a {job.kind} job, not a train job; it has no model")
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise DependencyRefused(f"--model {ref}: that train job {job.status}, so it has no model")

@@ -22,16 +22,13 @@ from convlens.db.models import FINISHED, Job, JobStatus, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
 from convlens.ml.settings import settings
+from convlens.worker.errors import JobError
 
 TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
 
 
 class JobCancelled(Exception):
     pass
-
-
-class JobError(Exception):
-    """A job cannot run as asked (bad reference, missing folder)."""
 
 
 def hostname_or_inline(hostname: str | None) -> str:
@@ -119,6 +116,9 @@ def finish(job: Job, result: dict[str, Any] | None = None) -> None:
 
 
 def fail(job_id: str, error: str) -> None:
+    """Fails the job, and the job it belongs to (a part's fan-out job, a child's composite job) with its reason."""
+    from convlens.worker.kinds import PART_KINDS
+
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is not None and job.status not in FINISHED:
@@ -127,7 +127,8 @@ def fail(job_id: str, error: str) -> None:
                 parent = s.get(Job, job.parent_id)
                 if parent is not None and parent.status not in FINISHED:
                     parent.status, parent.finished_at = "failed", utcnow()
-                    parent.error = f"part {job.part} failed: {error}"
+                    parent.error = f"part {job.part} failed: {error}" if job.kind in PART_KINDS \
+                        else f"{job.kind} job {job.id} failed: {error}"
 
 
 def status_of(job_id: str) -> str | None:
@@ -147,18 +148,52 @@ def children(s: Session, job_id: str) -> list[Job]:
     return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part).options(defer(Job.params))))
 
 
+def descendants(s: Session, job_id: str) -> list[Job]:
+    """A job's children, their children (a composite's k-fold child's folds), and so on."""
+    found, frontier = [], [job_id]
+    while frontier:
+        kids = list(s.scalars(select(Job).where(Job.parent_id.in_(frontier)).options(defer(Job.params))))
+        found += kids
+        frontier = [k.id for k in kids]
+    return found
+
+
+def cancel_descendants(s: Session, job_id: str) -> list[str]:
+    """Marks every unfinished descendant cancelled; returns their ids (to revoke)."""
+    now, ids = utcnow(), []
+    for j in descendants(s, job_id):
+        if j.status not in FINISHED:
+            j.status, j.finished_at = "cancelled", now
+            ids.append(j.id)
+    return ids
+
+
+def composite_ancestors(job_id: str) -> list[str]:
+    """The composite jobs a job belongs to (a composite's child, or a part of one of its fan-out children)."""
+    from convlens.worker.kinds import UnknownKind, get_kind
+
+    found = []
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        while job is not None and job.parent_id is not None:
+            job = s.get(Job, job.parent_id)
+            try:
+                if job is not None and get_kind(job.kind).composite:
+                    found.append(job.id)
+            except UnknownKind:
+                pass
+    return found
+
+
 def mark_cancelled(job_id: str) -> list[str]:
-    """Marks the job and its unfinished children cancelled; returns every id to revoke."""
+    """Marks the job and its unfinished descendants cancelled; returns every id to revoke."""
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobError(f"job {job_id} not found")
-        family = [job, *children(s, job_id)]
-        now = utcnow()
-        for j in family:
-            if j.status not in FINISHED:
-                j.status, j.finished_at = "cancelled", now
-        return [j.id for j in family]
+        if job.status not in FINISHED:
+            job.status, job.finished_at = "cancelled", utcnow()
+        return [job.id, *cancel_descendants(s, job_id)]
 
 
 class Reporter:

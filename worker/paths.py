@@ -49,7 +49,8 @@ def check_folder(folder: str, require_roots: bool = False) -> Path:
     if roots is None:
         if require_roots:
             raise PathRefused("no folders may be read: set CONVLENS_ALLOWED_ROOTS on the API server")
-    elif not _inside(real, roots):
+    elif not _inside(real, roots) and (require_roots or not _inside(real, [settings().home_dir / "runs"])):
+        # A job that convlens itself makes (a study's sample of test images) may read its own runs folder.
         raise PathRefused(f"{folder}: outside the allowed roots ({', '.join(map(str, roots))})")
     try:
         if not real.is_dir():
@@ -99,7 +100,7 @@ def resolve_model(ref: str) -> Path:
 
     from convlens.db.models import TrainedModelRow
     from convlens.db.session import session_scope
-    from convlens.worker.lifecycle import JobError
+    from convlens.worker.errors import JobError
 
     if JOB_ID.fullmatch(ref):
         with session_scope() as s:

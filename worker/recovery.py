@@ -19,12 +19,12 @@ from datetime import timedelta
 from celery.signals import worker_ready
 from sqlalchemy import select, update
 
-from convlens.db.models import Job, utcnow
+from convlens.db.models import FINISHED, Job, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.settings import settings
 from convlens.worker import lifecycle, tasks
 from convlens.worker.broker import ensure_embedded_redis
-from convlens.worker.kinds import get_kind
+from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
 
 log = logging.getLogger("convlens.recovery")
 QUEUES = ("gpu", "cpu")
@@ -51,12 +51,17 @@ def recover() -> dict[str, int]:
     """One reconciliation pass; returns how many jobs it re-queued, failed, re-sent and aggregated."""
     conf, now = settings(), utcnow()
     cutoff = now - timedelta(seconds=conf.stale_after_s)
-    counts = {"requeued": 0, "failed": 0, "resent": 0, "aggregated": 0}
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "aggregated": 0, "advanced": 0}
     requeue: list[Job] = []
     aggregate: list[str] = []
+    advance: list[str] = []
     with session_scope() as s:
         for job in s.scalars(select(Job).where(Job.status == "running")):
             parts = lifecycle.children(s, job.id)
+            if _is_composite(job):  # moves on when a child ends; stuck only if that message was lost
+                if all(p.status in FINISHED for p in parts) and lifecycle.is_stale(job.heartbeat_at, cutoff):
+                    advance.append(job.id)
+                continue
             if parts:  # waiting on its parts; stuck only when they all succeeded and nobody aggregated
                 if all(p.status == "succeeded" for p in parts) and lifecycle.is_stale(job.heartbeat_at, cutoff):
                     aggregate.append(job.id)
@@ -77,6 +82,9 @@ def recover() -> dict[str, int]:
     for job in requeue:
         _send(job)
         counts["requeued"] += 1
+    for job_id in advance:
+        tasks.send_advance(job_id)
+        counts["advanced"] += 1
     if queued or aggregate:
         waiting = broker_task_ids(cutoff.timestamp())
         for job in queued:
@@ -92,11 +100,19 @@ def recover() -> dict[str, int]:
     return counts
 
 
+def _is_composite(job: Job) -> bool:
+    try:
+        return get_kind(job.kind).composite
+    except UnknownKind:
+        return False
+
+
 def _send(job: Job) -> None:
-    if job.parent_id is None:
-        tasks.send_job(job.id, job.kind)
-    else:
+    """A job as what it is: a part of a fan-out job, or a job of its own kind (a composite's children too)."""
+    if job.kind in PART_KINDS:
         tasks.send_part(job.id, get_kind(job.kind).name)
+    else:
+        tasks.send_job(job.id, job.kind)
 
 
 def _loop() -> None:

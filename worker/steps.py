@@ -8,18 +8,19 @@ job's rows outside any part, a part replaces its own part's rows (metrics by fol
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, TrainedModelRow
+from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, TrainedModelRow, utcnow
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
 from convlens.worker import dependencies, lifecycle
 from convlens.worker.kinds import get_kind
-from convlens.worker.kinds.base import Context, Output
+from convlens.worker.kinds.base import Context, Done, Output
 from convlens.worker.lifecycle import JobError, Reporter, guarded
 from convlens.worker.paths import job_dir
 
@@ -37,6 +38,16 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, su
     submitted_by: the name of the API token that asked for it.
     may_wait: False for a job run here and now, which cannot wait for another.
     """
+    job = new_job(kind, params, strict_paths, submitted_by, after, may_wait)
+    with session_scope() as s:
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None,
+            after: list[str] | None = None, may_wait: bool = True, **row: Any) -> Job:
+    """The row of a new job, validated (see create_job); `row`: more columns (a composite's child's parent)."""
     validated = get_kind(kind).validate(params, strict_paths)
     waits = dependencies.check_after(after or [])
     model_job = dependencies.model_job(validated["model"]) if isinstance(validated.get("model"), str) else None
@@ -45,12 +56,8 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, su
     if waits and not may_wait:
         raise dependencies.DependencyRefused(f"job {waits[0]} has not finished; `convlens submit` can wait for it, "
                                              "a job run here cannot")
-    with session_scope() as s:
-        job = Job(kind=kind, params=validated, status=JobStatus.WAITING if waits else JobStatus.QUEUED,
-                  submitted_by=submitted_by, waits_for=waits or None)
-        s.add(job)
-        s.flush()
-        return job.id
+    return Job(kind=kind, params=validated, status=JobStatus.WAITING if waits else JobStatus.QUEUED,
+               submitted_by=submitted_by, waits_for=waits or None, **row)
 
 
 def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
@@ -93,6 +100,8 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     if job is None:
         return []
     kind = get_kind(job.kind)
+    if kind.composite:
+        return []  # its stages are started by advance()
     ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
     with lifecycle.heartbeat(job_id, job.lease):  # listing a large folder takes a while too
         if kind.fans_out:
@@ -172,10 +181,75 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
         kind.after_finish(s, job_id, out.result)
 
 
+@dataclass
+class Advanced:
+    """What advancing a composite job asks of the queue: children to send, children to revoke."""
+
+    send: list[tuple[str, str]] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+
+
+@guarded
+def advance(job_id: str, hostname: str | None = None) -> Advanced:
+    """Moves a composite job on: nothing while a child runs; its next stage's children once the current
+    stage's all succeeded; its own result once the last stage's did. A failed or cancelled child fails it
+    (with the child's reason) and what else of it still runs is cancelled. Safe to call any number of times:
+    a stage's children are created under a compare-and-set on the job's lease."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status not in (JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED):
+            return Advanced()
+        kids = list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part, Job.created_at)))
+        bad = next((c for c in kids if c.status in (JobStatus.FAILED, JobStatus.CANCELLED)), None)
+        if job.status == JobStatus.RUNNING and bad is not None:
+            why = f": {bad.error}" if bad.error else ""
+            job.status, job.finished_at = JobStatus.FAILED, utcnow()
+            job.error = f"{get_kind(job.kind).stages[bad.part or 0]} stage: {bad.kind} job {bad.id} {bad.status}{why}"
+        if job.status != JobStatus.RUNNING:
+            return Advanced(cancel=lifecycle.cancel_descendants(s, job_id))
+        if any(c.status not in FINISHED for c in kids):
+            return Advanced()  # a child still runs: its end advances this job again
+        kind, lease = get_kind(job.kind), job.lease
+        ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
+        done = [Done(c.id, c.kind, get_kind(c.kind).result_model.model_validate(c.result)) for c in kids]
+        index = max((c.part or 0 for c in kids), default=-1) + 1
+    if index < len(kind.stages):
+        # Two children ending together send two advances: the one that bumps the lease makes the stage.
+        with session_scope() as s:
+            claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+                                .values(lease=lease + 1, heartbeat_at=utcnow(),
+                                        progress=_parts_progress(kind.stages[index], index, len(kind.stages))))
+        if claimed.rowcount != 1:
+            return Advanced()
+        rows = [new_job(c.kind, c.params, submitted_by=job.submitted_by, parent_id=job_id, part=index)
+                for c in kind.stage(ctx, index, done)]
+        with session_scope() as s:
+            s.add_all(rows)
+            s.flush()
+            return Advanced(send=[(r.id, r.kind) for r in rows if r.status == JobStatus.QUEUED])
+    out = kind.compose(ctx, done)
+    with session_scope() as s:
+        store(s, job_id, None, out)
+        lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
+    return Advanced()
+
+
 def execute_inline(job_id: str) -> None:
-    """Runs a job in this process, part after part, recorded like a queued one."""
+    """Runs a job in this process, part after part (a composite's children one after another), recorded like
+    a queued one."""
+    with session_scope() as s:
+        composite = get_kind(s.get(Job, job_id).kind).composite
     ready = None
     for part_id in begin(job_id):
         ready = run_part(part_id)
     if ready is not None:
         aggregate(ready)
+    while composite:
+        advanced = advance(job_id)
+        pending = [child_id for child_id, _ in (advanced.send if advanced else [])]
+        if not pending:
+            return
+        while pending:  # a child may wait for a sibling: it is released once that one has succeeded
+            for child_id in pending:
+                execute_inline(child_id)
+            pending = [child_id for child_id, _ in dependencies.release()]

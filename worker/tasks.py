@@ -31,8 +31,10 @@ def job(self, job_id: str, kind_name: str) -> None:
     try:
         for part_id in steps.begin(job_id, self.request.hostname):
             send_part(part_id, kind_name)
+        if get_kind(kind_name).composite:
+            run_advance(job_id, self.request.hostname)
     finally:
-        send_released()
+        ended(job_id)
 
 
 @app.task(name="convlens.part", bind=True, **RETRY)
@@ -40,7 +42,7 @@ def part(self, part_id: str) -> None:
     try:
         parent_id = steps.run_part(part_id, self.request.hostname)
     except Exception:
-        send_released()  # a failed part failed its parent: what waited for that fails too
+        ended(part_id)  # a failed part failed its parent: what waited for that fails too
         raise
     if parent_id is not None:
         send_aggregate(parent_id)
@@ -51,7 +53,32 @@ def aggregate(self, job_id: str) -> None:
     try:
         steps.aggregate(job_id, self.request.hostname)
     finally:
-        send_released()
+        ended(job_id)
+
+
+@app.task(name="convlens.advance", bind=True, **RETRY)
+def advance(self, job_id: str) -> None:
+    try:
+        run_advance(job_id, self.request.hostname)
+    finally:
+        ended(job_id)
+
+
+def run_advance(job_id: str, hostname: str | None) -> None:
+    advanced = steps.advance(job_id, hostname)
+    if advanced is None:
+        return
+    for child_id, kind_name in advanced.send:
+        send_job(child_id, kind_name)
+    if advanced.cancel:
+        app.control.revoke(advanced.cancel, terminate=True)
+
+
+def ended(job_id: str) -> None:
+    """After a step of a job: queue what waited for it, and move on the composite jobs it belongs to."""
+    send_released()
+    for composite in lifecycle.composite_ancestors(job_id):
+        send_advance(composite)
 
 
 def send_job(job_id: str, kind_name: str) -> None:
@@ -68,6 +95,10 @@ def aggregate_task_id(job_id: str) -> str:
 
 def send_aggregate(job_id: str) -> None:
     aggregate.apply_async(args=[job_id], task_id=aggregate_task_id(job_id), queue="cpu")
+
+
+def send_advance(job_id: str) -> None:
+    advance.apply_async(args=[job_id], queue="cpu")
 
 
 def send_released() -> None:
@@ -93,5 +124,5 @@ def cancel(job_id: str) -> list[str]:
     ids = lifecycle.mark_cancelled(job_id)
     ensure_embedded_redis()
     app.control.revoke(ids, terminate=True)
-    send_released()
+    ended(job_id)
     return ids

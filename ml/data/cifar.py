@@ -137,3 +137,17 @@ def safe_extract(tarball: Path, target: Path) -> None:
             tar.extractall(root, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DatasetError(f"{tarball}: corrupt archive: {exc}") from exc
+
+
+def export_test_sample(data: ImageDataset, n: int, folder: Path, seed: int = 0) -> int:
+    """Writes a stratified sample of n test images as PNGs under folder/<class>/ (the folder names the truth,
+    so classifying it reports accuracy); returns how many were written."""
+    from PIL import Image
+
+    from convlens.ml.data.splits import stratified_subset
+
+    for i in stratified_subset(data.y_test, n, seed):
+        target = folder / data.class_names[data.y_test[i]]
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.x_test[i]).save(target / f"test_{i:05d}.png")
+    return min(n, len(data.y_test))

@@ -9,9 +9,10 @@ from convlens.worker.kinds.base import JobKind
 from convlens.worker.kinds.classify import Classify
 from convlens.worker.kinds.kfold import Kfold
 from convlens.worker.kinds.layers import Layers
+from convlens.worker.kinds.study import Study
 from convlens.worker.kinds.train import Train
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify())}
+KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify(), Study())}
 PART_KINDS: dict[str, JobKind] = {k.part_kind: k for k in KINDS.values() if k.part_kind}
 
 

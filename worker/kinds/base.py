@@ -1,5 +1,8 @@
-"""The shape every job kind shares. A kind either runs whole (`run`) or fans out: `plan` fixes the params of
-its parts, `run_part` runs one part anywhere, `aggregate` combines them once all succeeded.
+"""The shape every job kind shares. A kind either runs whole (`run`), fans out (`plan` fixes the params of its
+parts, `run_part` runs one part anywhere, `aggregate` combines them once all succeeded), or is composite: its
+`stages` are jobs of other kinds, each stage's children made from the typed results of the stages before it
+(`stage`), and `compose` writes the kind's own result once the last stage has succeeded. A composite kind's
+children are ordinary jobs of their own kind (their own result, page, recovery), with the composite as parent.
 
 Each step returns an `Output` (a typed result plus the rows to store); `worker.steps` stores it in one
 transaction that first deletes what an earlier attempt of the same step stored, so redeliveries never
@@ -41,6 +44,23 @@ class Output:
 
 
 @dataclass
+class Child:
+    """A job a composite kind's stage asks for: its kind and params (validated like a submitted job's)."""
+
+    kind: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Done:
+    """A finished child of a composite job, with its typed result."""
+
+    job_id: str
+    kind: str
+    result: BaseModel
+
+
+@dataclass
 class Context:
     """What a step runs on: the job (the parent, for a part), its validated params, where to write, progress."""
 
@@ -63,17 +83,23 @@ class JobKind:
     queue: ClassVar[str] = "gpu"  # where its work (each part, for a kind that fans out) runs
     part_name: ClassVar[str | None] = None  # "fold", "shard": set by kinds that fan out
     part_result_model: ClassVar[type[BaseModel] | None] = None
+    stages: ClassVar[tuple[str, ...]] = ()  # a composite kind's stages, in order
+    template: ClassVar[str | None] = None  # the dashboard's partial for its result (api/templates)
 
     def __init_subclass__(cls, name: str, title: str, params: type[BaseModel], result: type[BaseModel],
                           queue: str = "gpu", part: str | None = None, part_result: type[BaseModel] | None = None,
-                          **kwargs: Any) -> None:
+                          stages: tuple[str, ...] = (), template: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.name, cls.title, cls.params_model, cls.result_model, cls.queue = name, title, params, result, queue
-        cls.part_name, cls.part_result_model = part, part_result
+        cls.part_name, cls.part_result_model, cls.stages, cls.template = part, part_result, stages, template
 
     @property
     def fans_out(self) -> bool:
         return self.part_name is not None
+
+    @property
+    def composite(self) -> bool:
+        return bool(self.stages)
 
     @property
     def part_kind(self) -> str | None:
@@ -83,7 +109,7 @@ class JobKind:
     @property
     def entry_queue(self) -> str:
         """Planning is bookkeeping (no TensorFlow), so a kind that fans out starts on the cpu queue."""
-        return "cpu" if self.fans_out else self.queue
+        return "cpu" if self.fans_out or self.composite else self.queue
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         """The params as stored on the job row; pydantic's ValidationError (a ValueError) when bad."""
@@ -107,6 +133,14 @@ class JobKind:
         raise NotImplementedError
 
     def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+        raise NotImplementedError
+
+    def stage(self, ctx: Context, index: int, done: list[Done]) -> list[Child]:
+        """A composite kind's children for stage `index`, made from what the earlier stages returned."""
+        raise NotImplementedError
+
+    def compose(self, ctx: Context, done: list[Done]) -> Output:
+        """A composite kind's own result, once every stage's children have succeeded."""
         raise NotImplementedError
 
     def after_finish(self, s: Session, job_id: str, result: BaseModel) -> None:

@@ -46,6 +46,8 @@ class ShardResult(BaseModel):
     per_class: dict[str, int] = {}
     set_sizes: dict[str, int] = {}
     overlay_dir: str | None = None
+    labelled: int = 0  # readable files whose parent folder names a class
+    correct: int = 0  # of those, predicted as that class
 
 
 class ClassifyResult(BaseModel):
@@ -57,6 +59,8 @@ class ClassifyResult(BaseModel):
     workers: list[str] = []
     overlay_dir: str | None = None
     set_sizes: dict[str, int] = Field({}, description="images per conformal set size")
+    labelled: int = Field(0, description="readable images whose folder names a class (their true label)")
+    accuracy: float | None = Field(None, description="accuracy on the labelled images (None: no labels)")
 
 
 def refresh_planner_statistics(s: Session, rows: int) -> None:
@@ -124,7 +128,9 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                          set_sizes={str(k): n for k, n in Counter(
                                              len(r["prediction_set"]) for r in good
                                              if r.get("prediction_set") is not None).items()},
-                                         overlay_dir=str(Path(overlays[0].path).parent) if overlays else None),
+                                         overlay_dir=str(Path(overlays[0].path).parent) if overlays else None,
+                                         labelled=sum(r.get("true_label") is not None for r in good),
+                                         correct=sum(r["predicted"] == r.get("true_label") for r in good)),
                       predictions=predictions, artifacts=overlays)
 
     def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
@@ -135,11 +141,13 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
             sizes.update(shard.set_sizes)
         errors = sum(shard.errors for shard in shards)
         files = errors + sum(shard.classified for shard in shards)
+        labelled = sum(shard.labelled for shard in shards)
         result = ClassifyResult(files=files, classified=files - errors, unreadable=errors,
                                 per_class=dict(sorted(counts.items())), shards=len(parts),
                                 workers=sorted({p.worker for p in parts if p.worker}),
                                 overlay_dir=next((sh.overlay_dir for sh in shards if sh.overlay_dir), None),
-                                set_sizes={k: sizes[k] for k in sorted(sizes, key=int)})
+                                set_sizes={k: sizes[k] for k in sorted(sizes, key=int)}, labelled=labelled,
+                                accuracy=sum(shard.correct for shard in shards) / labelled if labelled else None)
         metrics = [MetricRow(name="count", value=float(n), class_name=c, split="classify")
                    for c, n in sorted(counts.items())]
         return Output(result=result, metrics=[*metrics, MetricRow(name="unreadable", value=float(errors),
@@ -154,6 +162,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
     def describe(self, result: dict[str, Any]) -> list[str]:
         lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
                  f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]
+        if result.get("accuracy") is not None:
+            lines.append(f"accuracy on the {result['labelled']} labelled images: {result['accuracy']:.4f}")
         if result.get("set_sizes"):
             lines.append(f"conformal set sizes: {json.dumps(result['set_sizes'])}")
         if result.get("overlay_dir"):

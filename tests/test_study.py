@@ -1,0 +1,148 @@
+"""The study kind through the queue: two real workers on the embedded default (SQLite and the embedded Redis)
+run its children (train and k-fold, then layer probes and a Grad-CAM classify) and it writes one HTML report.
+A whole worker killed during the k-fold stage costs no second training; cancelling a study cancels every child;
+the report opens in chromium with every section and no broken image."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from convlens.db.models import Job
+from convlens.db.session import session_scope
+from services import Worker, cli, cli_json, wait_for
+
+FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
+SMALL = ["--limit", "2000", "--epochs", "2", "--batch-size", "64", "--sample", "100", "--probe-limit", "500"]
+SECTIONS = ["Data and splits", "The model", "Training curves", "Test metrics", "Per-class precision, recall and F1",
+            "Confusion matrix and most-confused pairs", "cross-validation", "Linear probes per layer",
+            "Calibration and conformal prediction sets", "highest-loss test errors, with Grad-CAM",
+            "Bulk classification with Grad-CAM", "How this differs from the original report"]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    home = tmp_path_factory.mktemp("study-home")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
+    env.update(CONVLENS_HOME=str(home), **FAST_RECOVERY)
+    workers = [Worker(env, f"s{i}@convlens-test", home) for i in (1, 2)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        yield {"env": env, "home": home, "workers": workers}
+    finally:
+        for w in workers:
+            w.stop()
+        cli(env, "services", "stop", check=False)
+
+
+def _rows(home: Path, **where) -> list[Job]:
+    with session_scope(f"sqlite:///{home / 'convlens.db'}") as s:
+        q = select(Job)
+        for key, value in where.items():
+            q = q.where(getattr(Job, key) == value)
+        rows = list(s.scalars(q))
+        s.expunge_all()
+        return rows
+
+
+def test_a_study_runs_its_children_on_both_workers_and_writes_one_report(fleet):
+    env, home = fleet["env"], fleet["home"]
+    study = cli_json(env, "submit", "study", *SMALL, "--folds", "2", "--wait", "--timeout", "900", timeout=1000)
+    assert study["status"] == "succeeded", study
+    result = study["result"]
+    children = {c["kind"]: c for c in study["children"]}
+    assert set(children) == {"train", "kfold", "layers", "classify"} and result["jobs"] == {
+        k: c["id"] for k, c in children.items()}
+    for kind, child in children.items():  # first-class jobs of their own kind, with their own typed result
+        shown = cli_json(env, "jobs", "show", child["id"])
+        assert shown["kind"] == kind and shown["status"] == "succeeded" and shown["parent_id"] == study["id"]
+        assert shown["result"] and "accuracy" in json.dumps(shown["result"]) or kind == "classify"
+    kfold = cli_json(env, "jobs", "show", children["kfold"]["id"])
+    workers = {p.worker for p in _rows(home, parent_id=children["kfold"]["id"])} | {
+        c.worker for c in _rows(home, parent_id=study["id"])}
+    assert len(kfold["children"]) == 2 and workers >= {w.name for w in fleet["workers"]}, workers
+    classify = cli_json(env, "jobs", "show", children["classify"]["id"])["result"]
+    assert classify["classified"] == 100 and classify["labelled"] == 100
+    assert result["classify_accuracy"] == pytest.approx(classify["accuracy"])
+
+    report = Path(result["report"])
+    html = report.read_text()
+    for section in SECTIONS:
+        assert section in html, section
+    # Self-contained: every image is embedded, nothing is fetched from elsewhere, no script at all.
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(s.startswith("data:image/") for s in sources), [s[:60] for s in sources]
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert report.name in {Path(a["path"]).name for a in study["artifacts"] if a["kind"] == "report"}
+    _open_in_chromium(report, home / "report.png")
+
+
+def _open_in_chromium(report: Path, shot: Path) -> None:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("needs Debian's chromium for the report check; .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto(report.as_uri())
+        widths = page.eval_on_selector_all(
+            "img", "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth, () => 0)))")
+        headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.innerText)")
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("CONVLENS_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["CONVLENS_SCREENSHOTS"]) / "study-report.png"), full_page=False)
+        browser.close()
+    assert len(widths) >= 6 and all(w > 0 for w in widths), widths
+    assert len(headings) == len(SECTIONS) and failed == []
+
+
+def test_a_worker_killed_during_the_kfold_stage_costs_no_second_training(fleet, tmp_path):
+    env, home = fleet["env"], fleet["home"]
+    study = cli(env, "submit", "study", *SMALL, "--folds", "3").stdout.strip()
+
+    def fold_running_after_train():
+        kids = {c.kind: c for c in _rows(home, parent_id=study)}
+        if "train" not in kids or kids["train"].status != "succeeded" or "kfold" not in kids:
+            return None
+        return next((p for p in _rows(home, parent_id=kids["kfold"].id) if p.status == "running"), None)
+
+    fold = wait_for(fold_running_after_train, 600, interval=0.5, what="a fold running after the train stage")
+    train = next(c for c in _rows(home, parent_id=study) if c.kind == "train")
+    victim = next(w for w in fleet["workers"] if w.name == fold.worker)
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole worker: main process and pool child
+    victim.proc.wait(10)
+    spare = Worker(env, "spare@convlens-test", tmp_path)
+    fleet["workers"][fleet["workers"].index(victim)] = spare
+    spare.wait_ready()
+    done = cli_json(env, "jobs", "wait", study, "--timeout", "900", timeout=1000)
+    assert done["status"] == "succeeded", done
+    again = next(c for c in _rows(home, parent_id=study) if c.kind == "train")
+    assert (again.started_at, again.finished_at, again.attempts, again.lease) == (
+        train.started_at, train.finished_at, train.attempts, train.lease)  # not trained a second time
+    assert len([c for c in _rows(home, parent_id=study) if c.kind == "train"]) == 1
+
+
+def test_cancelling_a_study_cancels_every_child(fleet):
+    env, home = fleet["env"], fleet["home"]
+    study = cli(env, "submit", "study", "--limit", "4000", "--epochs", "30", "--patience", "0", "--folds", "2",
+                "--sample", "100").stdout.strip()
+    wait_for(lambda: any(c.status == "running" for c in _rows(home, parent_id=study)), 300, what="a child to run")
+    cli(env, "jobs", "cancel", study)
+    kids = _rows(home, parent_id=study)
+    family = kids + [p for k in kids for p in _rows(home, parent_id=k.id)]
+    assert family and all(j.status == "cancelled" for j in family), [(j.kind, j.status) for j in family]
+    assert cli_json(env, "jobs", "show", study)["status"] == "cancelled"
