@@ -96,6 +96,14 @@ def finish_output(job_id: str, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+def provenance_line(p: dict[str, Any]) -> str:
+    code = p["convlens"] + (f" ({p['commit'][:10]})" if p.get("commit") else "")
+    where = p.get("gpu") or f"{p['cpu']} [{' '.join(p['cpu_flags'])}]"
+    data = f", data {p['dataset_fingerprint'][:12]}" if p.get("dataset_fingerprint") else ""
+    return (f"provenance: convlens {code}, Python {p['python']}, TensorFlow {p.get('tensorflow')}, Keras "
+            f"{p.get('keras')}, {where}, {p['precision_policy']}, seed {p.get('seed')}{data}")
+
+
 def show_job(job: dict[str, Any]) -> None:
     from convlens.api.follow import describe
 
@@ -106,6 +114,8 @@ def show_job(job: dict[str, Any]) -> None:
         typer.echo(f"progress: {describe(job.get('progress'))}")
     if job["status"] == "waiting":
         typer.echo(f"waiting for: {', '.join(job.get('waits_for') or [])}")
+    if job.get("provenance"):
+        typer.echo(provenance_line(job["provenance"]))
     if job.get("result"):
         for line in get_kind(job["kind"]).describe(job["result"]):
             typer.secho(line, fg="yellow" if line.startswith("warning:") else None)

@@ -350,8 +350,14 @@ def get_artifact(key: str, _: Reader) -> Response:
     if art is None:
         raise problem(404, f"artifact {key} not found")
     media = mimetypes.guess_type(art.path)[0]
-    return confined_response(art.path, settings().home_dir / "runs" / art.job_id,
-                             media if media in ARTIFACT_TYPES else "application/octet-stream", f"artifact {key}")
+    media = media if media in ARTIFACT_TYPES else "application/octet-stream"
+    return confined_response(art.path, settings().home_dir / "runs" / art.job_id, media, f"artifact {key}",
+                             REPORT_HEADERS if media == "text/html" else None)
+
+
+# A report (HTML that convlens wrote) may show inside the dashboard's own pages, and run nothing at all.
+REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                                             "frame-ancestors 'self'; sandbox", "X-Frame-Options": "SAMEORIGIN"}
 
 
 @app.get("/tokens", response_model=TokenList, responses=ERRORS, tags=["tokens"])

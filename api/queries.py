@@ -31,6 +31,7 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
     return JobView(id=job.id, kind=job.kind, headline=headline, status=job.status, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                    worker=job.worker, submitted_by=job.submitted_by, error=job.error, waits_for=job.waits_for,
+                   provenance=job.provenance,
                    parent_id=job.parent_id,
                    part=job.part, result=result)
 

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from convlens.db.models import JOB_STATUSES, SCOPES
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressEvent
+from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS
 
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
@@ -36,6 +37,7 @@ class JobView(BaseModel):
     submitted_by: str | None = Field(None, description="the name of the API token that submitted it (None: the CLI)")
     error: str | None = Field(None, description="why it failed")
     waits_for: list[str] | None = Field(None, description="jobs that must succeed before it is queued")
+    provenance: Provenance | None = Field(None, description="versions, machine, precision, seed, data fingerprint")
     parent_id: str | None = Field(None, description="the job a part belongs to")
     part: int | None = Field(None, description="a part's index among its siblings (fold, shard)")
     result: JobResult | None = Field(None, description="the kind's typed result once it succeeded")

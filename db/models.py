@@ -76,6 +76,8 @@ class Job(Base):
     submitted_by: Mapped[str | None] = mapped_column(String(64), index=True)
     # The jobs that must succeed before this one is queued (it is `waiting` until then).
     waits_for: Mapped[list[Any] | None] = mapped_column(default=None)
+    # Versions, machine, precision, seed and data fingerprint of the process that ran it (ml.provenance).
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Metric(Base):

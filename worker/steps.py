@@ -99,6 +99,7 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     job = lifecycle.start(job_id, hostname)
     if job is None:
         return []
+    record_provenance(job_id, job.params)
     kind = get_kind(job.kind)
     if kind.composite:
         return []  # its stages are started by advance()
@@ -125,6 +126,16 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
         return [p.id for p in parts]
 
 
+def record_provenance(job_id: str, params: dict[str, Any], with_fingerprint: bool = True) -> None:
+    """What ran this job: versions, machine, precision, seed, and a fingerprint of the data it reads."""
+    from convlens.ml.provenance import provenance
+
+    data = params.get("dataset") or params.get("folder")
+    found = provenance(params.get("seed"), data, params.get("mixed_precision", True), with_fingerprint)
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(provenance=found.model_dump(mode="json")))
+
+
 def _parts_progress(part_name: str | None, done: int, total: int) -> dict:
     stage = {"fold": "folds", "shard": "classify"}.get(part_name or "", part_name or "parts")
     return ProgressEvent(stage=stage, done=done, total=total).with_fraction().model_dump(exclude_none=True)
@@ -139,6 +150,7 @@ def run_part(part_id: str, hostname: str | None = None) -> str | None:
     with session_scope() as s:
         parent = s.get(Job, part.parent_id)
         parent_id, parent_params = parent.id, parent.params
+    record_provenance(part_id, parent_params, with_fingerprint=False)  # the parent fingerprinted the data
     kind = get_kind(part.kind)
     ctx = Context(parent_id, kind.parse(parent_params), job_dir(parent_id),
                   Reporter(part_id, watch=[part_id, parent_id]), part=part.part, part_params=part.params)
@@ -174,7 +186,8 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
         if missing:
             raise JobError(f"{kind.part_name}s {missing} did not succeed")
         ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
-        out = kind.aggregate(s, ctx, parts)
+        out = kind.aggregate(ctx, [Done(p.id, p.kind, kind.part_result_model.model_validate(p.result), p.worker)
+                                   for p in parts])
         store(s, job_id, None, out)
         lifecycle.finish(job, out.result.model_dump(mode="json"))
     with session_scope() as s:

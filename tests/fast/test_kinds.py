@@ -14,14 +14,17 @@ from convlens.worker.kinds.kfold import KfoldParams
 
 
 def test_every_kind_declares_its_shape():
-    assert set(KINDS) == {"train", "kfold", "layers", "classify"}
+    assert set(KINDS) == {"train", "kfold", "layers", "classify", "study"}
     assert set(PART_KINDS) == {"kfold_fold", "classify_shard"}
     for kind in KINDS.values():
         assert kind.params_model.model_config.get("extra") == "forbid", kind.name
-        assert kind.entry_queue == ("cpu" if kind.fans_out else kind.queue)
+        assert kind.params_model.model_config.get("strict"), kind.name
+        assert kind.entry_queue == ("cpu" if kind.fans_out or kind.composite else kind.queue)
         assert (kind.part_result_model is not None) == kind.fans_out
+        assert not (kind.fans_out and kind.composite)
+    assert KINDS["study"].stages and KINDS["study"].template == "_study.html"
     assert get_kind("classify_shard") is KINDS["classify"]
-    with pytest.raises(UnknownKind, match="known kinds: train, kfold, layers, classify"):
+    with pytest.raises(UnknownKind, match="known kinds: train, kfold, layers, classify, study"):
         get_kind("paint")
 
 

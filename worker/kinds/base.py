@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressFn
 
@@ -53,11 +52,12 @@ class Child:
 
 @dataclass
 class Done:
-    """A finished child of a composite job, with its typed result."""
+    """A finished child (a part of a fan-out job, a composite's child), with its typed result."""
 
     job_id: str
     kind: str
     result: BaseModel
+    worker: str | None = None
 
 
 @dataclass
@@ -132,7 +132,8 @@ class JobKind:
     def run_part(self, ctx: Context) -> Output:
         raise NotImplementedError
 
-    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+    def aggregate(self, ctx: Context, parts: list[Done]) -> Output:
+        """Combines the parts' typed results (in part order) once every part has succeeded."""
         raise NotImplementedError
 
     def stage(self, ctx: Context, index: int, done: list[Done]) -> list[Child]:

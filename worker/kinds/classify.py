@@ -12,11 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.params import JobParams
 from convlens.worker.heap import freeze_long_lived
-from convlens.worker.kinds.base import Context, JobKind, Output
+from convlens.worker.kinds.base import Context, Done, JobKind, Output
 from convlens.worker.kinds.layers import ModelRef
 from convlens.worker.paths import check_folder, check_model, resolve_model, unchanged
 
@@ -133,8 +132,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                          correct=sum(r["predicted"] == r.get("true_label") for r in good)),
                       predictions=predictions, artifacts=overlays)
 
-    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
-        shards = [ShardResult.model_validate(p.result) for p in parts]
+    def aggregate(self, ctx: Context, parts: list[Done]) -> Output:
+        shards: list[ShardResult] = [p.result for p in parts]
         counts, sizes = Counter(), Counter()
         for shard in shards:
             counts.update(shard.per_class)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
-from convlens.db.models import Job
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.config import TrainConfig, TrainOptions
 from convlens.ml.params import refused
-from convlens.worker.kinds.base import Context, JobKind, Output
+from convlens.worker.kinds.base import Context, Done, JobKind, Output
 from convlens.worker.kinds.train import TrainResult, calibration_rows, metric_rows, train_config, validate_training
 
 
@@ -58,10 +56,10 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
                                *calibration_rows(result, "fold")],
                       artifacts=[ArtifactRow(kind="fold_model", path=result["paths"]["model"])])
 
-    def aggregate(self, s: Session, ctx: Context, parts: list[Job]) -> Output:
+    def aggregate(self, ctx: Context, parts: list[Done]) -> Output:
         from convlens.ml.kfold import aggregate_folds
 
-        agg = aggregate_folds([p.result for p in parts])
+        agg = aggregate_folds([p.result.model_dump() for p in parts])
         rows = []
         for name, stats in agg["metrics"].items():
             metric, _, cls = name.partition(":")

@@ -10,9 +10,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 
-from convlens.db.models import Metric
+from convlens.db.models import Job, Metric
 from convlens.db.session import session_scope
 from convlens.ml import plots
+from convlens.ml.provenance import Provenance
 from convlens.worker.kinds.base import Done
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -40,6 +41,12 @@ def _per_class(train_id: str, class_names: list[str]) -> list[dict[str, Any]]:
             for c in class_names]
 
 
+def _provenance(job_id: str) -> Provenance | None:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return Provenance.model_validate(job.provenance) if job is not None and job.provenance else None
+
+
 def write_study_report(path: Path, params: Any, by_kind: dict[str, Done]) -> Path:
     train, kfold = by_kind["train"].result, by_kind["kfold"].result
     layers, classify = by_kind["layers"].result, by_kind["classify"].result
@@ -54,7 +61,7 @@ def write_study_report(path: Path, params: Any, by_kind: dict[str, Done]) -> Pat
     html = _env.get_template("study_report.html").render(
         params=params, jobs={k: d.job_id for k, d in by_kind.items()}, train=train, kfold=kfold, layers=layers,
         classify=classify, per_class=_per_class(by_kind["train"].job_id, train.class_names), confusion=cm,
-        peak=max((v for row in cm for v in row), default=1) or 1,
+        peak=max((v for row in cm for v in row), default=1) or 1, provenance=_provenance(by_kind["train"].job_id),
         kfold_rows=[(name.removeprefix("f1:"), m) for name, m in kfold.metrics.items()],
         figures={"history": png_uri(train.paths.get("history_plot")),
                  "confusion": png_uri(train.paths.get("confusion_plot")),
