@@ -84,6 +84,41 @@ def test_a_study_runs_its_children_on_both_workers_and_writes_one_report(fleet):
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert report.name in {Path(a["path"]).name for a in study["artifacts"] if a["kind"] == "report"}
     _open_in_chromium(report, home / "report.png")
+    _study_page(env, home, study)
+
+
+def _study_page(env: dict, home: Path, study: dict) -> None:
+    """The study's dashboard page: its stages with every child linked, the report inside the page."""
+    from playwright.sync_api import sync_playwright
+
+    from services import ApiServer
+
+    api = ApiServer(env, home)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            errors: list[str] = []
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.goto(f"{api.url}/?token={api.token}")
+            page.locator("form[action='/login'] button").click()
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{api.url}/ui/jobs/{study['id']}")
+            page.wait_for_load_state("networkidle")
+            rows = page.locator("#job-parts tbody tr")
+            assert rows.count() == 4
+            for child in study["children"]:
+                assert page.locator(f"#job-parts a[href='/ui/jobs/{child['id']}']").count() == 1
+            frame = page.frame_locator("iframe.report")
+            assert frame.locator("h1").inner_text().startswith("Study")
+            assert frame.locator("h2").count() == len(SECTIONS)
+            if os.environ.get("CONVLENS_SCREENSHOTS"):
+                page.screenshot(path=str(Path(os.environ["CONVLENS_SCREENSHOTS"]) / "study.png"))
+            browser.close()
+        assert errors == [], errors
+    finally:
+        api.stop()
 
 
 def _open_in_chromium(report: Path, shot: Path) -> None:
