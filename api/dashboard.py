@@ -30,7 +30,8 @@ from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.listing import overlay_name
 from convlens.ml.settings import settings
-from convlens.worker.kinds import KINDS
+from convlens.worker.kinds import KINDS, PART_KINDS
+from convlens.worker.kinds.train import TrainResult
 from convlens.worker.paths import JOB_ID
 
 HERE = Path(__file__).parent
@@ -159,18 +160,23 @@ def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
     job = _job_or_404(job_id)
     context: dict[str, Any] = {"job": job, "artifacts": {a.kind: a.key for a in job.artifacts or []},
                                "finished": job.status in FINISHED, "can_submit": who.allows("submit")}
-    kind = KINDS.get(job.kind)
-    context.update(stages=kind.stages if kind else (), template=kind.template if kind else None)
-    result_type = type(job.result).__name__ if job.result is not None else None
-    if result_type == "TrainResult":
-        context.update(train_context(job))
-    elif result_type == "KfoldResult":
-        context["folds_chart"] = _chart(job.id, str(job.finished_at), "folds")
-    elif result_type == "LayersResult":
-        context["layers_chart"] = _chart(job.id, str(job.finished_at), "layers")
-    if job.kind == "classify":
-        context.update(classify_context(job, request))
-    return render(request, who, "job.html", result_type=result_type, **context)
+    kind = KINDS.get(job.kind) or PART_KINDS.get(job.kind)
+    template = None if kind is None else kind.part_template if job.kind in PART_KINDS else kind.template
+    if template is not None and (job.result is not None or template in LIVE_TEMPLATES):
+        context.update(PAGE_CONTEXTS.get(template, lambda *_: {})(job, request))
+    else:
+        template = None
+    return render(request, who, "job.html", template=template, stages=kind.stages if kind else (), **context)
+
+
+# What a kind's template needs besides the job (each kind names its template: worker.kinds).
+PAGE_CONTEXTS: dict[str, Any] = {
+    "_train.html": lambda job, request: train_context(job),
+    "_kfold.html": lambda job, request: {"folds_chart": _chart(job.id, str(job.finished_at), "folds")},
+    "_layers.html": lambda job, request: {"layers_chart": _chart(job.id, str(job.finished_at), "layers")},
+    "_classify.html": classify_context,
+}
+LIVE_TEMPLATES = {"_classify.html"}  # shown while the job runs: its rows arrive shard by shard
 
 
 def _prediction(job_id: str, prediction_id: int) -> tuple[Job, Prediction]:
@@ -230,7 +236,7 @@ def compare(request: Request, who: Reader,
     jobs = []
     for job_id in dict.fromkeys(ids):
         job = _job_or_404(job_id)
-        if type(job.result).__name__ != "TrainResult":
+        if not isinstance(job.result, TrainResult):
             raise problem(422, f"job {job_id} is not a succeeded train job (or k-fold fold): nothing to compare")
         jobs.append(job)
     candidates = queries.list_jobs("succeeded", "train", limit=100)

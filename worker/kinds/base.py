@@ -85,13 +85,16 @@ class JobKind:
     part_result_model: ClassVar[type[BaseModel] | None] = None
     stages: ClassVar[tuple[str, ...]] = ()  # a composite kind's stages, in order
     template: ClassVar[str | None] = None  # the dashboard's partial for its result (api/templates)
+    part_template: ClassVar[str | None] = None  # the same for one of its parts
 
     def __init_subclass__(cls, name: str, title: str, params: type[BaseModel], result: type[BaseModel],
                           queue: str = "gpu", part: str | None = None, part_result: type[BaseModel] | None = None,
-                          stages: tuple[str, ...] = (), template: str | None = None, **kwargs: Any) -> None:
+                          stages: tuple[str, ...] = (), template: str | None = None,
+                          part_template: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.name, cls.title, cls.params_model, cls.result_model, cls.queue = name, title, params, result, queue
         cls.part_name, cls.part_result_model, cls.stages, cls.template = part, part_result, stages, template
+        cls.part_template = part_template
 
     @property
     def fans_out(self) -> bool:
@@ -116,7 +119,8 @@ class JobKind:
         return self.params_model.model_validate(params).model_dump()
 
     def parse(self, params: dict[str, Any]) -> Any:
-        return self.params_model.model_validate(params)
+        """Stored params as the params model, without validating them again (done once, at creation)."""
+        return self.params_model.model_construct(**params)
 
     def run(self, ctx: Context) -> Output:
         raise NotImplementedError

@@ -30,6 +30,7 @@ class KfoldResult(BaseModel):
 
 
 class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part="fold", part_result=TrainResult,
+            template="_kfold.html", part_template="_train.html",
             title="stratified k-fold over the training data: one job per fold, then mean ± std"):
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def _check_layer_names(model: str, layers: list[str]) -> None:
 LAYER_COLUMNS = ["layer", "features", "probe_accuracy", "cumulative_layers", "cumulative_accuracy"]
 
 
-class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult,
+class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult, template="_layers.html",
              title="linear probes on each conv layer's pooled activations, individual and cumulative"):
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:

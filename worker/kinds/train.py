@@ -152,7 +152,7 @@ def describe_training(r: dict[str, Any]) -> list[str]:
     return lines + [f"warning: {w}" for w in r.get("warnings", [])]
 
 
-class Train(JobKind, name="train", params=TrainOptions, result=TrainResult,
+class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, template="_train.html",
             title="train a model and evaluate it on the test set"):
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
