@@ -1,4 +1,5 @@
-"""jobs.waits_for: the jobs that must succeed before a job is queued (status `waiting` until then)
+"""jobs.waits_for: the jobs that must succeed before a job is queued (status `waiting` until then);
+jobs.provenance: versions, machine, precision policy, seed and data fingerprint of the process that ran it
 
 Revision ID: 0008
 Revises: 0007
@@ -11,13 +12,16 @@ revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None
+COLUMNS = ('waits_for', 'provenance')
 
 
 def upgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
-        batch.add_column(sa.Column('waits_for', sa.JSON(), nullable=True))
+        for name in COLUMNS:
+            batch.add_column(sa.Column(name, sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
-        batch.drop_column('waits_for')
+        for name in reversed(COLUMNS):
+            batch.drop_column(name)
