@@ -16,7 +16,9 @@ from pydantic.fields import FieldInfo
 from convlens.api import queries
 from convlens.api.follow import follow, follow_in_background
 from convlens.api.output import fail, print_json, ready_database, require_tensorflow
+from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
+from convlens.ml.provenance import Provenance
 from convlens.worker.dependencies import DependencyRefused
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
@@ -91,36 +93,39 @@ def finish_output(job_id: str, as_json: bool) -> None:
     if as_json:
         print_json(job.model_dump(mode="json"))
     else:
-        show_job(job.model_dump(mode="json"))
+        show_job(job)
     if job.status != "succeeded":
         raise typer.Exit(1)
 
 
-def provenance_line(p: dict[str, Any]) -> str:
-    code = p["convlens"] + (f" ({p['commit'][:10]})" if p.get("commit") else "")
-    where = p.get("gpu") or f"{p['cpu']} [{' '.join(p['cpu_flags'])}]"
-    data = f", data {p['dataset_fingerprint'][:12]}" if p.get("dataset_fingerprint") else ""
-    return (f"provenance: convlens {code}, Python {p['python']}, TensorFlow {p.get('tensorflow')}, Keras "
-            f"{p.get('keras')}, {where}, {p['precision_policy']}, seed {p.get('seed')}{data}")
+def provenance_line(p: Provenance) -> str:
+    code = p.convlens + (f" ({p.commit[:10]})" if p.commit else "")
+    where = p.gpu or f"{p.cpu} [{' '.join(p.cpu_flags)}]"
+    data = f", data {p.dataset_fingerprint[:12]}" if p.dataset_fingerprint else ""
+    return (f"provenance: convlens {code}, Python {p.python}, TensorFlow {p.tensorflow}, Keras {p.keras}, "
+            f"{where}, {p.precision_policy}, seed {p.seed}{data}")
 
 
-def show_job(job: dict[str, Any]) -> None:
+def show_job(job: JobView) -> None:
     from convlens.api.follow import describe
 
-    typer.echo(f"job {job['id']}  {job['kind']}  {job['status']}  worker={job['worker'] or '-'}")
-    if job.get("error"):
-        typer.secho(f"error: {job['error']}", fg="red")
-    if job["status"] == "running":
-        typer.echo(f"progress: {describe(job.get('progress'))}")
-    if job["status"] == "waiting":
-        typer.echo(f"waiting for: {', '.join(job.get('waits_for') or [])}")
-    if job.get("provenance"):
-        typer.echo(provenance_line(job["provenance"]))
-    if job.get("result"):
-        for line in get_kind(job["kind"]).describe(job["result"]):
+    typer.echo(f"job {job.id}  {job.kind}  {job.status}  worker={job.worker or '-'}")
+    if job.error:
+        typer.secho(f"error: {job.error}", fg="red")
+    if job.status == "running":
+        typer.echo(f"progress: {describe(job.progress.model_dump() if job.progress else None)}")
+    if job.status == "waiting":
+        typer.echo(f"waiting for: {', '.join(job.waits_for or [])}")
+    if job.provenance:
+        typer.echo(provenance_line(job.provenance))
+    kind = get_kind(job.kind)
+    if isinstance(job.result, kind.result_model):  # a part's result is described on its parent's page
+        for line in kind.describe(job.result):
             typer.secho(line, fg="yellow" if line.startswith("warning:") else None)
-    for child in (job.get("children") or [])[:50]:
-        typer.echo(f"  part {child['part']}: {child['status']} on {child['worker'] or '-'}")
+    stages = kind.stages if job.kind in KINDS else ()
+    for child in (job.children or [])[:50]:
+        which = f"{stages[child.part]}: {child.kind} {child.id}" if stages else f"part {child.part}"
+        typer.echo(f"  {which}: {child.status} on {child.worker or '-'}")
 
 
 # --- options made from a params model -----------------------------------------------------------

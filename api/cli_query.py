@@ -38,7 +38,7 @@ def jobs_show(job_id: str, json_out: Json = False) -> None:
     if json_out:
         print_json(job.model_dump(mode="json"))
     else:
-        show_job(job.model_dump(mode="json"))
+        show_job(job)
 
 
 @jobs_app.command("wait")

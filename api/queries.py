@@ -19,15 +19,15 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
         result_model = kind.part_result_model if is_part else kind.result_model
     except UnknownKind:  # a row written by a newer or older convlens: shown as it is
         params, result_model = job.params or {}, None
-    result = None
-    if with_result and job.result is not None and result_model is not None:
-        result = result_model.model_validate(job.result)
-    headline = None
-    if job.status == "succeeded" and job.result is not None and job.kind not in PART_KINDS:
+    typed, headline = None, None
+    if job.result is not None and result_model is not None:
         try:
-            headline = get_kind(job.kind).headline(job.result)
-        except (UnknownKind, KeyError, TypeError, ValueError):
-            headline = None  # a result of another version's shape: shown without a headline
+            typed = result_model.model_validate(job.result)
+        except ValueError:  # a result of another version's shape: shown as stored, without a headline
+            typed = None
+    if job.status == "succeeded" and typed is not None and job.kind not in PART_KINDS:
+        headline = get_kind(job.kind).headline(typed)
+    result = typed if with_result else None
     return JobView(id=job.id, kind=job.kind, headline=headline, status=job.status, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                    worker=job.worker, submitted_by=job.submitted_by, error=job.error, waits_for=job.waits_for,

@@ -151,12 +151,12 @@ class JobKind:
     def after_finish(self, s: Session, job_id: str, result: BaseModel) -> None:
         """Upkeep once a job's success is committed (its results are already readable): nothing by default."""
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
-        """Lines for `convlens jobs show` (and the end of `run`/`--wait`)."""
+    def describe(self, result: Any) -> list[str]:
+        """Lines for `convlens jobs show` (and the end of `run`/`--wait`), from the kind's typed result."""
         return []
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        """The one figure a job list shows for a finished job of this kind."""
+    def headline(self, result: Any) -> str | None:
+        """The one figure a job list shows for a finished job of this kind (from its typed result)."""
         return None
 
     def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:

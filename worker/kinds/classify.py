@@ -155,18 +155,19 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
     def after_finish(self, s: Session, job_id: str, result: ClassifyResult) -> None:
         refresh_planner_statistics(s, result.files)  # the aggregation counted them: no second count
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        return f"{result['classified']} classified, {result['unreadable']} unreadable"
+    def headline(self, result: ClassifyResult) -> str | None:
+        accuracy = f", accuracy {result.accuracy:.4f}" if result.accuracy is not None else ""
+        return f"{result.classified} classified, {result.unreadable} unreadable{accuracy}"
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
-        lines = [f"{result['classified']} classified, {result['unreadable']} unreadable, "
-                 f"{result['shards']} shards; per class: {json.dumps(result['per_class'])}"]
-        if result.get("accuracy") is not None:
-            lines.append(f"accuracy on the {result['labelled']} labelled images: {result['accuracy']:.4f}")
-        if result.get("set_sizes"):
-            lines.append(f"conformal set sizes: {json.dumps(result['set_sizes'])}")
-        if result.get("overlay_dir"):
-            lines.append(f"Grad-CAM overlays: {result['overlay_dir']}")
+    def describe(self, result: ClassifyResult) -> list[str]:
+        lines = [f"{result.classified} classified, {result.unreadable} unreadable, "
+                 f"{result.shards} shards; per class: {json.dumps(result.per_class)}"]
+        if result.accuracy is not None:
+            lines.append(f"accuracy on the {result.labelled} labelled images: {result.accuracy:.4f}")
+        if result.set_sizes:
+            lines.append(f"conformal set sizes: {json.dumps(result.set_sizes)}")
+        if result.overlay_dir:
+            lines.append(f"Grad-CAM overlays: {result.overlay_dir}")
         return lines
 
     def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:

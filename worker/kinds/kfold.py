@@ -69,12 +69,11 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
         workers = sorted({p.worker for p in parts if p.worker})
         return Output(result=KfoldResult(**agg, workers=workers), metrics=rows)
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        acc = result["metrics"]["accuracy"]
-        return f"accuracy {acc['mean']:.4f} ± {acc['std']:.4f}"
+    def headline(self, result: KfoldResult) -> str | None:
+        acc = result.metrics["accuracy"]
+        return f"accuracy {acc.mean:.4f} ± {acc.std:.4f}"
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
-        m = result["metrics"]
-        return [f"{result['folds']} folds: accuracy {m['accuracy']['mean']:.4f} ± {m['accuracy']['std']:.4f}, "
-                f"macro F1 {m['macro_f1']['mean']:.4f} ± {m['macro_f1']['std']:.4f}; "
-                f"workers {', '.join(result.get('workers', []))}"]
+    def describe(self, result: KfoldResult) -> list[str]:
+        acc, f1 = result.metrics["accuracy"], result.metrics["macro_f1"]
+        return [f"{result.folds} folds: accuracy {acc.mean:.4f} ± {acc.std:.4f}, macro F1 {f1.mean:.4f} ± "
+                f"{f1.std:.4f}; workers {', '.join(result.workers)}"]

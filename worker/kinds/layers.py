@@ -93,9 +93,9 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult, t
         return Output(result=result, metrics=metrics, artifacts=[ArtifactRow(kind="layer_plot", path=result.plot)]
                       if result.plot else [])
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        best = max(result["rows"], key=lambda r: r["probe_accuracy"], default=None)
-        return f"best probe {best['layer']} {best['probe_accuracy']:.4f}" if best else None
+    def headline(self, result: LayersResult) -> str | None:
+        best = max(result.rows, key=lambda r: r.probe_accuracy, default=None)
+        return f"best probe {best.layer} {best.probe_accuracy:.4f}" if best else None
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
-        return [*table_lines(result["rows"], LAYER_COLUMNS), f"plot: {result.get('plot')}"]
+    def describe(self, result: LayersResult) -> list[str]:
+        return [*table_lines([r.model_dump() for r in result.rows], LAYER_COLUMNS), f"plot: {result.plot}"]

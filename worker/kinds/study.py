@@ -105,16 +105,15 @@ class Study(JobKind, name="study", params=StudyParams, result=StudyResult, stage
                              classify_accuracy=classify.accuracy)
         return Output(result=result, artifacts=[ArtifactRow(kind="report", path=str(report))])
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        return (f"accuracy {result['accuracy']:.4f}, k-fold {result['kfold_accuracy']:.4f} ± "
-                f"{result['kfold_accuracy_std']:.4f}")
+    def headline(self, result: StudyResult) -> str | None:
+        return f"accuracy {result.accuracy:.4f}, k-fold {result.kfold_accuracy:.4f} ± {result.kfold_accuracy_std:.4f}"
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
-        lines = [f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}",
-                 f"k-fold accuracy {result['kfold_accuracy']:.4f} ± {result['kfold_accuracy_std']:.4f}"]
-        if result.get("best_probe"):
-            lines.append(f"best probe {result['best_probe']} {result['best_probe_accuracy']:.4f}")
-        if result.get("classify_accuracy") is not None:
-            lines.append(f"classified folder accuracy {result['classify_accuracy']:.4f}")
-        lines += [f"{kind} job: {job_id}" for kind, job_id in result["jobs"].items()]
-        return [*lines, f"report: {result['report']}"]
+    def describe(self, result: StudyResult) -> list[str]:
+        lines = [f"test accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f}",
+                 f"k-fold accuracy {result.kfold_accuracy:.4f} ± {result.kfold_accuracy_std:.4f}"]
+        if result.best_probe:
+            lines.append(f"best probe {result.best_probe} {result.best_probe_accuracy:.4f}")
+        if result.classify_accuracy is not None:
+            lines.append(f"classified folder accuracy {result.classify_accuracy:.4f}")
+        lines += [f"{kind} job: {job_id}" for kind, job_id in result.jobs.items()]
+        return [*lines, f"report: {result.report}"]

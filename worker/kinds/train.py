@@ -134,22 +134,22 @@ def validate_training(kind: JobKind, params: dict[str, Any], strict_paths: bool)
     return validated
 
 
-def describe_training(r: dict[str, Any]) -> list[str]:
-    lines = [f"test accuracy {r['accuracy']:.4f}  macro F1 {r['macro_f1']:.4f}  "
-             f"with thresholds {r.get('thresholded_accuracy') or 0:.4f}  "
-             f"epochs {r.get('epochs_trained', r['epochs_run'])}  "
-             f"fit {r['timings']['fit_s']} s  ({r['precision_policy']})",
-             f"model: {r['paths']['model']}"]
-    if r.get("calibration"):
-        before, after = r["calibration"]["before"], r["calibration"]["after"]
-        lines.append(f"temperature {r['temperature']:.3f}: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
-                     f"NLL {before['nll']:.4f} -> {after['nll']:.4f}")
-    if r.get("conformal"):
-        c = r["conformal"]
-        lines.append(f"conformal sets at alpha {c['alpha']}: " + ", ".join(
-            f"{m} coverage {c[m]['marginal']['coverage']:.4f} mean size {c[m]['marginal']['mean_set_size']:.2f}"
-            for m in ("lac", "aps")))
-    return lines + [f"warning: {w}" for w in r.get("warnings", [])]
+def describe_training(r: TrainResult) -> list[str]:
+    epochs = r.epochs_trained if r.epochs_trained is not None else r.epochs_run
+    lines = [f"test accuracy {r.accuracy:.4f}  macro F1 {r.macro_f1:.4f}  "
+             f"with thresholds {r.thresholded_accuracy or 0:.4f}  epochs {epochs}  "
+             f"fit {r.timings.get('fit_s')} s  ({r.precision_policy})",
+             f"model: {r.paths.get('model')}"]
+    if r.calibration and {"before", "after"} <= set(r.calibration):
+        before, after = r.calibration["before"], r.calibration["after"]
+        lines.append(f"temperature {r.temperature:.3f}: ECE {before.ece:.4f} -> {after.ece:.4f}, "
+                     f"NLL {before.nll:.4f} -> {after.nll:.4f}")
+    if r.conformal:
+        c = r.conformal
+        lines.append(f"conformal sets at alpha {c.alpha}: " + ", ".join(
+            f"{name} coverage {m.marginal.coverage:.4f} mean size {m.marginal.mean_set_size:.2f}"
+            for name, m in (("lac", c.lac), ("aps", c.aps))))
+    return lines + [f"warning: {w}" for w in r.warnings]
 
 
 class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, template="_train.html",
@@ -171,8 +171,8 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
             model=ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
                               result["thresholds"]))
 
-    def headline(self, result: dict[str, Any]) -> str | None:
-        return f"accuracy {result['accuracy']:.4f}"
+    def headline(self, result: TrainResult) -> str | None:
+        return f"accuracy {result.accuracy:.4f}"
 
-    def describe(self, result: dict[str, Any]) -> list[str]:
+    def describe(self, result: TrainResult) -> list[str]:
         return describe_training(result)
