@@ -31,7 +31,9 @@ def main() -> None:
     os.umask(0o077)
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a job followed by --wait or `jobs wait` goes on: say so
+        sys.stderr.write("\ninterrupted: nothing was cancelled (a submitted job goes on; `convlens jobs cancel ID` "
+                         "stops it)\n")
         sys.exit(130)
     except OSError as exc:  # a read-only or full CONVLENS_HOME, a missing folder: the OS's reason, no traceback
         _exit_with(f"cannot use {exc.filename}: {exc.strerror}" if exc.filename else str(exc))

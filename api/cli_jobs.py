@@ -42,7 +42,7 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
 
     job = queries.get_job(job_id)
     try:
-        follow(job_id, quiet=as_json, timeout=timeout, queue=get_kind(job.kind).entry_queue)
+        follow(job_id, quiet=as_json, timeout=timeout, queues=get_kind(job.kind).queues)
     except WaitTimeout as exc:
         fail(str(exc), code=3)
     finish_output(job_id, as_json)

@@ -10,16 +10,31 @@ from convlens.api import queries
 from convlens.api.cli_jobs import Json, Timeout, show_job, wait_for_job
 from convlens.api.follow import describe
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
+from convlens.api.schemas import JobView
+from convlens.db.models import JOB_STATUSES
+from convlens.worker.kinds import KINDS
 
 jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
 results_app = typer.Typer(help="Query metrics and predictions.", no_args_is_help=True)
 Csv = Annotated[bool, typer.Option("--csv", help="print CSV")]
 
 
+def existing_job(job_id: str) -> JobView:
+    """The job, or exit 2 with one line: an unknown id is a mistake, not an empty result."""
+    job = queries.get_job(job_id)
+    if job is None:
+        fail(f"job {job_id} not found (`convlens jobs list` shows the ids)")
+    return job
+
+
 @jobs_app.command("list")
-def jobs_list(status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
-              kind: Annotated[str | None, typer.Option(help="train|kfold|layers|classify")] = None,
+def jobs_list(status: Annotated[str | None, typer.Option(help="|".join(JOB_STATUSES))] = None,
+              kind: Annotated[str | None, typer.Option(help="|".join(KINDS))] = None,
               limit: int = 50, json_out: Json = False) -> None:
+    if status is not None and status not in JOB_STATUSES:
+        fail(f"--status {status!r}: one of {', '.join(JOB_STATUSES)}")
+    if kind is not None and kind not in KINDS:
+        fail(f"--kind {kind!r}: one of {', '.join(KINDS)}")
     ready_database()
     rows = [j.model_dump(mode="json") for j in queries.list_jobs(status, kind, limit=limit)]
     if json_out:
@@ -69,6 +84,7 @@ def jobs_cancel(job_id: str, json_out: Json = False) -> None:
 @results_app.command("metrics")
 def results_metrics(job_id: str, json_out: Json = False, csv_out: Csv = False) -> None:
     ready_database()
+    existing_job(job_id)
     rows = [m.model_dump(mode="json", by_alias=True) for m in queries.metrics(job_id)]
     emit(rows, json_out, csv_out, ["split", "fold", "class", "name", "value"])
 
@@ -96,6 +112,7 @@ def results_predictions(
                                    errors=True if errors else None, set_size=set_size, min_set_size=min_set_size)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+    existing_job(job_id)
     rows = queries.predictions(job_id, filters, limit)
     emit([r.model_dump(mode="json") for r in rows], json_out, csv_out,
          ["path", "predicted", "confidence", "decision", "prediction_set", "true_label", "top_k", "error"])

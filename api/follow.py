@@ -39,13 +39,14 @@ def queue_consumers(queue: str) -> list[str]:
 
 
 def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1.0, quiet: bool = False,
-           timeout: float | None = None, queue: str | None = None, warn_after: float = 20.0) -> dict:
+           timeout: float | None = None, queues: tuple[str, ...] = (), warn_after: float = 20.0) -> dict:
     """Polls the job until it finishes (or `stop` is set), drawing a progress bar; returns the final job.
 
-    With `queue` (a queued job's), warns on stderr once when the job is still queued after `warn_after`
-    seconds and no live worker consumes that queue. Raises WaitTimeout after `timeout` seconds.
+    With `queues` (every queue the job's work goes through), warns on stderr once when the job or one of its
+    parts has waited `warn_after` seconds and a queue it needs has no live consumer. Raises WaitTimeout after
+    `timeout` seconds.
     """
-    last_line, started, warned = "", time.monotonic(), queue is None
+    last_line, started, warned = "", time.monotonic(), not queues
     with typer.progressbar(length=1000, label=f"job {job_id[:8]}", file=sys.stderr,
                            hidden=quiet) as bar:
         shown = 0
@@ -66,12 +67,15 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
             if job["status"] in FINISHED or (stop is not None and stop.is_set()):
                 return job
             waited = time.monotonic() - started
-            if not warned and job["status"] == "queued" and waited > warn_after:
+            stuck = job["status"] in ("queued", "running") and (job["status"] == "queued" or any(
+                c["status"] == "queued" for c in job.get("children") or []))
+            if not warned and stuck and waited > warn_after:
                 warned = True
-                if not queue_consumers(queue):
-                    typer.secho(f"\nwarning: job {job_id} is still queued and no live worker consumes queue "
-                                f"{queue!r}: start one with `convlens worker --queues {queue}`", fg="yellow",
-                                err=True)
+                missing = [q for q in queues if not queue_consumers(q)]
+                if missing:
+                    typer.secho(f"\nwarning: job {job_id} (or a part of it) is still queued and no live worker "
+                                f"consumes queue {', '.join(missing)}: start one with `convlens worker --queues "
+                                f"{','.join(queues)}`", fg="yellow", err=True)
             if timeout is not None and waited > timeout:
                 raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout:g} s")
             time.sleep(interval)

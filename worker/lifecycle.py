@@ -112,7 +112,10 @@ def finish(job: Job, result: dict[str, Any] | None = None) -> None:
     job.status, job.finished_at, job.heartbeat_at = "succeeded", utcnow(), None
     if result is not None:
         job.result = result
-    job.progress = {**(job.progress or {}), "fraction": 1.0}
+    progress = job.progress or {}
+    # A finished job's progress says so, not the last step it reported ("probe 2/3").
+    job.progress = {**progress, "stage": "done", "fraction": 1.0,
+                    **({"done": progress["total"]} if progress.get("total") is not None else {})}
 
 
 def fail(job_id: str, error: str) -> None:

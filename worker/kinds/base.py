@@ -114,6 +114,11 @@ class JobKind:
         """Planning is bookkeeping (no TensorFlow), so a kind that fans out starts on the cpu queue."""
         return "cpu" if self.fans_out or self.composite else self.queue
 
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue its work goes through (a worker must consume each for the job to finish)."""
+        return ("cpu", "gpu") if self.composite else tuple(dict.fromkeys((self.entry_queue, self.queue)))
+
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         """The params as stored on the job row; pydantic's ValidationError (a ValueError) when bad."""
         return self.params_model.model_validate(params).model_dump()
