@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -132,19 +133,29 @@ def ensure_embedded_redis() -> bool:
         raise BrokerUnavailable(f"embedded Redis did not start; see {home / 'redis.log'}")
 
 
+MIN_FREE = 1 << 20  # bytes the embedded Redis's folder needs before a write to its append-only file is tried
+
+
 def wait_until_writable(timeout_s: float) -> None:
-    """Returns once the embedded Redis accepts writes again (a full disk stops them until its append-only file
-    can be written), or after timeout_s; at once for any other broker."""
+    """Returns once the embedded Redis can write its append-only file again (a full disk makes it refuse every
+    write, and Celery's worker dies on a refused acknowledgement), or after timeout_s; at once for any other
+    broker. A write it accepted is only known to be on disk once the next flush went well, hence the pause."""
     if not settings().embedded_broker:
         return
+    home = socket_path().parent
     client = redis.Redis(unix_socket_path=str(socket_path()), socket_timeout=2)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            client.set("convlens:writable", "1", ex=60)
-            return
+            if shutil.disk_usage(home).free >= MIN_FREE:
+                client.set("convlens:writable", "1", ex=60)
+                time.sleep(1.5)  # past the next once-a-second flush of the append-only file
+                if client.info("persistence").get("aof_last_write_status") == "ok":
+                    client.set("convlens:writable", "1", ex=60)
+                    return
         except (redis.RedisError, OSError):
-            time.sleep(1)
+            pass
+        time.sleep(1)
 
 
 def embedded_redis_status() -> dict[str, object]:
