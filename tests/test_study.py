@@ -81,6 +81,7 @@ def test_a_study_survives_a_killed_worker_and_writes_one_report(fleet, tmp_path)
     assert len([c for c in _rows(home, parent_id=study_id) if c.kind == "train"]) == 1
 
     result = study["result"]
+    assert len(study["children"]) == 4  # each stage made once, however many advances ran
     children = {c["kind"]: c for c in study["children"]}
     assert set(children) == {"train", "kfold", "layers", "classify"} and result["jobs"] == {
         k: c["id"] for k, c in children.items()}

@@ -227,16 +227,16 @@ def advance(job_id: str, hostname: str | None = None) -> Advanced:
         done = [Done(c.id, c.kind, get_kind(c.kind).result_model.model_validate(c.result)) for c in kids]
         index = max((c.part or 0 for c in kids), default=-1) + 1
     if index < len(kind.stages):
-        # Two children ending together send two advances: the one that bumps the lease makes the stage.
+        # Two children ending together send two advances: both may make the stage's rows (stage() must be
+        # repeatable), but only the one whose lease bump commits together with them stores any.
+        rows = [new_job(c.kind, c.params, submitted_by=job.submitted_by, parent_id=job_id, part=index)
+                for c in kind.stage(ctx, index, done)]
         with session_scope() as s:
             claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
                                 .values(lease=lease + 1, heartbeat_at=utcnow(),
                                         progress=_parts_progress(kind.stages[index], index, len(kind.stages))))
-        if claimed.rowcount != 1:
-            return Advanced()
-        rows = [new_job(c.kind, c.params, submitted_by=job.submitted_by, parent_id=job_id, part=index)
-                for c in kind.stage(ctx, index, done)]
-        with session_scope() as s:
+            if claimed.rowcount != 1:
+                return Advanced()
             s.add_all(rows)
             s.flush()
             return Advanced(send=[(r.id, r.kind) for r in rows if r.status == JobStatus.QUEUED])
