@@ -13,7 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	@# Silences only setuptools' note that every editable install gets ("folders named like the package may shadow
+	@# it"): there is no `convlens` folder here. Any other packaging warning still prints.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[cpu,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from convlens.api.output import print_json, ready_database, require_tensorflow
+from convlens.api.output import fail, print_json, ready_database, require_tensorflow
 
 services_app = typer.Typer()
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -142,11 +142,14 @@ def db_current() -> None:
 
 @services_app.command()
 def demo(limit: Annotated[int | None, typer.Option(help="train on a subset (default: all 50,000)")] = None,
-         images: Annotated[int, typer.Option(help="test images exported and bulk-classified")] = 300) -> None:
+         images: Annotated[int, typer.Option(help="test images exported and bulk-classified")] = 300,
+         time_budget: Annotated[float | None, typer.Option(
+             help="seconds for training plus its evaluation (default: the full recipe where the CPU computes bf16 "
+             "natively, else 120)", min=1)] = None) -> None:
     """The main job end to end: worker, training, layer analysis, bulk classification with Grad-CAM."""
     from convlens.api.demo import run_demo
 
-    raise typer.Exit(run_demo(limit=limit, n_images=images))
+    raise typer.Exit(run_demo(limit=limit, n_images=images, time_budget_s=time_budget))
 
 
 @embedded_app.command("status")
@@ -162,10 +165,27 @@ def services_status(json_out: Annotated[bool, typer.Option("--json", help="print
 
 
 @embedded_app.command("stop")
-def services_stop() -> None:
+def services_stop(with_workers: Annotated[bool, typer.Option(
+        "--with-workers", help="first ask the live workers to stop (each finishes its running task)")] = False,
+        wait: Annotated[float, typer.Option(help="seconds to wait for the workers to stop", min=0)] = 60) -> None:
     """Stops the embedded Redis (its queues are saved to disk and come back when it next starts)."""
     from convlens.worker.broker import embedded_redis_status, stop_embedded_redis
 
-    was = embedded_redis_status()["running"]
+    if not embedded_redis_status()["running"]:
+        typer.echo("embedded Redis was not running")
+        return
+    from convlens.worker.monitor import live_workers, stop_workers
+
+    workers = [w.name for w in live_workers()]
+    if workers and not with_workers:
+        # A worker would start the embedded Redis again on its next poll, so stopping it alone is a no-op.
+        fail(f"{len(workers)} live worker(s) use the embedded Redis ({', '.join(workers)}): stop them first, or "
+             "run `convlens services stop --with-workers`", code=1)
+    if workers:
+        left = stop_workers(workers, wait)
+        if left:
+            fail(f"worker(s) still running their task after {wait:g} s: {', '.join(left)}; the embedded Redis "
+                 "keeps running (run this again once they have stopped)", code=1)
+        typer.echo(f"stopped {len(workers)} worker(s): {', '.join(workers)}")
     stop_embedded_redis()
-    typer.echo("embedded Redis stopped" if was else "embedded Redis was not running")
+    typer.echo("embedded Redis stopped")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from convlens.ml.provenance import cpu_flags
-
-
-def cpu_has_bf16() -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+from convlens.ml.provenance import cpu_has_bf16
 
 
 def choose_policy(mixed: bool = True) -> str:

@@ -72,6 +72,11 @@ def cpu_flags() -> tuple[str, ...]:
     return _cpu()[1]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512-BF16 or AMX); elsewhere training runs in float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
 @lru_cache(maxsize=1)
 def _gpu() -> str | None:
     try:

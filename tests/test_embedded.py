@@ -48,3 +48,16 @@ def test_embedded_submit_and_query(embedded, tmp_path, cifar):
     ran = cli_json(env, "run", "layers", "--model", train["id"], "--limit", "500", "--test-limit", "500")
     assert [r["layer"] for r in ran["result"]["rows"]] == ["conv1", "conv2", "conv3"]
     assert ran["id"] in {j["id"] for j in cli_json(env, "jobs", "list", "--kind", "layers")}
+
+
+def test_services_stop_refuses_while_workers_use_the_embedded_redis(embedded):
+    """Stopping Redis under a live worker would be undone by it at once; `--with-workers` stops both."""
+    env, home, worker = embedded["env"], embedded["home"], embedded["worker"]
+    refused = cli(env, "services", "stop", check=False)
+    assert refused.returncode == 1 and "embedded@convlens-test" in refused.stderr
+    assert "--with-workers" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert cli_json(env, "services", "status", "--json")["running"] is True
+    stopped = cli(env, "services", "stop", "--with-workers")
+    assert "stopped 1 worker(s): embedded@convlens-test" in stopped.stdout
+    worker.proc.wait(timeout=30)  # the worker exited on its own, and Redis stays stopped
+    assert not (home / "redis.sock").exists() or not cli_json(env, "services", "status", "--json")["running"]

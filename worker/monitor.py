@@ -6,6 +6,7 @@ Both are asked of the broker, never of a database; what each worker runs comes f
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from kombu.exceptions import ChannelError, OperationalError
@@ -55,3 +56,15 @@ def live_workers(timeout: float = 1.0) -> list[WorkerInfo]:
                                   concurrency=pool.get("max-concurrency"), pid=info.get("pid"),
                                   tasks_done=sum((info.get("total") or {}).values())))
     return workers
+
+
+def stop_workers(names: list[str], wait_s: float) -> list[str]:
+    """Asks these workers for a warm shutdown; the names still answering after `wait_s` seconds."""
+    app.control.shutdown(destination=names)
+    deadline = time.monotonic() + wait_s
+    left = names
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        alive = {w.name for w in live_workers()}
+        left = [n for n in names if n in alive]
+    return left

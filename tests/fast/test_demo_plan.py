@@ -1,0 +1,20 @@
+"""The demo's training plan: the full recipe only where bf16 is native, on the clock elsewhere."""
+
+from convlens.api.demo import FLOAT32_BUDGET_S, plan_training
+
+
+def test_a_cpu_without_bf16_trains_on_the_clock():
+    plan = plan_training(has_bf16=False)
+    assert plan.train_params == {"preset": "seed", "time_budget_s": FLOAT32_BUDGET_S}
+    assert "lacks native bf16" in plan.note and "\n" not in plan.note
+
+
+def test_a_cpu_with_bf16_trains_the_full_recipe():
+    plan = plan_training(has_bf16=True)
+    assert plan.train_params == {"preset": "seed"}
+    assert "12-epoch" in plan.note
+
+
+def test_the_users_choice_wins_over_the_cpu_check():
+    assert plan_training(False, limit=2000).train_params == {"preset": "seed", "limit": 2000}
+    assert plan_training(True, time_budget_s=30).train_params == {"preset": "seed", "time_budget_s": 30}
