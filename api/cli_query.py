@@ -17,6 +17,7 @@ from convlens.worker.kinds import KINDS
 jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
 results_app = typer.Typer(help="Query metrics and predictions.", no_args_is_help=True)
 Csv = Annotated[bool, typer.Option("--csv", help="print CSV")]
+TABLE_WIDTH = 100  # columns a default table fits in (`--wide` lifts it)
 
 
 def existing_job(job_id: str) -> JobView:
@@ -89,30 +90,43 @@ def results_metrics(job_id: str, json_out: Json = False, csv_out: Csv = False) -
     emit(rows, json_out, csv_out, ["split", "fold", "class", "name", "value"])
 
 
+PREDICTION_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "set_size", "error"]
+
+
 @results_app.command("predictions")
 def results_predictions(
     job_id: str,
     label: Annotated[str | None, typer.Option(help="only this predicted class")] = None,
     min_confidence: Annotated[float | None, typer.Option(help="only confidence >= P")] = None,
     misclassified: Annotated[bool, typer.Option(help="only files whose folder names another class")] = False,
+    uncertain: Annotated[bool, typer.Option(help="only rows decided uncertain (threshold or conformal)")] = False,
     errors: Annotated[bool, typer.Option("--errors", help="only unreadable files")] = False,
     set_size: Annotated[int | None, typer.Option(help="only conformal sets of exactly N classes (0: empty)")] = None,
     min_set_size: Annotated[int | None, typer.Option(help="only conformal sets of N classes or more")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N rows")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="whole paths, the prediction sets, top-k and overlays")] = False,
     json_out: Json = False,
     csv_out: Csv = False,
 ) -> None:
     ready_database()
     from pydantic import ValidationError
 
+    from convlens.api.predictions_csv import csv_text, record
     from convlens.api.schemas import PredictionFilter
 
     try:
         filters = PredictionFilter(label=label, min_confidence=min_confidence, misclassified=misclassified,
-                                   errors=True if errors else None, set_size=set_size, min_set_size=min_set_size)
+                                   uncertain=uncertain, errors=True if errors else None, set_size=set_size,
+                                   min_set_size=min_set_size)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
     existing_job(job_id)
     rows = queries.predictions(job_id, filters, limit)
-    emit([r.model_dump(mode="json") for r in rows], json_out, csv_out,
-         ["path", "predicted", "confidence", "decision", "prediction_set", "true_label", "top_k", "error"])
+    if json_out:
+        print_json([r.model_dump(mode="json") for r in rows])
+    elif csv_out:
+        typer.echo(csv_text(rows), nl=False)
+    elif wide:
+        print_table([record(r) for r in rows], [*PREDICTION_COLUMNS, "prediction_set", "top_k", "overlay"])
+    else:
+        print_table([record(r) for r in rows], PREDICTION_COLUMNS, width=TABLE_WIDTH, shorten=("path", "error"))

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import mimetypes
 import re
 from collections.abc import Iterator
@@ -32,6 +30,7 @@ from convlens.api.files import confined_response
 from convlens.api.login import confirm_page
 from convlens.api.login import router as login_router
 from convlens.api.observe import exposition
+from convlens.api.predictions_csv import csv_text
 from convlens.api.schemas import (
     ErrorBody,
     Health,
@@ -311,9 +310,6 @@ def job_predictions(job_id: str, _: Reader, filters: Filters, limit: int = Query
                            next_after=queries.next_cursor(rows, limit))
 
 
-CSV_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "prediction_set", "error", "top_k"]
-
-
 @app.get("/jobs/{job_id}/predictions.csv", response_class=StreamingResponse, tags=["results"], responses={
     **NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "every row the filters select, as CSV"}})
 def job_predictions_csv(job_id: str, _: Reader, filters: Filters) -> StreamingResponse:
@@ -321,20 +317,11 @@ def job_predictions_csv(job_id: str, _: Reader, filters: Filters) -> StreamingRe
     _job_or_404(job_id)
 
     def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        out = csv.writer(buffer)
-        out.writerow(CSV_COLUMNS)
-        after = None
+        after, header = None, True
         while True:
             rows = _page(job_id, filters, 5000, after=after)
-            for r in rows:
-                out.writerow([r.path, r.predicted, r.confidence, r.decision, r.true_label,
-                              " ".join(r.prediction_set or []), r.error,
-                              " ".join(f"{c}:{p:.4f}" for c, p in r.top_k or [])])
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            after = queries.next_cursor(rows, 5000)
+            yield csv_text(rows, header)
+            header, after = False, queries.next_cursor(rows, 5000)
             if after is None:
                 return
 

@@ -38,8 +38,9 @@ def ready_database() -> None:
         fail(str(exc))
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    for line in table_lines(rows, columns):
+def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None, width: int | None = None,
+                shorten: tuple[str, ...] = ()) -> None:
+    for line in table_lines(rows, columns, width, shorten):
         typer.echo(line)
 
 

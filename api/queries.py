@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import func, select, tuple_
 
 from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
+from convlens.ml.listing import overlay_name
 from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
 
 
@@ -109,7 +112,13 @@ def predictions(job_id: str, filters: PredictionFilter | None = None, limit: int
         q = q.offset(offset)
         if limit:
             q = q.limit(limit)
-        return [PredictionRow.of(p) for p in s.scalars(q)]
+        rows = [PredictionRow.of(p) for p in s.scalars(q)]
+        job = s.get(Job, job_id)
+        overlays = (job.result or {}).get("overlay_dir") if job is not None else None
+    if overlays:  # named by path, as the classify job wrote them
+        for r in rows:
+            r.overlay = None if r.error else str(Path(overlays) / overlay_name(Path(r.path)))
+    return rows
 
 
 def next_cursor(rows: list[PredictionRow], limit: int) -> str | None:

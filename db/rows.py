@@ -39,6 +39,7 @@ class PredictionRow(BaseModel):
     error: str | None = None
     shard: int | None = None
     prediction_set: list[str] | None = Field(None, description="the conformal prediction set (classify jobs)")
+    overlay: str | None = Field(None, description="its Grad-CAM overlay file (a classify job run with gradcam)")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -112,7 +112,7 @@ def train(
         progress(ProgressEvent(stage="evaluate"))
     evaluation = evaluate(model, prep, clock, cfg.alpha)
     epochs_trained = clock.steps / steps
-    warnings = []
+    warnings = list(evaluation["warnings"])
     if recipe["time_budget_s"] is not None and epochs_trained < 1:
         warnings.append(f"the {recipe['time_budget_s']:g} s time budget left {fit_s:.0f} s of training on this machine "
                         f"({epochs_trained:.2f} epochs), so the model is barely trained: raise the time budget")

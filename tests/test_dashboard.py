@@ -214,6 +214,9 @@ def test_classify_grid_filters_and_csv(site):
         assert predicted != true
     w.images_loaded()
 
+    w.open(f"/ui/jobs/{job_id}?misclassified=true")  # every boolean spelling filters, as in the JSON API
+    assert w.page.locator(".grid figure.card").count() == len(expected["predictions"])
+
     w.open(f"/ui/jobs/{job_id}?errors=1")
     errors = w.page.locator(".grid figure.card.unreadable")
     assert errors.count() == len(site["unreadable"])

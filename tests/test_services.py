@@ -236,6 +236,21 @@ def test_http_end_to_end(http, cluster, cifar):
     wrong = http.get(f"/jobs/{job_id}/predictions", params={"misclassified": True}).json()["predictions"]
     assert [r["path"] for r in table] == [p["path"] for p in wrong]
     assert all(r["predicted"] != r["true_label"] for r in table)
+    # One CSV writer: the CLI's and the HTTP's are the same bytes, every filter of one definition in both.
+    cases = (({}, []), ({"misclassified": "yes"}, ["--misclassified"]), ({"uncertain": "1"}, ["--uncertain"]),
+             ({"min_set_size": 2}, ["--min-set-size", "2"]))
+    for http_filter, cli_flags in cases:
+        served = http.get(f"/jobs/{job_id}/predictions.csv", params=http_filter)
+        printed = cli(cluster["env"], "results", "predictions", job_id, "--csv", *cli_flags).stdout
+        assert served.status_code == 200 and served.text.replace("\r\n", "\n") == printed.replace("\r\n", "\n")
+    # Each readable row names its Grad-CAM overlay, and that file is there.
+    assert all(Path(p["overlay"]).is_file() for p in everything if not p["error"])
+    assert all(p["overlay"] is None for p in errs)
+    # The default table fits 100 columns, whole file names kept; --wide shows the sets and overlays.
+    lines = cli(cluster["env"], "results", "predictions", job_id).stdout.splitlines()
+    assert len(lines) == n + len(bad) + 1 and max(map(len, lines)) <= 100
+    assert {Path(p["path"]).name for p in everything} <= {ln.split()[0].rsplit("/", 1)[-1] for ln in lines[1:]}
+    assert "overlay" in cli(cluster["env"], "results", "predictions", job_id, "--wide").stdout.splitlines()[0]
     listed = http.get("/jobs", params={"kind": "classify", "status": "succeeded"}).json()["jobs"]
     assert job_id in [j["id"] for j in listed]
     metrics = http.get(f"/jobs/{job_id}/metrics").json()["metrics"]

@@ -169,14 +169,28 @@ class JobKind:
         return params
 
 
-def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
-    """A plain-text table (the CLI's, and the kinds' own renderings)."""
+def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None, width: int | None = None,
+                shorten: tuple[str, ...] = ()) -> list[str]:
+    """A plain-text table (the CLI's, and the kinds' own renderings).
+
+    With `width`, the `shorten` columns are cut in turn until the table fits: the first from the left (a path
+    keeps its file name), the others from the right.
+    """
     if not rows:
         return ["(no rows)"]
     columns = columns or list(rows[0])
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in [columns, *cells]]
+    for n, name in enumerate(c for c in shorten if c in columns):
+        over = sum(widths) + 2 * (len(widths) - 1) - (width or sum(widths))
+        if over <= 0:
+            break
+        i = columns.index(name)
+        widths[i] = max(len(name), 8, widths[i] - over)
+        for row in cells:
+            if len(row[i]) > widths[i]:
+                row[i] = "…" + row[i][1 - widths[i]:] if n == 0 else row[i][:widths[i] - 1] + "…"
+    return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [columns, *cells]]
 
 
 def _cell(v: Any) -> str:

@@ -142,11 +142,11 @@ def describe_training(r: TrainResult) -> list[str]:
              f"model: {r.paths.get('model')}"]
     if r.calibration and {"before", "after"} <= set(r.calibration):
         before, after = r.calibration["before"], r.calibration["after"]
-        lines.append(f"temperature {r.temperature:.3f}: ECE {before.ece:.4f} -> {after.ece:.4f}, "
-                     f"NLL {before.nll:.4f} -> {after.nll:.4f}")
+        lines.append(f"temperature {r.temperature:.3f} (fitted on {r.n_val} validation images): on {r.n_test} test "
+                     f"images ECE {before.ece:.4f} -> {after.ece:.4f}, NLL {before.nll:.4f} -> {after.nll:.4f}")
     if r.conformal:
         c = r.conformal
-        lines.append(f"conformal sets at alpha {c.alpha}: " + ", ".join(
+        lines.append(f"conformal sets at alpha {c.alpha} (calibrated on {c.n_calibration} images): " + ", ".join(
             f"{name} coverage {m.marginal.coverage:.4f} mean size {m.marginal.mean_set_size:.2f}"
             for name, m in (("lac", c.lac), ("aps", c.aps))))
     return lines + [f"warning: {w}" for w in r.warnings]
