@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/datasets)
 export CONVLENS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast test-cifar test-services test-browser lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
@@ -27,6 +27,18 @@ lint: install
 # No PostgreSQL, no CIFAR-10, no worker processes: about half a minute.
 test-fast: install lint
 	$(VENV)/bin/pytest -q tests/fast
+
+# Real CIFAR-10, no services: the ml/ code on real data.
+test-cifar: install lint
+	$(VENV)/bin/pytest -q tests -m "cifar and not services and not browser"
+
+# Real Redis, PostgreSQL, RabbitMQ, worker and API processes (no browser).
+test-services: install lint
+	$(VENV)/bin/pytest -q tests -m "services and not browser"
+
+# The dashboard and the study report in Debian's chromium.
+test-browser: install lint
+	$(VENV)/bin/pytest -q tests -m browser
 
 test: install lint
 	$(VENV)/bin/pytest -q tests

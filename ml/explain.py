@@ -1,4 +1,4 @@
-"""Class-activation maps (Grad-CAM, Grad-CAM++, Score-CAM), overlays, galleries and faithfulness scores.
+"""Grad-CAM maps, their overlays and galleries (what classify jobs and the error analysis draw).
 
 Maps are computed for whole batches in one pass and upsampled to the model's input size, values in [0, 1].
 The class score is the pre-softmax logit when the model ends in a softmax Dense layer.
@@ -13,12 +13,9 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from scipy.stats import spearmanr
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 def conv_layers(model: keras.Model) -> list[str]:
@@ -75,15 +72,11 @@ def compute_cam(
     images: np.ndarray,
     class_idx: np.ndarray | int | None = None,
     layer: str | None = None,
-    method: str = "gradcam",
     cam_model: CamModel | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(maps (N, H, W) in [0, 1], class indices explained) for float images in [0, 1] of shape (N, H, W, 3).
-
-    class_idx None explains each image's predicted class.
+    """Grad-CAM (maps (N, H, W) in [0, 1], class indices explained) for float images in [0, 1] of shape
+    (N, H, W, 3). class_idx None explains each image's predicted class.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cm = cam_model or CamModel(model, layer)
     x = tf.convert_to_tensor(images, tf.float32)
     size = (int(x.shape[1]), int(x.shape[2]))
@@ -91,18 +84,8 @@ def compute_cam(
         acts, logits = cm(x)
         classes = _classes(logits, class_idx)
         score = tf.gather(logits, classes, axis=1, batch_dims=1)
-    if method == "scorecam":
-        return _scorecam(cm, x, tf.cast(acts, tf.float32), classes, size), classes.numpy()
-    grads = tf.cast(tape.gradient(score, acts), tf.float32)
-    acts = tf.cast(acts, tf.float32)
-    if method == "gradcam":
-        weights = tf.reduce_mean(grads, axis=(1, 2))
-    else:  # Grad-CAM++ (Chattopadhyay et al.), with exp(score) so higher derivatives are powers of the gradient
-        g2, g3 = grads**2, grads**3
-        denom = 2 * g2 + tf.reduce_sum(acts, axis=(1, 2), keepdims=True) * g3
-        alpha = g2 / tf.where(tf.abs(denom) > 1e-12, denom, tf.ones_like(denom))
-        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-    cams = tf.nn.relu(tf.einsum("nhwc,nc->nhw", acts, weights))
+    weights = tf.reduce_mean(tf.cast(tape.gradient(score, acts), tf.float32), axis=(1, 2))
+    cams = tf.nn.relu(tf.einsum("nhwc,nc->nhw", tf.cast(acts, tf.float32), weights))
     return _normalise(cams, size), classes.numpy()
 
 
@@ -113,26 +96,6 @@ def _classes(logits: tf.Tensor, class_idx: np.ndarray | int | None) -> tf.Tensor
     if np.isscalar(class_idx):
         return tf.fill([n], tf.constant(int(class_idx), tf.int32))
     return tf.convert_to_tensor(np.asarray(class_idx), tf.int32)
-
-
-def _scorecam(cm: CamModel, x: tf.Tensor, acts: tf.Tensor, classes: tf.Tensor, size: tuple[int, int],
-              chunk: int = 512) -> np.ndarray:
-    """Score-CAM: each channel's upsampled, normalised map masks the input; its weight is the class probability."""
-    n, channels = int(acts.shape[0]), int(acts.shape[-1])
-    maps = tf.image.resize(acts, size)  # (N, H, W, C)
-    lo = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-    hi = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    masks = (maps - lo) / tf.maximum(hi - lo, 1e-8)
-    weights = np.zeros((n, channels), np.float32)
-    for i in range(n):
-        masked = x[i][None] * tf.transpose(masks[i], (2, 0, 1))[..., None]  # (C, H, W, 3)
-        scores = []
-        for start in range(0, channels, chunk):
-            _, logits = cm(masked[start:start + chunk])
-            scores.append(tf.nn.softmax(logits)[:, int(classes[i])])
-        weights[i] = tf.concat(scores, 0).numpy()
-    cams = tf.nn.relu(tf.einsum("nhwc,nc->nhw", maps, tf.nn.softmax(weights, axis=1)))
-    return _normalise(cams, size)
 
 
 # --- pictures ----------------------------------------------------------------------------------------
@@ -166,59 +129,3 @@ def save_gallery(images: np.ndarray, cams: np.ndarray, titles: list[str], path: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-# --- faithfulness ------------------------------------------------------------------------------------
-
-def deletion_insertion_auc(
-    model: keras.Model, images: np.ndarray, cams: np.ndarray, classes: np.ndarray, steps: int = 16
-) -> dict[str, np.ndarray]:
-    """Per image: area under the class-probability curve as the most salient pixels are removed (deletion,
-    lower is better) or revealed (insertion, higher is better). Removed pixels take the value of a blurred copy
-    of the image, so that removal does not add sharp artificial edges the model would react to."""
-    n, h, w, _ = images.shape
-    baseline = blurred(images)
-    order = np.argsort(-cams.reshape(n, -1), axis=1)
-    fractions = np.linspace(0, 1, steps + 1)
-    deleted, inserted = [], []
-    for f in fractions:
-        mask = np.zeros((n, h * w), bool)
-        k = int(round(f * h * w))
-        np.put_along_axis(mask, order[:, :k], True, axis=1)
-        mask = mask.reshape(n, h, w, 1)
-        deleted.append(np.where(mask, baseline, images))
-        inserted.append(np.where(mask, images, baseline))
-    out = {}
-    for name, batches in (("deletion", deleted), ("insertion", inserted)):
-        probs = model.predict(np.concatenate(batches).astype(np.float32), batch_size=1024, verbose=0)
-        p = probs.reshape(steps + 1, n, -1)[:, np.arange(n), classes]  # (steps+1, n)
-        out[name] = np.trapezoid(p, fractions, axis=0)
-    return out
-
-
-def blurred(images: np.ndarray, size: int = 11) -> np.ndarray:
-    pad = size // 2
-    padded = tf.pad(tf.convert_to_tensor(images, tf.float32), [[0, 0], [pad, pad], [pad, pad], [0, 0]], "REFLECT")
-    return tf.nn.avg_pool2d(padded, size, 1, "VALID").numpy()
-
-
-def randomised_copy(model: keras.Model, seed: int = 0) -> keras.Model:
-    """The same architecture with freshly initialised weights: the cascading-randomisation sanity check."""
-    clone = keras.models.clone_model(model)
-    clone.build(model.input_shape)
-    rng = np.random.default_rng(seed)
-    clone.set_weights([rng.normal(0, 0.05, w.shape).astype(w.dtype) if w.ndim > 1 else w
-                       for w in model.get_weights()])
-    return clone
-
-
-def sanity_check(model: keras.Model, images: np.ndarray, layer: str | None = None,
-                 method: str = "gradcam") -> dict[str, float]:
-    """Mean Spearman rank correlation between trained and randomised-weight maps (low: the map depends on
-    what the model learned)."""
-    layer = layer or default_layer(model)
-    cams, classes = compute_cam(model, images, layer=layer, method=method)
-    rand_cams, _ = compute_cam(randomised_copy(model), images, class_idx=classes, layer=layer, method=method)
-    corr = [spearmanr(a.ravel(), b.ravel()).statistic for a, b in zip(cams, rand_cams, strict=True)]
-    corr = np.nan_to_num(np.asarray(corr, np.float64))
-    return {"mean_rank_correlation": float(corr.mean()), "images": len(images)}

@@ -26,7 +26,6 @@ from convlens.ml.saved import save_trained
 from convlens.ml.thresholds import thresholded_predictions, tune_thresholds
 from convlens.ml.uncertainty import compare
 
-
 # Below this many calibration images a conformal coverage is too noisy to read (one s.d. of a 90% coverage is
 # about 0.013 at 500 and 0.03 at 100: Vovk 2012, coverage ~ Beta(n + 1 - l, l)).
 MIN_CALIBRATION = 500

@@ -1,4 +1,8 @@
-"""Shared fixtures: real CIFAR-10 from ../shared, a private CONVLENS_HOME, a small model trained once."""
+"""Shared fixtures: real CIFAR-10 from ../shared, a private CONVLENS_HOME, a small model trained once.
+
+Tiers (pyproject's markers): tests/fast has none; `cifar` (set here, from the fixtures a test uses),
+`services` and `browser` (set by each module) say what else a test needs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ SHARED = (ROOT.parent / "shared" / "datasets").resolve()
 os.environ["CONVLENS_DATA_DIR"] = os.environ.get("CONVLENS_DATA_DIR") or str(SHARED)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DATA_DIR = Path(os.environ["CONVLENS_DATA_DIR"])
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"cifar", "trained"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.cifar)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 import redis
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -169,3 +170,16 @@ class ApiServer:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+@contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at path for the test (skipped, saying why, where this machine cannot mount one)."""
+    path.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {made.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -19,6 +19,8 @@ from convlens.db.models import Artifact, Job
 from convlens.db.session import session_scope
 from services import ApiServer, cli, private_site
 
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def server(request, tmp_path_factory):

@@ -20,12 +20,13 @@ import pytest
 import redis
 
 from conftest import DATA_DIR
+from folders import make_messy_folder
 from services import ApiServer, Worker, free_redis_db, wait_for
-from test_analysis import make_messy_folder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install "
-                                                                    "chromium); .ci/run installs it")
+pytestmark = [pytest.mark.services, pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install "
+                                                                     "chromium); .ci/run installs it")]
 FINISHED = ("succeeded", "failed", "cancelled")
 
 

@@ -12,6 +12,8 @@ from sqlalchemy import inspect
 from convlens.db.session import alembic_config, current_revision, downgrade, engine, head_revision, upgrade
 from services import create_pg_database, drop_pg_database
 
+pytestmark = pytest.mark.services
+
 TABLES = {"jobs", "metrics", "predictions", "artifacts", "models", "alembic_version"}
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from services import Worker, cli, cli_json, wait_for
 
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):

@@ -9,6 +9,8 @@ import redis
 
 from services import Worker, cli, cli_json
 
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
@@ -31,7 +33,7 @@ def embedded(tmp_path_factory):
 
 
 def test_embedded_submit_and_query(embedded, tmp_path, cifar):
-    from test_analysis import make_messy_folder
+    from folders import make_messy_folder
 
     env, home = embedded["env"], embedded["home"]
     assert (home / "redis.sock").exists() and (home / "convlens.db").is_file()

@@ -1,4 +1,4 @@
-"""Grad-CAM and relatives, faithfulness, the sanity check, error analysis."""
+"""Grad-CAM against its definition and against random maps (deletion curves), overlays, galleries, error analysis."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from convlens.ml.error_analysis import confused_pairs, highest_loss_gallery
-from convlens.ml.explain import (
-    compute_cam,
-    default_layer,
-    deletion_insertion_auc,
-    overlay,
-    sanity_check,
-    save_gallery,
-)
+from convlens.ml.explain import compute_cam, default_layer, overlay, save_gallery
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +49,20 @@ def test_gradcam_matches_its_definition(trained, images):
     assert (given_cls == 3).all() and given.shape == (4, 32, 32)
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "scorecam"])
-def test_other_methods_give_maps(trained, images, method):
-    cams, _ = compute_cam(trained["model"].model, images[0][:4], method=method)
-    assert cams.shape == (4, 32, 32) and np.isfinite(cams).all()
-    assert cams.max() == pytest.approx(1.0, abs=1e-5) and cams.min() == pytest.approx(0.0, abs=1e-5)
-    with pytest.raises(ValueError, match="unknown method"):
-        compute_cam(trained["model"].model, images[0][:1], method="lime")
+def deletion_auc(model, images, cams, classes, steps=16):
+    """Per image: area under the class probability as the most salient pixels give way to a blurred copy
+    (lower: the map found what the model used). Blur, not black, so that removal adds no sharp edges."""
+    n, h, w, _ = images.shape
+    baseline = tf.nn.avg_pool2d(tf.pad(images, [[0, 0], [5, 5], [5, 5], [0, 0]], "REFLECT"), 11, 1, "VALID").numpy()
+    order = np.argsort(-cams.reshape(n, -1), axis=1)
+    fractions = np.linspace(0, 1, steps + 1)
+    curves = []
+    for f in fractions:
+        mask = np.zeros((n, h * w), bool)
+        np.put_along_axis(mask, order[:, :int(round(f * h * w))], True, axis=1)
+        probs = model.predict(np.where(mask.reshape(n, h, w, 1), baseline, images), batch_size=1024, verbose=0)
+        curves.append(probs[np.arange(n), classes])
+    return np.trapezoid(np.asarray(curves), fractions, axis=0)
 
 
 def test_deletion_auc_beats_random_maps(trained, images):
@@ -72,15 +72,8 @@ def test_deletion_auc_beats_random_maps(trained, images):
     # Random maps with the same spatial resolution as conv3's (4x4), upsampled like Grad-CAM's.
     low = np.random.default_rng(0).random((len(x), 4, 4, 1)).astype(np.float32)
     rand = tf.image.resize(low, (32, 32)).numpy()[..., 0]
-    ours = deletion_insertion_auc(model, x, cams, classes)
-    chance = deletion_insertion_auc(model, x, rand, classes)
-    assert ours["deletion"].mean() < chance["deletion"].mean()
-    assert ours["insertion"].shape == (len(x),)
-
-
-def test_randomised_model_sanity_check(trained, images):
-    result = sanity_check(trained["model"].model, images[0][:16])
-    assert -1 <= result["mean_rank_correlation"] < 0.9 and result["images"] == 16
+    ours, chance = deletion_auc(model, x, cams, classes), deletion_auc(model, x, rand, classes)
+    assert ours.shape == (len(x),) and ours.mean() < chance.mean()
 
 
 def test_overlays_and_galleries(tmp_path, trained, images):
@@ -88,9 +81,18 @@ def test_overlays_and_galleries(tmp_path, trained, images):
     cam = compute_cam(trained["model"].model, images[0][:1])[0][0]
     over = overlay(big, cam)
     assert over.shape == (150, 200, 3)  # at the original resolution
+    # The map's hottest pixel is coloured towards jet's dark red, its coldest towards dark blue.
+    cam_big = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((200, 150), Image.BILINEAR))
+    hot, cold = np.unravel_index(cam_big.argmax(), cam_big.shape), np.unravel_index(cam_big.argmin(), cam_big.shape)
+    lift = over.astype(int) - (big.astype(int) * 0.55).astype(int)
+    assert lift[hot][0] > lift[hot][2] and lift[cold][2] > lift[cold][0]
     path = save_gallery((images[0][:6] * 255).astype(np.uint8), np.stack([cam] * 6), ["x"] * 6,
                         tmp_path / "g.png")
-    assert Image.open(path).size[0] > 100
+    # One row of 8 panels of 2 x 2.3 inches at 100 dpi, six of them drawn (not blank).
+    gallery = np.asarray(Image.open(path).convert("RGB"))
+    assert gallery.shape == (230, 1600, 3)
+    panels = [gallery[30:210, 200 * i + 20:200 * i + 180] for i in range(8)]
+    assert [int(p.std() > 10) for p in panels] == [1] * 6 + [0] * 2
 
 
 def test_error_analysis(tmp_path, trained, cifar):

@@ -18,10 +18,12 @@ from sqlalchemy import select
 
 from convlens.db.models import Artifact, Prediction
 from convlens.db.session import session_scope
-from services import ApiServer, Worker, cli, cli_json, private_site, wait_for
+from services import ApiServer, Worker, cli, cli_json, private_site, tmpfs, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent / "fast"))
 from helpers import image_folder, saved_model  # noqa: E402
+
+pytestmark = pytest.mark.services
 
 BIG = (7990, 8000)  # 63.9 megapixels: under the worker's limit, a 200 kB PNG
 
@@ -220,7 +222,6 @@ def test_cancelling_running_jobs_never_freezes_with_a_fast_recovery_loop(tmp_pat
 def test_full_disk_fails_the_job_with_the_os_reason_on_the_embedded_default(tmp_path):
     """CONVLENS_HOME (SQLite, the embedded Redis, overlays) on a 25 MB tmpfs that Grad-CAM overlays fill: the
     job fails with the OS's reason once space is freed, the worker lives on, and no second Redis starts."""
-    from test_recovery import tmpfs
 
     folder = tmp_path / "imgs"
     image_folder(folder, per_class=1)

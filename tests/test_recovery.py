@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,10 @@ from sqlalchemy import func, select
 from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
-from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
-from test_analysis import make_messy_folder
+from folders import make_messy_folder
+from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, tmpfs, wait_for
+
+pytestmark = pytest.mark.services
 
 FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6", "CONVLENS_DATA_DIR": str(DATA_DIR)}
 
@@ -98,19 +97,6 @@ def test_queued_job_lost_by_the_broker_is_sent_again(tmp_path, trained, cifar):
     finally:
         worker.stop()
         _stop_embedded(env)
-
-
-@contextmanager
-def tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at path for the test (skipped, saying why, where this machine cannot mount one)."""
-    path.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({options}) here: {made.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture

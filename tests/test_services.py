@@ -17,8 +17,10 @@ from sqlalchemy import func, select
 from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
+from folders import make_messy_folder
 from services import ApiServer, Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, wait_for
-from test_analysis import make_messy_folder
+
+pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")

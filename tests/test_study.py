@@ -18,6 +18,8 @@ from convlens.db.models import Job
 from convlens.db.session import session_scope
 from services import Worker, cli, cli_json, wait_for
 
+pytestmark = [pytest.mark.services, pytest.mark.browser]
+
 FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
 SMALL = ["--limit", "2000", "--epochs", "2", "--batch-size", "64", "--sample", "100", "--probe-limit", "500"]
 SECTIONS = ["Data and splits", "The model", "Training curves", "Test metrics", "Per-class precision, recall and F1",

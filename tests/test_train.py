@@ -131,6 +131,7 @@ def test_resume_after_a_stop(tmp_path, cifar):
     assert not (tmp_path / "checkpoint.keras").exists()
 
 
+@pytest.mark.cifar  # reads CIFAR-10 itself, in the CLI's process
 def test_cli_run_train_json(tmp_path):
     env = {**os.environ, "CONVLENS_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "convlens.api.cli", "run", "train", "--limit", "500", "--epochs", "1",
