@@ -25,7 +25,7 @@ app.registered_commands += services_app.registered_commands
 def main() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from convlens.worker.broker import BrokerUnavailable
+    from convlens.ml.errors import ConvlensError
 
     # Whatever convlens writes (the database, the broker's files, models, overlays) is its user's alone.
     os.umask(0o077)
@@ -39,7 +39,7 @@ def main() -> None:
         _exit_with(f"cannot use {exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except OperationalError as exc:
         _exit_with(f"the database cannot be used: {exc.orig}")
-    except BrokerUnavailable as exc:
+    except ConvlensError as exc:  # every error a user can act on, from any layer, translated here once
         _exit_with(str(exc))
 
 

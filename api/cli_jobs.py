@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -19,11 +20,9 @@ from convlens.api.output import fail, print_json, ready_database, require_tensor
 from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
 from convlens.ml.provenance import Provenance
-from convlens.worker.dependencies import DependencyRefused
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
-from convlens.worker.paths import PathRefused
 
 run_app = typer.Typer(help="Run a job in this process (recorded in the database like a queued one).",
                       no_args_is_help=True)
@@ -45,6 +44,11 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
         follow(job_id, quiet=as_json, timeout=timeout, queues=get_kind(job.kind).queues)
     except WaitTimeout as exc:
         fail(str(exc), code=3)
+    except KeyboardInterrupt:  # only the following stops: say what goes on, and how to pick it up again
+        now = queries.get_job(job_id)
+        sys.stderr.write(f"\ninterrupted: job {job_id} is still {now.status if now else 'there'}; follow it again "
+                         f"with `convlens jobs wait {job_id}`, or stop it with `convlens jobs cancel {job_id}`\n")
+        raise typer.Exit(130) from None
     finish_output(job_id, as_json)
 
 
@@ -66,8 +70,6 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
             job_id = submit(kind, params, after=after)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (PathRefused, DependencyRefused) as exc:
-        fail(str(exc))
     if mode == "run":
         thread, stop = follow_in_background(job_id, quiet=as_json)
         try:

@@ -69,13 +69,9 @@ def jobs_wait(job_id: str, json_out: Json = False, timeout: Timeout = None) -> N
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, json_out: Json = False) -> None:
     ready_database()
-    from convlens.worker.lifecycle import JobError
     from convlens.worker.tasks import cancel
 
-    try:
-        ids = cancel(job_id)
-    except JobError as exc:
-        fail(str(exc))
+    ids = cancel(job_id)
     if json_out:
         print_json({"cancelled": ids})
     else:
@@ -114,13 +110,13 @@ def results_predictions(
     from convlens.api.predictions_csv import csv_text, record
     from convlens.api.schemas import PredictionFilter
 
+    existing_job(job_id)  # as over HTTP: an unknown job is the first thing said
     try:
         filters = PredictionFilter(label=label, min_confidence=min_confidence, misclassified=misclassified,
                                    uncertain=uncertain, errors=True if errors else None, set_size=set_size,
                                    min_set_size=min_set_size)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
-    existing_job(job_id)
     rows = queries.predictions(job_id, filters, limit)
     if json_out:
         print_json([r.model_dump(mode="json") for r in rows])

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from convlens.api.cli_jobs import Json
-from convlens.api.output import emit, fail, print_json, ready_database
-from convlens.api.tokens import TokenError, create_token, list_tokens, revoke_token
+from convlens.api.output import emit, print_json, ready_database
+from convlens.api.tokens import create_token, list_tokens, revoke_token
 
 tokens_app = typer.Typer(help="API tokens: read (list and read jobs, results, artifacts), submit (also submit and "
                               "cancel its own jobs), admin (also cancel any job, manage tokens over HTTP).",
@@ -20,10 +20,7 @@ def create(name: str, scope: Annotated[str, typer.Option(help="read | submit | a
            as_json: Json = False) -> None:
     """Create a token; it is shown this once (the last line ends with it), only its hash is kept."""
     ready_database()
-    try:
-        new = create_token(name, scope)
-    except TokenError as exc:
-        fail(str(exc))
+    new = create_token(name, scope)
     if as_json:
         print_json(new.model_dump(mode="json"))
     else:
@@ -44,10 +41,7 @@ def list_(as_json: Json = False) -> None:
 def revoke(name: str, as_json: Json = False) -> None:
     """Revoke a token: the API refuses it (and sessions made from it) from the next request on."""
     ready_database()
-    try:
-        view = revoke_token(name)
-    except TokenError as exc:
-        fail(str(exc))
+    view = revoke_token(name)
     if as_json:
         print_json(view.model_dump(mode="json"))
     else:

@@ -16,13 +16,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
 
 from convlens.api import queries
 from convlens.api.auth import Reader, problem, session_of
+from convlens.api.deps import job_or_404, page_cursor, page_filters
 from convlens.api.files import confined_response
 from convlens.api.forms import form_fields
-from convlens.api.schemas import JobView, KindName, PredictionFilter, Status, parse_cursor
+from convlens.api.schemas import JobView, KindName, Status
 from convlens.api.tokens import Principal
 from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
 from convlens.db.rows import MetricRow
@@ -61,13 +61,6 @@ def render(request: Request, who: Principal, name: str, status_code: int = 200, 
 def render_error(request: Request, status: int, message: str) -> HTMLResponse:
     return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "who": None,
                                                               "csrf": "", "kinds": list(KINDS)}, status_code=status)
-
-
-def _job_or_404(job_id: str) -> JobView:
-    job = queries.get_job(job_id) if JOB_ID.fullmatch(job_id) else None
-    if job is None:
-        raise problem(404, f"job {job_id} not found")
-    return job
 
 
 def jobs_page(request: Request, who: Principal, status: Status | None, kind: KindName | None,
@@ -137,16 +130,7 @@ def train_context(job: JobView) -> dict[str, Any]:
 
 
 def classify_context(job: JobView, request: Request) -> dict[str, Any]:
-    q = request.query_params
-    try:
-        filters = PredictionFilter.model_validate({k: v for k, v in q.items()
-                                                   if k in PredictionFilter.model_fields and v != ""})
-        after = parse_cursor(q.get("after"))
-    except ValidationError as exc:
-        raise problem(422, "bad filter: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                      for e in exc.errors())) from None
-    except ValueError as exc:
-        raise problem(422, str(exc)) from None
+    filters, after = page_filters(request), page_cursor(request.query_params.get("after"))
     rows = queries.predictions(job.id, filters, limit=GRID, after=after)
     nxt = queries.next_cursor(rows, GRID)
     return {"rows": rows, "filters": filters, "next_after": nxt, "query": filters.query(),
@@ -157,7 +141,7 @@ def classify_context(job: JobView, request: Request) -> dict[str, Any]:
 
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
-    job = _job_or_404(job_id)
+    job = job_or_404(job_id)
     context: dict[str, Any] = {"job": job, "artifacts": {a.kind: a.key for a in job.artifacts or []},
                                "finished": job.status in FINISHED, "can_submit": who.allows("submit")}
     kind = KINDS.get(job.kind) or PART_KINDS.get(job.kind)
@@ -235,7 +219,7 @@ def compare(request: Request, who: Reader,
             ) -> HTMLResponse:
     jobs = []
     for job_id in dict.fromkeys(ids):
-        job = _job_or_404(job_id)
+        job = job_or_404(job_id)
         if not isinstance(job.result, TrainResult):
             raise problem(422, f"job {job_id} is not a succeeded train job (or k-fold fold): nothing to compare")
         jobs.append(job)

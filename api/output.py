@@ -30,12 +30,9 @@ def require_tensorflow() -> None:
 
 
 def ready_database() -> None:
-    from convlens.db.session import DatabaseBehind, ensure_current
+    from convlens.db.session import ensure_current
 
-    try:
-        ensure_current()
-    except DatabaseBehind as exc:
-        fail(str(exc))
+    ensure_current()  # a database behind the code: DatabaseBehind, printed as one line by cli.main
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None, width: int | None = None,

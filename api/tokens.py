@@ -17,13 +17,20 @@ from sqlalchemy.exc import IntegrityError
 
 from convlens.db.models import SCOPES, Token, utcnow
 from convlens.db.session import session_scope
+from convlens.ml.errors import ConvlensError
 
 PREFIX = "cl_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
-class TokenError(ValueError):
-    pass
+class TokenError(ConvlensError, ValueError):
+    """A token name that is malformed or taken, or a scope that does not exist."""
+
+    http_status = 409
+
+
+class TokenNotFound(TokenError):
+    http_status = 404
 
 
 class TokenView(BaseModel):
@@ -84,7 +91,7 @@ def revoke_token(name: str) -> TokenView:
     with session_scope() as s:
         row = s.scalars(select(Token).where(Token.name == name)).first()
         if row is None:
-            raise TokenError(f"no token named {name!r}")
+            raise TokenNotFound(f"no token named {name!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
         return _view(row)

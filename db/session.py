@@ -18,13 +18,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from convlens.ml.errors import ConvlensError
 from convlens.ml.settings import settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-class DatabaseBehind(RuntimeError):
+class DatabaseBehind(ConvlensError, RuntimeError):
     """The database schema is older than this code's migrations."""
+
+    http_status = 503
 
 
 def database_url() -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from convlens.ml.errors import ConvlensError
 from convlens.ml.settings import settings
 
 
@@ -50,8 +51,10 @@ def _running_pid(pid_file: Path) -> int | None:
         return None
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(ConvlensError, RuntimeError):
     """The embedded Redis cannot be reached or started."""
+
+    http_status = 503
 
 
 # The lock file's descriptors held by this process's threads. A fork copies them into the child, where the

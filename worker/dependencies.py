@@ -12,13 +12,14 @@ from sqlalchemy import select, update
 
 from convlens.db.models import Job, JobStatus, utcnow
 from convlens.db.session import session_scope
+from convlens.ml.errors import ConvlensError
 from convlens.worker.kinds import PART_KINDS
 from convlens.worker.paths import JOB_ID
 
 MAX_AFTER = 32
 
 
-class DependencyRefused(ValueError):
+class DependencyRefused(ConvlensError, ValueError):
     """A job to wait for (or a model's train job) that does not exist or can never succeed."""
 
 
@@ -30,14 +31,15 @@ def check_after(ids: list[str]) -> list[str]:
     """The ids a new job waits for, each checked to name an existing top-level job."""
     ids = list(dict.fromkeys(ids))
     if len(ids) > MAX_AFTER:
-        raise DependencyRefused(f"--after: at most {MAX_AFTER} jobs, not {len(ids)}")
+        raise DependencyRefused(f"--after: at most {MAX_AFTER} jobs, not {len(ids)}", field="after")
     with session_scope() as s:
         for job_id in ids:
             job = s.get(Job, job_id) if JOB_ID.fullmatch(job_id) else None
             if job is None:
-                raise DependencyRefused(f"--after {job_id}: no such job")
+                raise DependencyRefused(f"--after {job_id}: no such job", field="after")
             if job.kind in PART_KINDS:
-                raise DependencyRefused(f"--after {job_id}: that is a part of job {job.parent_id}; name the job")
+                raise DependencyRefused(f"--after {job_id}: that is a part of job {job.parent_id}; name the job",
+                                        field="after")
     return ids
 
 
@@ -50,11 +52,12 @@ def model_job(ref: str) -> str | None:
         job = s.get(Job, ref)
         if job is None:
             raise DependencyRefused(f"--model {ref}: no job with that id (a model is a train job's id or a .keras "
-                                    "file)")
+                                    "file)", field="model")
         if job.kind != "train":
-            raise DependencyRefused(f"--model {ref}: that is a {job.kind} job, not a train job; it has no model")
+            raise DependencyRefused(f"--model {ref}: that is a {job.kind} job, not a train job; it has no model",
+                                    field="model")
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise DependencyRefused(f"--model {ref}: that train job {job.status}, so it has no model")
+            raise DependencyRefused(f"--model {ref}: that train job {job.status}, so it has no model", field="model")
         return None if job.status == JobStatus.SUCCEEDED else job.id
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from convlens.ml.errors import ConvlensError
 
-class JobError(Exception):
+
+class JobError(ConvlensError):
     """A job cannot run as asked (bad reference, missing folder)."""
+
+
+class JobNotFound(JobError):
+    http_status = 404

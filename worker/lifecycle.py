@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, defer
 
 from convlens.db.models import FINISHED, Job, JobStatus, utcnow
 from convlens.db.session import session_scope
+from convlens.ml.errors import ConvlensError
 from convlens.ml.progress import ProgressEvent
 from convlens.ml.settings import settings
-from convlens.worker.errors import JobError
+from convlens.worker.errors import JobNotFound
 
 TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
 
@@ -63,7 +64,7 @@ def start(job_id: str, hostname: str | None) -> Job | None:
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
-            raise JobError(f"job {job_id} not found")
+            raise JobNotFound(f"job {job_id} not found")
         if job.status in FINISHED or job.status == JobStatus.WAITING:
             return None
         if job.status == "running" and not (is_stale(job.heartbeat_at or job.started_at)
@@ -193,7 +194,7 @@ def mark_cancelled(job_id: str) -> list[str]:
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
-            raise JobError(f"job {job_id} not found")
+            raise JobNotFound(f"job {job_id} not found")
         if job.status not in FINISHED:
             job.status, job.finished_at = "cancelled", utcnow()
         return [job.id, *cancel_descendants(s, job_id)]
@@ -261,9 +262,7 @@ def record_failure(job_id: str, reason: str) -> None:
 
 def _reason(exc: Exception) -> str:
     """What a failed job shows: the message of an error a user can act on, the type too of anything else."""
-    from convlens.ml.errors import ConvlensError
-
-    if isinstance(exc, JobError | ConvlensError | ValueError):
+    if isinstance(exc, ConvlensError | ValueError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -287,7 +286,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
                 wait_until_writable(DISK_FULL_WAIT_S)  # the task's acknowledgement is a write to the broker
                 raise JobFailed(full) from exc
-            if not isinstance(exc, JobError | ValueError | DBAPIError):
+            if not isinstance(exc, ConvlensError | ValueError | DBAPIError):
                 traceback.print_exc()
             raise
 

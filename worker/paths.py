@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from convlens.ml.errors import ConvlensError
 from convlens.ml.settings import settings
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -22,8 +23,10 @@ def job_dir(job_id: str) -> Path:
     return path
 
 
-class PathRefused(ValueError):
+class PathRefused(ConvlensError, ValueError):
     """A path a job may not read: outside the allowed roots, not what it claims to be, or unreadable."""
+
+    http_status = 403
 
 
 def _real(raw: str, what: str) -> Path:

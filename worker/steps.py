@@ -19,9 +19,10 @@ from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
 from convlens.worker import dependencies, lifecycle
+from convlens.worker.errors import JobError
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Done, Output
-from convlens.worker.lifecycle import JobError, Reporter, guarded
+from convlens.worker.lifecycle import Reporter, guarded
 from convlens.worker.paths import job_dir
 
 # Each table's column that says which part wrote a row.

@@ -50,3 +50,30 @@ def test_a_queued_job_survives_an_embedded_redis_restart(tmp_path, monkeypatch):
         assert len(queued) == 1 and job_id.encode() in queued[0]
     finally:
         stop_embedded_redis()
+
+
+def test_ctrl_c_while_waiting_says_the_job_goes_on(tmp_path, monkeypatch):
+    import signal
+
+    env = {**os.environ, "CONVLENS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for key in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL"):
+        env.pop(key, None)
+    cli = [sys.executable, "-m", "convlens.api.cli"]
+    job_id = subprocess.run([*cli, "submit", "train", "--limit", "100"], capture_output=True, text=True, env=env,
+                            timeout=120, check=True).stdout.strip()
+    proc = subprocess.Popen([*cli, "jobs", "wait", job_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        time.sleep(6)  # past the start-up: the progress line is up
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        monkeypatch.setenv("CONVLENS_HOME", str(tmp_path))
+        from convlens.worker.broker import stop_embedded_redis
+
+        stop_embedded_redis()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert lines[-1] == (f"interrupted: job {job_id} is still queued; follow it again with `convlens jobs wait "
+                        f"{job_id}`, or stop it with `convlens jobs cancel {job_id}`")

@@ -5,6 +5,7 @@ Adding a kind: a module beside these with a `JobKind` subclass, listed here, plu
 
 from __future__ import annotations
 
+from convlens.ml.errors import ConvlensError
 from convlens.worker.kinds.base import JobKind
 from convlens.worker.kinds.classify import Classify
 from convlens.worker.kinds.kfold import Kfold
@@ -16,8 +17,8 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Cla
 PART_KINDS: dict[str, JobKind] = {k.part_kind: k for k in KINDS.values() if k.part_kind}
 
 
-class UnknownKind(ValueError):
-    pass
+class UnknownKind(ConvlensError, ValueError):
+    """A job kind no module registers."""
 
 
 def get_kind(name: str) -> JobKind:

@@ -1,0 +1,56 @@
+"""/jobs: submit, list, show and cancel jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+
+from convlens.api import queries
+from convlens.api.auth import Reader, Submitter, problem
+from convlens.api.deps import BODY_ERRORS, ERRORS, MAX_OFFSET, NOT_FOUND, ExistingJob, error_doc
+from convlens.api.schemas import JobList, JobRequest, JobView, KindName, Status
+from convlens.worker.paths import JOB_ID
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/jobs", status_code=201, response_model=JobView, responses={
+    **BODY_ERRORS, 403: error_doc("the token may not submit, or a path outside the allowed roots")})
+def create_job(req: JobRequest, who: Submitter) -> JobView:
+    from convlens.worker.tasks import submit
+
+    try:
+        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        raise problem(422, f"bad params for a {req.kind} job: " + "; ".join(
+            f"{e['field']}: {e['message']}" for e in errors), errors) from None
+    return queries.get_job(job_id)
+
+
+@router.get("/jobs", response_model=JobList, responses=ERRORS)
+def list_jobs(_: Reader, status: Status | None = None,
+              kind: KindName | None = None,
+              parent_id: Annotated[str | None, Query(pattern=f"^{JOB_ID.pattern}$")] = None,
+              limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> JobList:
+    return JobList(jobs=queries.list_jobs(status, kind, parent_id, limit, offset), limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
+def get_job(job: ExistingJob, _: Reader) -> JobView:
+    return job
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses={
+    **NOT_FOUND, 403: error_doc("not the token's own job (only admin tokens cancel any job)")})
+def cancel_job(job: ExistingJob, who: Submitter) -> JobView:
+    from convlens.worker.tasks import cancel
+
+    if job.submitted_by != who.name and not who.allows("admin"):
+        raise problem(403, f"job {job.id} was not submitted by token {who.name!r}; only admin tokens cancel "
+                           "others' jobs")
+    cancel(job.id)
+    return queries.get_job(job.id)
