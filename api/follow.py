@@ -42,11 +42,13 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
            timeout: float | None = None, queues: tuple[str, ...] = (), warn_after: float = 20.0) -> dict:
     """Polls the job until it finishes (or `stop` is set), drawing a progress bar; returns the final job.
 
-    With `queues` (every queue the job's work goes through), warns on stderr once when the job or one of its
-    parts has waited `warn_after` seconds and a queue it needs has no live consumer. Raises WaitTimeout after
-    `timeout` seconds.
+    With `queues` (every queue the job's work goes through), checks every `warn_after` seconds while the job
+    or one of its parts waits in a queue, and warns on stderr when a queue it needs has no live consumer (again
+    whenever that set of queues changes: a worker started for one queue leaves a part waiting on another).
+    Raises WaitTimeout after `timeout` seconds.
     """
-    last_line, started, warned = "", time.monotonic(), not queues
+    last_line, started = "", time.monotonic()
+    next_check, warned_for = started + warn_after, frozenset()
     with typer.progressbar(length=1000, label=f"job {job_id[:8]}", file=sys.stderr,
                            hidden=quiet) as bar:
         shown = 0
@@ -69,13 +71,14 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
             waited = time.monotonic() - started
             stuck = job["status"] in ("queued", "running") and (job["status"] == "queued" or any(
                 c["status"] == "queued" for c in job.get("children") or []))
-            if not warned and stuck and waited > warn_after:
-                warned = True
-                missing = [q for q in queues if not queue_consumers(q)]
-                if missing:
+            if queues and stuck and time.monotonic() >= next_check:
+                next_check = time.monotonic() + warn_after
+                missing = frozenset(q for q in queues if not queue_consumers(q))
+                if missing and missing != warned_for:
                     typer.secho(f"\nwarning: job {job_id} (or a part of it) is still queued and no live worker "
-                                f"consumes queue {', '.join(missing)}: start one with `convlens worker --queues "
-                                f"{','.join(queues)}`", fg="yellow", err=True)
+                                f"consumes queue {', '.join(sorted(missing))} (it needs {', '.join(queues)}): "
+                                "`convlens worker` serves them all", fg="yellow", err=True)
+                warned_for = missing
             if timeout is not None and waited > timeout:
                 raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout:g} s")
             time.sleep(interval)
