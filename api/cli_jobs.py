@@ -8,6 +8,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -52,6 +53,10 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
     finish_output(job_id, as_json)
 
 
+def _short(text: str) -> bool:
+    return len(text) < 32 and queries.SHORT_ID.fullmatch(text) is not None
+
+
 def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
             timeout: float | None = None, after: list[str] | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
@@ -61,6 +66,10 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
         require_tensorflow()
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
+    # A short id (as printed everywhere) names its job; a model given as a path stays a path.
+    if isinstance(params.get("model"), str) and _short(params["model"]) and not Path(params["model"]).exists():
+        params["model"] = queries.resolve_id(params["model"])
+    after = [queries.resolve_id(a) if _short(a) else a for a in after or []]
     try:
         if mode == "run":
             job_id = steps.create_job(kind, params, may_wait=False)

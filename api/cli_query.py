@@ -21,11 +21,9 @@ TABLE_WIDTH = 100  # columns a default table fits in (`--wide` lifts it)
 
 
 def existing_job(job_id: str) -> JobView:
-    """The job, or exit 2 with one line: an unknown id is a mistake, not an empty result."""
-    job = queries.get_job(job_id)
-    if job is None:
-        fail(f"job {job_id} not found (`convlens jobs list` shows the ids)")
-    return job
+    """The job an id or a unique prefix of 4+ characters names; unknown or ambiguous: one line, exit 2 (an
+    unknown id is a mistake, not an empty result)."""
+    return queries.get_job(queries.resolve_id(job_id))
 
 
 @jobs_app.command("list")
@@ -48,9 +46,7 @@ def jobs_list(status: Annotated[str | None, typer.Option(help="|".join(JOB_STATU
 @jobs_app.command("show")
 def jobs_show(job_id: str, json_out: Json = False) -> None:
     ready_database()
-    job = queries.get_job(job_id)
-    if job is None:
-        fail(f"job {job_id} not found")
+    job = existing_job(job_id)
     if json_out:
         print_json(job.model_dump(mode="json"))
     else:
@@ -61,9 +57,7 @@ def jobs_show(job_id: str, json_out: Json = False) -> None:
 def jobs_wait(job_id: str, json_out: Json = False, timeout: Timeout = None) -> None:
     """Progress bar until the job ends; exit code 1 unless it succeeded, 3 after --timeout."""
     ready_database()
-    if queries.get_job(job_id) is None:
-        fail(f"job {job_id} not found")
-    wait_for_job(job_id, json_out, timeout)
+    wait_for_job(existing_job(job_id).id, json_out, timeout)
 
 
 @jobs_app.command("cancel")
@@ -71,6 +65,7 @@ def jobs_cancel(job_id: str, json_out: Json = False) -> None:
     ready_database()
     from convlens.worker.tasks import cancel
 
+    job_id = existing_job(job_id).id
     ids = cancel(job_id)
     if json_out:
         print_json({"cancelled": ids})
@@ -81,7 +76,7 @@ def jobs_cancel(job_id: str, json_out: Json = False) -> None:
 @results_app.command("metrics")
 def results_metrics(job_id: str, json_out: Json = False, csv_out: Csv = False) -> None:
     ready_database()
-    existing_job(job_id)
+    job_id = existing_job(job_id).id
     rows = [m.model_dump(mode="json", by_alias=True) for m in queries.metrics(job_id)]
     emit(rows, json_out, csv_out, ["split", "fold", "class", "name", "value"])
 
@@ -110,7 +105,7 @@ def results_predictions(
     from convlens.api.predictions_csv import csv_text, record
     from convlens.api.schemas import PredictionFilter
 
-    existing_job(job_id)  # as over HTTP: an unknown job is the first thing said
+    job_id = existing_job(job_id).id  # as over HTTP: an unknown job is the first thing said
     try:
         filters = PredictionFilter(label=label, min_confidence=min_confidence, misclassified=misclassified,
                                    uncertain=uncertain, errors=True if errors else None, set_size=set_size,

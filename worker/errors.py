@@ -11,3 +11,7 @@ class JobError(ConvlensError):
 
 class JobNotFound(JobError):
     http_status = 404
+
+
+class AmbiguousId(JobError):
+    """A short id that more than one job's id starts with."""
