@@ -24,6 +24,7 @@ from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
+from convlens.worker.labels import JobLabels
 
 run_app = typer.Typer(help="Run a job in this process (recorded in the database like a queued one).",
                       no_args_is_help=True)
@@ -34,6 +35,9 @@ Wait = Annotated[bool, typer.Option("--wait", help="follow the job with a progre
 Timeout = Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds (exit code 3)")]
 After = Annotated[list[str] | None, typer.Option(
     "--after", help="a job that must succeed first (repeatable): this one waits, and fails if that one fails")]
+Name = Annotated[str | None, typer.Option("--name", help="a name for the run")]
+Tags = Annotated[list[str] | None, typer.Option("--tag", help="a tag to find the run by (repeatable)")]
+Note = Annotated[str | None, typer.Option("--note", help="free text: why it was run")]
 
 
 def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
@@ -58,7 +62,7 @@ def _short(text: str) -> bool:
 
 
 def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
-            timeout: float | None = None, after: list[str] | None = None) -> None:
+            timeout: float | None = None, after: list[str] | None = None, labels: JobLabels | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
     from convlens.worker import steps
 
@@ -72,11 +76,11 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     after = [queries.resolve_id(a) if _short(a) else a for a in after or []]
     try:
         if mode == "run":
-            job_id = steps.create_job(kind, params, may_wait=False)
+            job_id = steps.create_job(kind, params, may_wait=False, labels=labels)
         else:
             from convlens.worker.tasks import submit
 
-            job_id = submit(kind, params, after=after)
+            job_id = submit(kind, params, after=after, labels=labels)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     if mode == "run":
@@ -121,6 +125,13 @@ def show_job(job: JobView) -> None:
     from convlens.api.follow import describe
 
     typer.echo(f"job {job.id}  {job.kind}  {job.status}  worker={job.worker or '-'}")
+    if job.name or job.tags or job.note:
+        typer.echo(f"name: {job.name or '-'}  tags: {' '.join(job.tags) or '-'}" + (f"\nnote: {job.note}"
+                                                                                    if job.note else ""))
+    if job.history:
+        last = job.history[-1]
+        typer.echo(f"epoch {int(last['epoch'])}: " + "  ".join(
+            f"{k} {v:.4g}" for k, v in last.items() if k != "epoch") + "  (`convlens results history` for all)")
     if job.error:
         typer.secho(f"error: {job.error}", fg="red")
     if job.status == "running":
@@ -193,17 +204,23 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
                  leading: list[inspect.Parameter] = (), skip: tuple[str, ...] = (),
                  to_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """Registers `run KIND` or `submit KIND` with one option per field of `model` (after `leading` ones)."""
-    common = [inspect.Parameter("after", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=After),
+    labels = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+              for n, a in (("name", Name), ("tag", Tags), ("note", Note))]
+    queued = [inspect.Parameter("after", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=After),
               inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
-              inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Timeout),
-              inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)]
-    parameters = [*leading, *model_options(model, skip), *(common if mode == "submit" else common[3:])]
+              inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Timeout)]
+    json_opt = inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)
+    parameters = [*leading, *model_options(model, skip), *labels, *(queued if mode == "submit" else []), json_opt]
 
     def command(**values: Any) -> None:
         params = _params_from(model, values)
         params = to_params(params | values) if to_params else params
+        try:
+            tags = JobLabels(name=values["name"], tags=values["tag"] or [], note=values["note"])
+        except ValidationError as exc:
+            fail("; ".join(f"--{str(e['loc'][0]).removesuffix('s')}: {e['msg']}" for e in exc.errors()))
         execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],
-                values.get("timeout"), values.get("after"))
+                values.get("timeout"), values.get("after"), tags)
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters}

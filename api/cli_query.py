@@ -9,6 +9,7 @@ import typer
 from convlens.api import queries
 from convlens.api.cli_jobs import Json, Timeout, show_job, wait_for_job
 from convlens.api.follow import describe
+from convlens.api.job_search import JobSearch, cell, parse_columns
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
 from convlens.api.schemas import JobView
 from convlens.db.models import JOB_STATUSES
@@ -29,18 +30,60 @@ def existing_job(job_id: str) -> JobView:
 @jobs_app.command("list")
 def jobs_list(status: Annotated[str | None, typer.Option(help="|".join(JOB_STATUSES))] = None,
               kind: Annotated[str | None, typer.Option(help="|".join(KINDS))] = None,
+              tag: Annotated[list[str] | None, typer.Option("--tag", help="only runs with this tag (repeatable)")
+                             ] = None,
+              filter_: Annotated[str | None, typer.Option("--filter", help="e.g. \"metrics.accuracy > 0.7 and "
+                                                          "params.learning_rate = 0.001\" (= != < <= > >= ~)")] = None,
+              sort: Annotated[str | None, typer.Option(help="a key to sort by, -KEY descending (e.g. "
+                                                       "-metrics.accuracy)")] = None,
+              columns: Annotated[str | None, typer.Option(help="extra columns, e.g. params.learning_rate,"
+                                                          "metrics.accuracy")] = None,
               limit: int = 50, json_out: Json = False) -> None:
+    """Jobs, newest first (or by --sort), filtered by status, kind, tags and --filter."""
     if status is not None and status not in JOB_STATUSES:
         fail(f"--status {status!r}: one of {', '.join(JOB_STATUSES)}")
     if kind is not None and kind not in KINDS:
         fail(f"--kind {kind!r}: one of {', '.join(KINDS)}")
+    search = JobSearch.parse(filter_, sort, tag)
+    extra = parse_columns(columns)
     ready_database()
-    rows = [j.model_dump(mode="json") for j in queries.list_jobs(status, kind, limit=limit)]
+    jobs = queries.list_jobs(status, kind, limit=limit, search=search)
     if json_out:
-        print_json(rows)
+        print_json([j.model_dump(mode="json") for j in jobs])
+        return
+    shown = ["id", "name", "kind", "status", *map(str, extra)] if extra else [
+        "id", "name", "kind", "status", "progress", "tags", "created_at"]
+    print_table([{"id": j.id[:8], "name": j.name, "kind": j.kind, "status": j.status, "tags": " ".join(j.tags),
+                  "progress": describe(j.progress.model_dump() if j.progress else None),
+                  "created_at": f"{j.created_at:%Y-%m-%d %H:%M}" if j.created_at else None,
+                  **{str(k): cell(j, k) for k in extra}} for j in jobs], shown)
+
+
+@jobs_app.command("edit")
+def jobs_edit(job_id: str,
+              name: Annotated[str | None, typer.Option(help="a new name (\"\" clears it)")] = None,
+              add_tag: Annotated[list[str] | None, typer.Option("--add-tag", help="repeatable")] = None,
+              remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag", help="repeatable")] = None,
+              note: Annotated[str | None, typer.Option(help="a new note (\"\" clears it)")] = None,
+              json_out: Json = False) -> None:
+    """Rename, tag, untag or annotate a job."""
+    from pydantic import ValidationError
+
+    from convlens.worker.labels import LabelEdit, edit_labels
+
+    try:
+        edit = LabelEdit(name=name, note=note, add_tags=add_tag or [], remove_tags=remove_tag or [])
+    except ValidationError as exc:
+        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-').removesuffix('s')}: {e['msg']}" for e in exc.errors()))
+    ready_database()
+    job = existing_job(job_id)
+    edit_labels(job.id, edit)
+    edited = queries.get_job(job.id)
+    if json_out:
+        print_json(edited.model_dump(mode="json"))
     else:
-        print_table([{**r, "progress": describe(r["progress"])} for r in rows],
-                    ["id", "kind", "status", "progress", "created_at", "worker"])
+        typer.echo(f"job {job.id}: name {edited.name or '-'}, tags {' '.join(edited.tags) or '-'}"
+                   + (f", note {edited.note!r}" if edited.note else ""))
 
 
 @jobs_app.command("show")
@@ -81,6 +124,17 @@ def results_metrics(job_id: str, json_out: Json = False, csv_out: Csv = False) -
     emit(rows, json_out, csv_out, ["split", "fold", "class", "name", "value"])
 
 
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_s"]
+
+
+@results_app.command("history")
+def results_history(job_id: str, json_out: Json = False, csv_out: Csv = False) -> None:
+    """The epochs a training job has finished so far, with their figures (while it runs too)."""
+    ready_database()
+    job = existing_job(job_id)
+    emit([{**e, "epoch": int(e["epoch"])} for e in job.history or []], json_out, csv_out, HISTORY_COLUMNS)
+
+
 PREDICTION_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "set_size", "error"]
 
 
@@ -88,6 +142,7 @@ PREDICTION_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label
 def results_predictions(
     job_id: str,
     label: Annotated[str | None, typer.Option(help="only this predicted class")] = None,
+    true_label: Annotated[str | None, typer.Option(help="only this true class (the image's folder name)")] = None,
     min_confidence: Annotated[float | None, typer.Option(help="only confidence >= P")] = None,
     misclassified: Annotated[bool, typer.Option(help="only files whose folder names another class")] = False,
     uncertain: Annotated[bool, typer.Option(help="only rows decided uncertain (threshold or conformal)")] = False,
@@ -107,9 +162,9 @@ def results_predictions(
 
     job_id = existing_job(job_id).id  # as over HTTP: an unknown job is the first thing said
     try:
-        filters = PredictionFilter(label=label, min_confidence=min_confidence, misclassified=misclassified,
-                                   uncertain=uncertain, errors=True if errors else None, set_size=set_size,
-                                   min_set_size=min_set_size)
+        filters = PredictionFilter(label=label, true_label=true_label, min_confidence=min_confidence,
+                                   misclassified=misclassified, uncertain=uncertain, errors=True if errors else None,
+                                   set_size=set_size, min_set_size=min_set_size)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
     rows = queries.predictions(job_id, filters, limit)

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -22,6 +23,7 @@ from convlens.api.auth import Reader, problem, session_of
 from convlens.api.deps import job_or_404, page_cursor, page_filters
 from convlens.api.files import confined_response
 from convlens.api.forms import form_fields
+from convlens.api.job_search import JobSearch, Key, cell, parse_columns
 from convlens.api.schemas import JobView, KindName, Status
 from convlens.api.tokens import Principal
 from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
@@ -29,6 +31,7 @@ from convlens.db.rows import MetricRow
 from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.listing import overlay_name
+from convlens.ml.progress import history_columns
 from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS, PART_KINDS
 from convlens.worker.kinds.train import TrainResult
@@ -63,21 +66,36 @@ def render_error(request: Request, status: int, message: str) -> HTMLResponse:
                                                               "csrf": "", "kinds": list(KINDS)}, status_code=status)
 
 
+SEARCH_FIELDS = ("status", "kind", "tag", "filter", "sort", "columns")
+
+
+def _search(request: Request) -> tuple[JobSearch, list[Key], dict[str, str]]:
+    """The jobs table's tag, filter, sort and columns from the page's query (empty fields unset), and the
+    query that keeps them in its links."""
+    q = request.query_params
+    kept = {k: q[k] for k in SEARCH_FIELDS if q.get(k)}
+    tags = [t.strip() for t in kept.get("tag", "").split(",") if t.strip()]
+    return JobSearch.parse(kept.get("filter"), kept.get("sort"), tags), parse_columns(kept.get("columns")), kept
+
+
 def jobs_page(request: Request, who: Principal, status: Status | None, kind: KindName | None,
               offset: int) -> HTMLResponse:
-    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset)
-    return render(request, who, "jobs.html", jobs=jobs, total=queries.count_jobs(status, kind), offset=offset,
-                  page=PAGE, status=status, kind=kind, statuses=list(JOB_STATUSES),
+    search, columns, kept = _search(request)
+    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset, search=search)
+    return render(request, who, "jobs.html", jobs=jobs, total=queries.count_jobs(status, kind, search=search),
+                  offset=offset, page=PAGE, status=status, kind=kind, statuses=list(JOB_STATUSES),
                   forms={k.name: (k.title, form_fields(k.params_model)) for k in KINDS.values()},
-                  can_submit=who.allows("submit"))
+                  can_submit=who.allows("submit"), columns=columns, cell=cell, search=kept)
 
 
 @router.get("/ui/jobs/rows")
 def job_rows(request: Request, who: Reader, status: Status | None = None, kind: KindName | None = None,
              offset: int = Query(0, ge=0, le=10**12)) -> HTMLResponse:
     """The jobs table's rows alone: what the page polls to stay live."""
-    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset)
-    return render(request, who, "_job_rows.html", jobs=jobs, can_submit=who.allows("submit"))
+    search, columns, _ = _search(request)
+    jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset, search=search)
+    return render(request, who, "_job_rows.html", jobs=jobs, can_submit=who.allows("submit"), columns=columns,
+                  cell=cell)
 
 
 def _by_split(rows: list[MetricRow]) -> dict[str, dict[tuple[str, str | None], float]]:
@@ -143,7 +161,11 @@ def classify_context(job: JobView, request: Request) -> dict[str, Any]:
 def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
     job = job_or_404(job_id)
     context: dict[str, Any] = {"job": job, "artifacts": {a.kind: a.key for a in job.artifacts or []},
-                               "finished": job.status in FINISHED, "can_submit": who.allows("submit")}
+                               "finished": job.status in FINISHED, "can_submit": who.allows("submit"),
+                               "can_edit": who.allows("admin")
+                               or (who.allows("submit") and job.submitted_by == who.name),
+                               "curves": svg_uri(plots.history_svg(history_columns(job.history)))
+                               if job.history else None}
     kind = KINDS.get(job.kind) or PART_KINDS.get(job.kind)
     template = None if kind is None else kind.part_template if job.kind in PART_KINDS else kind.template
     if template is not None and (job.result is not None or template in LIVE_TEMPLATES):
@@ -213,15 +235,45 @@ def overlay(job_id: str, prediction_id: int, _: Reader) -> Response:
                              {"Cache-Control": "private, max-age=3600"})
 
 
+def _label(job: JobView) -> str:
+    return f"{job.id[:8]} {job.name}" if job.name else job.id[:8]
+
+
+def _across(jobs: list[JobView], params: str | None, metric: str, group: str | None) -> dict[str, Any]:
+    """Curves overlaid, parameters against a figure (parallel coordinates) and a figure grouped by a parameter."""
+    histories = {_label(j): j.result.history for j in jobs}  # type: ignore[union-attr]
+    chosen = [p.strip() for p in (params or "").split(",") if p.strip()] or sorted(
+        {k for j in jobs for k in j.params if len({str(x.params.get(k)) for x in jobs}) > 1})
+    runs = {_label(j): {**{p: j.params.get(p) for p in chosen}, metric: (j.metrics or {}).get(metric)}
+            for j in jobs}
+    groups: dict[str, list[float]] = {}
+    if group:
+        for j in jobs:
+            value = (j.metrics or {}).get(metric)
+            if value is not None:
+                groups.setdefault(str(j.params.get(group)), []).append(value)
+    return {"curves": svg_uri(plots.history_svg({}, histories)),
+            "parallel": svg_uri(plots.parallel_svg(runs, [*chosen, metric], metric)),
+            "chosen": chosen, "metric": metric, "group": group,
+            "metric_names": sorted({k for j in jobs for k in j.metrics or {}}),
+            "param_names": sorted({k for j in jobs for k in j.params}),
+            "groups": [(g, len(v), float(np.mean(v)), float(np.std(v))) for g, v in sorted(groups.items())]}
+
+
 @router.get("/ui/compare")
 def compare(request: Request, who: Reader,
-            ids: Annotated[list[str], Query(max_length=MAX_COMPARE, description="train job ids")] = []  # noqa: B006
-            ) -> HTMLResponse:
+            ids: Annotated[list[str], Query(max_length=MAX_COMPARE, description="train job ids")] = [],  # noqa: B006
+            params: Annotated[str | None, Query(max_length=500, description="comma-separated parameters to draw "
+                                                "(default: those that differ)")] = None,
+            metric: Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "accuracy",
+            group: Annotated[str | None, Query(max_length=64)] = None) -> HTMLResponse:
     jobs = []
     for job_id in dict.fromkeys(ids):
         job = job_or_404(job_id)
         if not isinstance(job.result, TrainResult):
             raise problem(422, f"job {job_id} is not a succeeded train job (or k-fold fold): nothing to compare")
+        if job.parent_id:  # a fold trains with its k-fold's options
+            job.params = {**job_or_404(job.parent_id).params, **job.params}
         jobs.append(job)
     candidates = queries.list_jobs("succeeded", "train", limit=100)
     if len(jobs) < 2:
@@ -239,7 +291,8 @@ def compare(request: Request, who: Reader,
                                            for j, r in zip(jobs, results, strict=True)}, "F1 (test)")) \
         if same_classes else None
     return render(request, who, "compare.html", jobs=jobs, candidates=candidates, rows=rows, per_class=per_class,
-                  chart=chart, same_classes=same_classes, selected=[j.id for j in jobs])
+                  chart=chart, same_classes=same_classes, selected=[j.id for j in jobs],
+                  **_across(jobs, params, metric, group))
 
 
 @router.get("/ui/workers")

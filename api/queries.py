@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, tuple_
 
+from convlens.api.job_search import JobSearch
 from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
@@ -54,7 +55,8 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
     if job.status == "succeeded" and typed is not None and job.kind not in PART_KINDS:
         headline = get_kind(job.kind).headline(typed)
     result = typed if with_result else None
-    return JobView(id=job.id, kind=job.kind, headline=headline, status=job.status, progress=job.progress, params=params,
+    return JobView(id=job.id, kind=job.kind, headline=headline, status=job.status, name=job.name, tags=job.tags,
+                   note=job.note, metrics=job.summary, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                    worker=job.worker, submitted_by=job.submitted_by, error=job.error, waits_for=job.waits_for,
                    provenance=job.provenance,
@@ -73,16 +75,20 @@ def _job_filter(q, status: str | None, kind: str | None, parent_id: str | None, 
 
 
 def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
-              limit: int = 50, offset: int = 0, top_level: bool = True) -> list[JobView]:
+              limit: int = 50, offset: int = 0, top_level: bool = True, search: JobSearch | None = None
+              ) -> list[JobView]:
+    """A page of jobs, newest first unless `search` sorts them (filters and sorts run in SQL)."""
+    search = search or JobSearch()
     with session_scope() as s:
-        q = _job_filter(select(Job).order_by(Job.created_at.desc(), Job.id), status, kind, parent_id, top_level)
+        q = search.apply(_job_filter(select(Job), status, kind, parent_id, top_level)).order_by(*search.order())
         return [job_view(j, with_result=False) for j in s.scalars(q.limit(limit).offset(offset))]
 
 
 def count_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
-               top_level: bool = True) -> int:
+               top_level: bool = True, search: JobSearch | None = None) -> int:
+    q = _job_filter(select(func.count()).select_from(Job), status, kind, parent_id, top_level)
     with session_scope() as s:
-        return s.scalar(_job_filter(select(func.count()).select_from(Job), status, kind, parent_id, top_level)) or 0
+        return s.scalar((search or JobSearch()).apply(q)) or 0
 
 
 def get_job(job_id: str) -> JobView | None:
@@ -91,6 +97,7 @@ def get_job(job_id: str) -> JobView | None:
         if job is None:
             return None
         view = job_view(job)
+        view.history = job.history
         children = s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part)).all()
         view.children = [job_view(c, with_result=False) for c in children]
         listed = select(Artifact).where(Artifact.job_id == job_id, Artifact.kind != "gradcam_overlay")
@@ -116,6 +123,8 @@ def predictions(job_id: str, filters: PredictionFilter | None = None, limit: int
         q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.shard, Prediction.id)
         if f.label:
             q = q.where(Prediction.predicted == f.label)
+        if f.true_label:
+            q = q.where(Prediction.true_label == f.true_label)
         if f.min_confidence is not None:
             q = q.where(Prediction.confidence >= f.min_confidence)
         if f.misclassified:

@@ -13,6 +13,7 @@ from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressEvent
 from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS
+from convlens.worker.labels import JobLabels
 
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
@@ -27,6 +28,11 @@ class JobView(BaseModel):
     id: str
     kind: str = Field(description="a job kind, or KIND_PART for a part (kfold_fold, classify_shard)")
     status: Status
+    name: str | None = Field(None, description="what its submitter called it")
+    tags: list[str] = []
+    note: str | None = None
+    metrics: dict[str, float] | None = Field(None, description="its headline figures once it succeeded (what "
+                                             "filters and sorts compare as metrics.NAME)")
     headline: str | None = Field(None, description="the kind's headline figure once it succeeded")
     progress: ProgressEvent | None = Field(None, description="the latest progress (fraction in [0, 1])")
     params: dict[str, Any] = Field(description="the validated params (a shard's: its file count)")
@@ -42,6 +48,8 @@ class JobView(BaseModel):
     part: int | None = Field(None, description="a part's index among its siblings (fold, shard)")
     result: JobResult | None = Field(None, description="the kind's typed result once it succeeded")
     children: list[JobView] | None = Field(None, description="its parts (GET /jobs/{id} only)")
+    history: list[dict[str, float]] | None = Field(None, description="the epochs finished so far, each with its "
+                                                   "figures (GET /jobs/{id} only)")
     artifacts: list[ArtifactRow] | None = Field(None, description="its files (GET /jobs/{id} only)")
 
 
@@ -51,7 +59,7 @@ class JobList(BaseModel):
     offset: int
 
 
-class JobRequest(BaseModel):
+class JobRequest(JobLabels):
     model_config = ConfigDict(extra="forbid")
 
     kind: KindName = Field(description="the job kind; its params are described by the schemas named *Params")
@@ -59,6 +67,12 @@ class JobRequest(BaseModel):
     after: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
         [], max_length=32, description="jobs that must succeed first: the job waits (status waiting) and fails if "
         "one of them fails or is cancelled")
+
+
+class HistoryView(BaseModel):
+    job_id: str
+    epochs: list[dict[str, float]] = Field(description="one per finished epoch: epoch, loss, accuracy, val_loss, "
+                                           "val_accuracy, learning_rate, images_per_s (as far as recorded)")
 
 
 class MetricsView(BaseModel):
@@ -91,6 +105,8 @@ class PredictionFilter(BaseModel):
 
     label: Annotated[str | None, Field(max_length=128, description="only this predicted class"),
                      AfterValidator(_plain_text)] = None
+    true_label: Annotated[str | None, Field(max_length=128, description="only this true class (the folder's name)"),
+                          AfterValidator(_plain_text)] = None
     min_confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="only confidence >= P")
     misclassified: bool = Field(False, description="only files whose folder names another class")
     uncertain: bool = Field(False, description="decided uncertain (threshold or conformal decision)")

@@ -32,24 +32,30 @@ def result_of(kind: str, rng: random.Random) -> dict:
 
 
 def add_jobs(n: int) -> None:
-    from convlens.db.models import Job
+    from convlens.db.models import Job, JobTag
     from convlens.db.session import session_scope
 
     rng = random.Random(0)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = []
+    rows, tags = [], []
     for i in range(n):
         kind, status = KINDS[i % 4], rng.choice(STATUSES)
         began = start + timedelta(minutes=i)
-        rows.append({"id": uuid.uuid4().hex, "kind": kind, "status": status, "params": {"limit": 1000},
+        job_id = uuid.uuid4().hex
+        result = result_of(kind, rng) if status == "succeeded" else None
+        tags += [{"job_id": job_id, "tag": t} for t in (["lr-sweep"] if i % 10 == 0 else []) + [f"batch-{i % 7}"]]
+        rows.append({"id": job_id, "kind": kind, "status": status, "name": f"run {i}",
+                     "params": {"limit": 1000, "learning_rate": 10 ** rng.uniform(-4, -2), "preset": "seed"},
+                     "summary": {"accuracy": result["accuracy"]} if result and kind == "train" else None,
                      "created_at": began, "started_at": began if status != "queued" else None,
                      "finished_at": began + timedelta(seconds=rng.randrange(5, 3600))
                      if status in ("succeeded", "failed", "cancelled") else None,
                      "worker": f"w{i % 8}@bench", "submitted_by": "bench",
-                     "result": result_of(kind, rng) if status == "succeeded" else None,
+                     "result": result,
                      "progress": {"stage": "train", "fraction": 0.5} if status == "running" else None})
     with session_scope() as s:
         s.execute(Job.__table__.insert(), rows)
+        s.execute(JobTag.__table__.insert(), tags)
 
 
 def finish(job_id: str) -> None:
@@ -81,6 +87,11 @@ def pages(client, job_id: str) -> dict[str, float]:
         "jobs, last page": timed(get(f"/?offset={(args.jobs // 50 - 1) * 50}")),
         "jobs, failed train jobs": timed(get("/?status=failed&kind=train")),
         "jobs rows (the live poll)": timed(get("/ui/jobs/rows")),
+        "jobs, tag lr-sweep, sorted by accuracy": timed(get("/?tag=lr-sweep&sort=-metrics.accuracy&columns="
+                                                            "params.learning_rate,metrics.accuracy")),
+        "jobs, filter accuracy and lr, sorted": timed(get(
+            "/?filter=metrics.accuracy+%3E+0.5+and+params.learning_rate+%3C+0.001&sort=-params.learning_rate")),
+        "API /jobs, filter name ~ 99, sort name": timed(get("/jobs?filter=name+~+99&sort=name&limit=100")),
         "classify grid, first page": timed(get(job)),
         f"classify grid, page at row {args.rows // 2:,}": timed(get(f"{job}?after={cursor}")),
         "classify grid, label cat": timed(get(f"{job}?label=cat")),
@@ -97,7 +108,9 @@ def pages(client, job_id: str) -> dict[str, float]:
 def run_on(url: str | None) -> dict[str, float]:
     from fastapi.testclient import TestClient
 
+    from convlens.api.auth import SESSION_COOKIE
     from convlens.api.http import app
+    from convlens.api.sessions import start_session
     from convlens.api.tokens import create_token
 
     use_database(url)
@@ -105,7 +118,8 @@ def run_on(url: str | None) -> dict[str, float]:
     job_id, _ = fill(args.rows)
     finish(job_id)
     client = TestClient(app)
-    client.cookies.set("convlens_session", create_token(f"bench-{uuid.uuid4().hex[:6]}", "read").token)
+    cookie, _ = start_session(create_token(f"bench-{uuid.uuid4().hex[:6]}", "read").token)
+    client.cookies.set(SESSION_COOKIE, cookie)
     return pages(client, job_id)
 
 

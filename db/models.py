@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class JobStatus(StrEnum):
@@ -78,6 +78,25 @@ class Job(Base):
     waits_for: Mapped[list[Any] | None] = mapped_column(default=None)
     # Versions, machine, precision, seed and data fingerprint of the process that ran it (ml.provenance).
     provenance: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # What a user calls it and notes about it; its tags are rows of job_tags (loaded with it).
+    name: Mapped[str | None] = mapped_column(String(128), index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    tag_rows: Mapped[list[JobTag]] = relationship(lazy="selectin", cascade="all, delete-orphan",
+                                                  order_by="JobTag.tag")
+    # The epochs finished so far (training kinds), each a dict of figures, written as each epoch ends.
+    history: Mapped[list[Any] | None] = mapped_column(default=None)
+    # The kind's headline figures once it succeeded (name -> number): what list filters and sorts compare.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+    @property
+    def tags(self) -> list[str]:
+        return [t.tag for t in self.tag_rows]
+
+
+class JobTag(Base):
+    __tablename__ = "job_tags"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class Metric(Base):

@@ -17,13 +17,14 @@ from convlens.ml.saved import atomic_save_model, atomic_write_text
 class ProgressCallback(keras.callbacks.Callback):
     """Forwards (epoch, step, metrics) to a plain function; raising from it stops training."""
 
-    def __init__(self, fn: ProgressFn, epochs: int, steps: int, clock: TrainingClock, every: int = 20) -> None:
+    def __init__(self, fn: ProgressFn, epochs: int, steps: int, clock: TrainingClock, every: int = 20,
+                 batch_size: int | None = None) -> None:
         super().__init__()
         self.fn, self.epochs, self.steps, self.clock, self.every = fn, epochs, steps, clock, every
-        self.epoch = 0
+        self.batch_size, self.epoch, self.epoch_started, self.first_step = batch_size, 0, time.perf_counter(), 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch, self.epoch_started, self.first_step = epoch, time.perf_counter(), self.clock.steps
 
     def on_train_batch_end(self, batch, logs=None):
         if batch % self.every == 0:
@@ -31,8 +32,13 @@ class ProgressCallback(keras.callbacks.Callback):
                                   steps=self.steps, fraction=round(self.clock.progress(), 4), metrics=_floats(logs)))
 
     def on_epoch_end(self, epoch, logs=None):
+        figures = _floats(logs)
+        figures["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self.batch_size:  # the epoch's training images per second, its validation pass included
+            steps = self.clock.steps - self.first_step
+            figures["images_per_s"] = steps * self.batch_size / max(1e-6, time.perf_counter() - self.epoch_started)
         self.fn(ProgressEvent(stage="epoch", epoch=epoch + 1, epochs=self.epochs, step=self.steps,
-                              steps=self.steps, fraction=round(self.clock.progress(), 4), metrics=_floats(logs)))
+                              steps=self.steps, fraction=round(self.clock.progress(), 4), metrics=figures))
 
 
 class CheckpointCallback(keras.callbacks.Callback):

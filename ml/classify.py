@@ -19,6 +19,7 @@ from convlens.ml.conformal import Method, sets, uniforms_of
 from convlens.ml.data.images import decoded, fit_pixels
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
+from convlens.ml.folder_eval import LabelledCounts
 from convlens.ml.listing import overlay_name
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import TrainedModel
@@ -95,12 +96,14 @@ def classify_files(
     within: Path | None = None,
     conformal: SetOptions | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_labelled: Callable[[LabelledCounts], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per file: predicted class, confidence, top-k, thresholded decision, true label when the parent
     folder is a class name, overlay path with gradcam, or the error for an unreadable file (files that, once
     opened, lie outside `within` are unreadable too). Probabilities are temperature-scaled; with `conformal`
     (and a model that kept its calibration) each row also holds its prediction set. `on_rows` gets each batch's
-    rows as soon as they are made (a worker prepares them for its store while the model runs the next batch)."""
+    rows as soon as they are made (a worker prepares them for its store while the model runs the next batch);
+    `on_labelled` gets each batch's counts over its labelled images (see folder_eval), when it has any."""
     paths = [Path(p) for p in paths]
     model, names = trained.model, trained.class_names
     size = trained.input_size
@@ -125,7 +128,8 @@ def classify_files(
             by_path: dict[Path, dict[str, Any]] = {}
             if good:
                 x = np.stack([g[1] for g in good]).astype(np.float32) / 255.0
-                probs = apply_temperature(predict(tf.constant(x)).numpy().astype(np.float32), trained.temperature)
+                raw = predict(tf.constant(x)).numpy().astype(np.float32)
+                probs = apply_temperature(raw, trained.temperature)
                 members = None if set_thresholds is None else sets(
                     probs, set_thresholds, conformal.method, uniforms_of([str(g[0]) for g in good]))
                 order = np.argsort(-probs, axis=1)[:, :k]
@@ -134,6 +138,11 @@ def classify_files(
                 else:
                     dec, passed = probs.argmax(1), np.ones(len(probs), bool)
                 cams = compute_cam(model, x, class_idx=order[:, 0], cam_model=cam_model)[0] if gradcam else None
+                labelled = [i for i, g in enumerate(good) if g[0].parent.name in names]
+                if on_labelled is not None and labelled:
+                    on_labelled(LabelledCounts.of(
+                        names, np.array([names.index(good[i][0].parent.name) for i in labelled]), raw[labelled],
+                        probs[labelled], k, None if members is None else members[labelled]))
                 for i, (path, _, original, _) in enumerate(good):
                     row = {
                         "path": str(path),

@@ -19,19 +19,33 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_history(history: dict[str, list[float]], path: Path) -> Path:
-    keys = [k for k in ("loss", "accuracy") if k in history]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        epochs = range(1, len(history[key]) + 1)
-        ax.plot(epochs, history[key], "o-", label=f"train {key}")  # markers: one epoch is a point, not nothing
-        if f"val_{key}" in history:
-            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"], "o-", label=f"validation {key}")
+def _history_figure(history: dict[str, list[float]], runs: dict[str, dict[str, list[float]]] | None = None,
+                    size: float = 5.0) -> plt.Figure:
+    """Loss and accuracy per epoch, train and validation; with `runs`, one line per run (validation figures)."""
+    runs = runs or {"": history}
+    keys = [k for k in ("loss", "accuracy") if any(k in h for h in runs.values())]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(size * max(1, len(keys)), 0.8 * size), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=False):
+        for run, h in runs.items():
+            for series, label in ((key, "train"), (f"val_{key}", "validation")):
+                if h.get(series) and (len(runs) == 1 or series.startswith("val_") or f"val_{key}" not in h):
+                    # markers: one epoch is a point, not nothing
+                    ax.plot(range(1, len(h[series]) + 1), h[series], "o-", label=f"{run} {label}".strip())
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_title(key)
-        ax.legend()
-    return _save(fig, path)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_history(history: dict[str, list[float]], path: Path) -> Path:
+    return _save(_history_figure(history), path)
+
+
+def history_svg(history: dict[str, list[float]], runs: dict[str, dict[str, list[float]]] | None = None) -> str:
+    """The training curves as an SVG document: one run's, or several runs' overlaid."""
+    return _svg(_history_figure(history, runs, size=4.0))
 
 
 def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -92,4 +106,42 @@ def lines_svg(labels: list[str], series: dict[str, list[float | None]], ylabel: 
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str], color_by: str) -> str:
+    """Parallel coordinates: one line per run across `axes` (numbers scaled to each axis's range, text as evenly
+    spaced categories), coloured by the figure `color_by`, as an SVG document. Drawn with matplotlib: pandas'
+    version would add pandas for one chart."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(axes)), 3.6))
+    scaled: dict[str, list[float]] = {r: [] for r in runs}
+    for i, name in enumerate(axes):
+        values = [runs[r].get(name) for r in runs]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len([v for v in values if v is not None]):
+            lo, hi = min(numbers), max(numbers)
+            position = {v: (v - lo) / (hi - lo) if hi > lo else 0.5 for v in numbers}
+            ticks = [(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")] if hi > lo else [(0.5, f"{lo:.4g}")]
+        else:
+            levels = sorted({str(v) for v in values if v is not None})
+            position = {lv: (k / (len(levels) - 1) if len(levels) > 1 else 0.5) for k, lv in enumerate(levels)}
+            position = {**{v: position[str(v)] for v in values if v is not None}}
+            ticks = [(p, str(v)) for v, p in position.items()]
+        for r, v in zip(runs, values, strict=True):
+            scaled[r].append(np.nan if v is None else position[v])
+        ax.axvline(i, color="gray", lw=0.8)
+        for p, label in ticks:
+            ax.annotate(label, (i, p), xytext=(3, 0), textcoords="offset points", fontsize=7, va="center")
+    figures = [runs[r].get(color_by) for r in runs]
+    known = [v for v in figures if isinstance(v, int | float)]
+    lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+    cmap = plt.get_cmap("viridis")
+    for (r, ys), v in zip(scaled.items(), figures, strict=True):
+        shade = cmap((v - lo) / (hi - lo) if isinstance(v, int | float) and hi > lo else 0.5)
+        ax.plot(range(len(axes)), ys, "o-", color=shade, label=f"{r} ({color_by} {v:.4g})" if isinstance(
+            v, int | float) else r)
+    ax.set_xticks(range(len(axes)), axes, fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(axes) - 0.6)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)

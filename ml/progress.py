@@ -30,3 +30,16 @@ class ProgressEvent(BaseModel):
 
 
 ProgressFn = Callable[[ProgressEvent], None]
+
+
+def epoch_figures(event: ProgressEvent) -> dict[str, float] | None:
+    """What a job's history keeps of an epoch's end: its number and figures (None for other events)."""
+    if event.stage != "epoch" or event.epoch is None:
+        return None
+    return {"epoch": event.epoch, **{k: round(v, 6) for k, v in (event.metrics or {}).items()}}
+
+
+def history_columns(epochs: list[dict[str, float]]) -> dict[str, list[float]]:
+    """A job's history (one dict per epoch) as Keras' History: one list per figure."""
+    keys = dict.fromkeys(k for e in epochs for k in e if k != "epoch")
+    return {k: [e.get(k, float("nan")) for e in epochs] for k in keys}

@@ -97,7 +97,7 @@ def train(
     if recipe["lookahead"]:
         callbacks.append(Lookahead(clock))
     if progress is not None:
-        callbacks.append(ProgressCallback(progress, epochs, steps, clock))
+        callbacks.append(ProgressCallback(progress, epochs, steps, clock, batch_size=batch))
 
     weights = class_weights(prep.y_train, n_classes, recipe["class_weight"])
     fit_start = time.perf_counter()

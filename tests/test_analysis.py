@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from convlens.ml.analysis import layer_probes
@@ -86,3 +87,38 @@ def test_shards_cover_every_file_once(tmp_path):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     assert shard_files(files, 7) == shards  # deterministic whatever the input order
     assert shard_files(files[:2], 5) == [[files[0]], [files[1]]]
+
+
+def test_labelled_folder_evaluation_equals_scikit_learn(tmp_path, trained, cifar):
+    """Counts summed over batches (as over shards) give the figures scikit-learn computes on all rows."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from convlens.ml.calibration import calibration_metrics
+    from convlens.ml.folder_eval import evaluate
+    from convlens.ml.predict import predict_probs
+
+    n, _ = make_messy_folder(tmp_path / "in", cifar, n=80)
+    model, names = trained["model"], trained["model"].class_names
+    tallies = []
+    rows = classify_files(model, list_folder(tmp_path / "in"), top_k=3, batch_size=16, on_labelled=tallies.append,
+                          conformal=SetOptions(alpha=0.1, method="lac"))
+    ev = evaluate(sum(tallies[1:], tallies[0]))
+    good = [r for r in rows if not r["error"]]
+    y = np.array([names.index(r["true_label"]) for r in good])
+    pred = np.array([names.index(r["predicted"]) for r in good])
+    assert ev.labelled == n == len(good) and len(tallies) > 3
+    assert ev.accuracy == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert ev.macro.f1 == pytest.approx(f1_score(y, pred, average="macro", labels=range(10), zero_division=0),
+                                        abs=1e-12)
+    assert ev.confusion_matrix == confusion_matrix(y, pred, labels=range(10)).tolist()
+    assert ev.top_k_accuracy == pytest.approx(np.mean([r["true_label"] in [c for c, _ in r["top_k"]] for r in good]))
+    assert ev.coverage == pytest.approx(np.mean([r["true_label"] in r["prediction_set"] for r in good]))
+    assert ev.mean_set_size == pytest.approx(np.mean([len(r["prediction_set"]) for r in good]))
+    # ECE after the temperature from the rows' confidences (only the top class counts), before it from the model.
+    spread = np.full((len(good), 10), 0.0)
+    spread[np.arange(len(good)), pred] = [r["confidence"] for r in good]
+    assert ev.ece_after == pytest.approx(calibration_metrics(spread, y)["ece"], abs=1e-6)
+    images = np.stack([np.asarray(Image.open(r["path"]).convert("RGB").resize((32, 32), Image.BILINEAR))
+                       for r in good])
+    raw = predict_probs(model.model, images)
+    assert ev.ece_before == pytest.approx(calibration_metrics(raw, y)["ece"], abs=0.02)

@@ -8,6 +8,7 @@ Set CONVLENS_SCREENSHOTS=docs/screenshots to refresh the README's screenshots fr
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import os
@@ -148,24 +149,39 @@ def test_submit_train_from_the_form_and_watch_it_live(site):
     w.problems = [p for p in w.problems if "HTTP 422" not in p and "status of 422" not in p]  # that answer was
     # the point of the check
 
-    submit_form(w, "train", {"epochs": "3", "limit": "2000", "batch_size": "64"})
+    submit_form(w, "train", {"epochs": "3", "limit": "4000", "batch_size": "64", "name": "first run",
+                             "tags": "lr-sweep, dash"})
     job_id = job_id_from_url(w)
     site["jobs"]["train"] = job_id
     w.page.evaluate("window.notReloaded = true")
     seen: list[tuple[str, str]] = []
+    drawn: set[str] = set()  # the live curves' captions ("N epochs: ...") seen while the job ran
+    served = 0  # epochs the history endpoint returned while the job ran
     deadline = time.time() + 600
     while time.time() < deadline:
         status = w.page.locator("[data-job-live]").get_attribute("data-status")
         text = w.page.locator("#job-head .progress-cell").inner_text().strip()
         if not seen or seen[-1] != (status, text):
             seen.append((status, text))
-            if status == "running" and "epoch" in text and not (site["shots"] / "running.png").exists():
+            if status == "running" and w.page.locator("#live-curves").count() and not (
+                    site["shots"] / "running.png").exists():
                 w.shot(site, "running")
+        if status == "running" and w.page.locator("#job-head .curves figcaption").count():
+            drawn.add(w.page.locator("#job-head .curves figcaption").inner_text().split(":")[0])
+        if status == "running" and len(drawn) < 2:
+            history = site["http"].get(f"/jobs/{job_id}/history").json()["epochs"]
+            if site["http"].get(f"/jobs/{job_id}").json()["status"] == "running":
+                served = max(served, len(history))
         if status in FINISHED:
             break
         time.sleep(0.3)
     running = [t for s, t in seen if s == "running" and "%" in t]
     assert len(set(running)) >= 2, seen  # the progress moved while the page stayed put
+    # The curves grew on the open page, epoch by epoch, and the API served epochs before the end.
+    assert len(drawn) >= 2 and "1 epoch" in drawn, drawn
+    assert served >= 1
+    assert w.page.locator("h1").inner_text().startswith("first run")
+    assert [t.strip() for t in w.page.locator("#job-labels .tag").all_inner_texts()] == ["dash", "lr-sweep"]
     assert w.page.evaluate("window.notReloaded") is True
     assert seen[-1][0] == "succeeded", seen
     result = w.page.locator("#train-result")
@@ -278,8 +294,17 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     w.page.wait_for_load_state("networkidle")
     assert w.page.locator("#compare-table thead th").count() == 3
     assert w.page.locator("#compare-f1 tbody tr").count() == 10
-    assert w.images_loaded() == 1
-    w.shot(site, "compare")
+    assert w.images_loaded() == 3  # per-class F1, the overlaid curves, parallel coordinates
+    # Three runs (a k-fold fold is a training run too): curves overlaid, parameters against accuracy, grouped.
+    fold = http.get(f"/jobs/{ids['kfold']}").json()["children"][0]["id"]
+    w.open(f"/ui/compare?ids={train_id}&ids={ids['train']}&ids={fold}&params=limit,epochs&group=epochs")
+    parallel = w.page.locator("#compare-parallel")
+    assert "parallel coordinates" in parallel.get_attribute("alt") and w.images_loaded() == 3
+    svg = base64.b64decode(parallel.get_attribute("src").split(",", 1)[1]).decode()
+    assert svg.count("<path") >= 3 and "limit" in svg and "epochs" in svg and "accuracy" in svg
+    groups = w.page.locator("#compare-groups tbody tr").all_inner_texts()
+    assert [g.split()[0] for g in groups] == ["1", "3"] and [int(g.split()[1]) for g in groups] == [2, 1]
+    w.shot(site, "compare", at="#compare-curves")
     # The API's docs render from this server's own files under the same CSP (nothing from a CDN).
     w.open("/docs")
     w.page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)

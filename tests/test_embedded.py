@@ -37,15 +37,30 @@ def test_embedded_submit_and_query(embedded, tmp_path, cifar):
 
     env, home = embedded["env"], embedded["home"]
     assert (home / "redis.sock").exists() and (home / "convlens.db").is_file()
-    train = cli_json(env, "submit", "train", "--limit", "1000", "--epochs", "2", "--batch-size", "64", "--wait")
+    train = cli_json(env, "submit", "train", "--limit", "1000", "--epochs", "2", "--batch-size", "64", "--wait",
+                     "--name", "tiny", "--tag", "lr-sweep", "--tag", "cli", "--note", "first try")
     assert train["status"] == "succeeded" and train["worker"] == "embedded@convlens-test"
+    assert (train["name"], train["tags"], train["note"]) == ("tiny", ["cli", "lr-sweep"], "first try")
+    # Each epoch's figures were stored as it ended; a short id names the job.
+    history = cli_json(env, "results", "history", train["id"][:6])
+    assert [e["epoch"] for e in history] == [1, 2] and all(e["images_per_s"] > 0 and "val_loss" in e for e in history)
+    assert history[-1]["accuracy"] == pytest.approx(train["result"]["history"]["accuracy"][-1], abs=1e-5)
+    listed = cli(env, "jobs", "list", "--tag", "lr-sweep", "--sort", "-metrics.accuracy", "--columns",
+                 "params.epochs,metrics.accuracy").stdout.splitlines()
+    assert listed[0].split() == ["id", "name", "kind", "status", "params.epochs", "metrics.accuracy"]
+    assert listed[1].split() == [train["id"][:8], "tiny", "train", "succeeded", "2",
+                                 f"{train['metrics']['accuracy']:.4f}"] and len(listed) == 2
+    assert cli_json(env, "jobs", "list", "--filter", "metrics.accuracy > 1") == []
+    edited = cli_json(env, "jobs", "edit", train["id"][:8], "--add-tag", "keep", "--remove-tag", "lr-sweep",
+                      "--name", "")
+    assert edited["tags"] == ["cli", "keep"] and edited["name"] is None and edited["note"] == "first try"
     n, bad = make_messy_folder(tmp_path / "imgs", cifar, n=12)
     job = cli_json(env, "submit", "classify", str(tmp_path / "imgs"), "--model", train["id"], "--wait")
     assert job["result"]["classified"] == n and job["result"]["unreadable"] == len(bad)
     listed = cli_json(env, "jobs", "list")
     assert {j["id"] for j in listed} >= {train["id"], job["id"]}
     table = cli(env, "jobs", "list").stdout
-    assert train["id"] in table and "succeeded" in table
+    assert train["id"][:8] in table and "succeeded" in table  # short ids, which every command takes
     # `run` records its job in the same database as the queued ones.
     ran = cli_json(env, "run", "layers", "--model", train["id"], "--limit", "500", "--test-limit", "500")
     assert [r["layer"] for r in ran["result"]["rows"]] == ["conv1", "conv2", "conv3"]

@@ -101,8 +101,20 @@ def test_classify_folder_with_bad_files(cluster):
         counted = dict(s.execute(select(Prediction.predicted, func.count())
                                  .where(Prediction.job_id == job["id"], Prediction.error.is_(None))
                                  .group_by(Prediction.predicted)).all())
+        labelled = s.execute(select(Prediction.predicted, Prediction.true_label).where(
+            Prediction.job_id == job["id"], Prediction.true_label.is_not(None))).all()
     # Counts per class are summed from the shards' own results: they equal the stored rows'.
     assert job["result"]["per_class"] == dict(sorted(counted.items())) and sum(counted.values()) == n
+    # So is the evaluation on the labelled images, summed over 5 shards on two workers.
+    ev = job["result"]["evaluation"]
+    assert ev["labelled"] == len(labelled) == n and sum(map(sum, ev["confusion_matrix"])) == n
+    assert ev["accuracy"] == sum(p == t for p, t in labelled) / n
+    readable = [r for r in cli_json(cluster["env"], "results", "predictions", job["id"]) if not r["error"]]
+    assert ev["coverage"] == pytest.approx(sum(r["true_label"] in r["prediction_set"] for r in readable) / n)
+    cats = cli_json(cluster["env"], "results", "predictions", job["id"], "--true-label", "cat")
+    assert len(cats) == ev["per_class"]["cat"]["support"] and all(r["true_label"] == "cat" for r in cats)
+    shown = cli(cluster["env"], "jobs", "show", job["id"]).stdout
+    assert f"on the {n} labelled images: accuracy {ev['accuracy']:.4f}" in shown and "confusion matrix" in shown
     assert len(list(Path(job["result"]["overlay_dir"]).glob("*.png"))) == n
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     assert sorted(paths) == files  # every file exactly once

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, defer
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, defer
 from convlens.db.models import FINISHED, Job, JobStatus, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
-from convlens.ml.progress import ProgressEvent
+from convlens.ml.progress import ProgressEvent, epoch_figures
 from convlens.ml.settings import settings
 from convlens.worker.errors import JobNotFound
 
@@ -109,10 +110,13 @@ def heartbeat(job_id: str, lease: int) -> Iterator[None]:
         thread.join()
 
 
-def finish(job: Job, result: dict[str, Any] | None = None) -> None:
+def finish(job: Job, result: BaseModel | None = None) -> None:
+    """Marks the job succeeded with its typed result, and the headline figures (`summary_of`) lists compare."""
+    from convlens.worker.kinds.base import summary_of
+
     job.status, job.finished_at, job.heartbeat_at = "succeeded", utcnow(), None
     if result is not None:
-        job.result = result
+        job.result, job.summary = result.model_dump(mode="json"), summary_of(result)
     progress = job.progress or {}
     # A finished job's progress says so, not the last step it reported ("probe 2/3").
     job.progress = {**progress, "stage": "done", "fraction": 1.0,
@@ -221,6 +225,9 @@ class Reporter:
             if job is None or any(w is not None and w.status == "cancelled" for w in watched):
                 raise JobCancelled(self.job_id)
             job.progress = {**(job.progress or {}), **event.with_fraction().model_dump(exclude_none=True)}
+            figures = epoch_figures(event)
+            if figures is not None:  # a resumed run reports its epochs again from where it resumed
+                job.history = [e for e in job.history or [] if e["epoch"] < figures["epoch"]] + [figures]
 
 
 class JobFailed(Exception):

@@ -22,6 +22,7 @@ from convlens.worker import dependencies, lifecycle
 from convlens.worker.errors import JobError
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Done, Output
+from convlens.worker.labels import JobLabels
 from convlens.worker.lifecycle import Reporter, guarded
 from convlens.worker.paths import job_dir
 
@@ -30,7 +31,7 @@ PART_COLUMN = {Metric: Metric.fold, Artifact: Artifact.part, Prediction: Predict
 
 
 def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None,
-               after: list[str] | None = None, may_wait: bool = True) -> str:
+               after: list[str] | None = None, may_wait: bool = True, labels: JobLabels | None = None) -> str:
     """Validates params for `kind` (pydantic's ValidationError, or PathRefused and DependencyRefused, all
     ValueErrors, when bad) and records the job: queued, or waiting for the jobs named in `after` and for the
     train job its model comes from while that has not finished.
@@ -38,8 +39,11 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, su
     strict_paths: folders and models must lie under CONVLENS_ALLOWED_ROOTS (requests from the HTTP API).
     submitted_by: the name of the API token that asked for it.
     may_wait: False for a job run here and now, which cannot wait for another.
+    labels: its name, tags and note.
     """
     job = new_job(kind, params, strict_paths, submitted_by, after, may_wait)
+    if labels is not None:
+        labels.apply(job)
     with session_scope() as s:
         s.add(job)
         s.flush()
@@ -113,7 +117,7 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     if not kind.fans_out:
         with session_scope() as s:
             store(s, job_id, None, out)
-            lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
+            lifecycle.finish(s.get(Job, job_id), out.result)
         return []
     with session_scope() as s:
         parts = lifecycle.children(s, job_id)
@@ -159,7 +163,7 @@ def run_part(part_id: str, hostname: str | None = None) -> str | None:
         out = kind.run_part(ctx)
     with session_scope() as s:
         store(s, parent_id, part.part, out)
-        lifecycle.finish(s.get(Job, part_id), out.result.model_dump(mode="json"))
+        lifecycle.finish(s.get(Job, part_id), out.result)
         parent = s.get(Job, parent_id)
         # Sizes, not params: a shard's params hold its file list, and reading every sibling's at every part's end
         # grew with the square of the shard count.
@@ -190,7 +194,7 @@ def aggregate(job_id: str, hostname: str | None = None) -> None:
         out = kind.aggregate(ctx, [Done(p.id, p.kind, kind.part_result_model.model_validate(p.result), p.worker)
                                    for p in parts])
         store(s, job_id, None, out)
-        lifecycle.finish(job, out.result.model_dump(mode="json"))
+        lifecycle.finish(job, out.result)
     with session_scope() as s:
         kind.after_finish(s, job_id, out.result)
 
@@ -244,7 +248,7 @@ def advance(job_id: str, hostname: str | None = None) -> Advanced:
     out = kind.compose(ctx, done)
     with session_scope() as s:
         store(s, job_id, None, out)
-        lifecycle.finish(s.get(Job, job_id), out.result.model_dump(mode="json"))
+        lifecycle.finish(s.get(Job, job_id), out.result)
     return Advanced()
 
 

@@ -16,6 +16,7 @@ from convlens.worker import dependencies, lifecycle, steps
 from convlens.worker.app import app
 from convlens.worker.broker import ensure_embedded_redis
 from convlens.worker.kinds import get_kind
+from convlens.worker.labels import JobLabels
 
 # Transient database and broker errors: retried with exponential back-off.
 RETRY = {
@@ -108,10 +109,10 @@ def send_released() -> None:
 
 
 def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_by: str | None = None,
-           after: list[str] | None = None) -> str:
+           after: list[str] | None = None, labels: JobLabels | None = None) -> str:
     """Validates params, records the job and enqueues its first step (or leaves it waiting for `after` and
     its model's train job); returns the job id."""
-    job_id = steps.create_job(kind_name, params, strict_paths, submitted_by, after)
+    job_id = steps.create_job(kind_name, params, strict_paths, submitted_by, after, labels=labels)
     ensure_embedded_redis()
     if lifecycle.status_of(job_id) == JobStatus.QUEUED:
         send_job(job_id, kind_name)

@@ -9,8 +9,10 @@ from pydantic import ValidationError
 
 from convlens.api import queries
 from convlens.api.auth import Reader, Submitter, problem
-from convlens.api.deps import BODY_ERRORS, ERRORS, MAX_OFFSET, NOT_FOUND, ExistingJob, error_doc
+from convlens.api.deps import BODY_ERRORS, ERRORS, MAX_OFFSET, NOT_FOUND, ExistingJob, QueryText, error_doc
+from convlens.api.job_search import MAX_LENGTH, JobSearch
 from convlens.api.schemas import JobList, JobRequest, JobView, KindName, Status
+from convlens.worker.labels import MAX_TAGS, JobLabels, LabelEdit, edit_labels
 from convlens.worker.paths import JOB_ID
 
 router = APIRouter(tags=["jobs"])
@@ -22,7 +24,8 @@ def create_job(req: JobRequest, who: Submitter) -> JobView:
     from convlens.worker.tasks import submit
 
     try:
-        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after)
+        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after,
+                        labels=JobLabels(name=req.name, tags=req.tags, note=req.note))
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
@@ -35,8 +38,16 @@ def create_job(req: JobRequest, who: Submitter) -> JobView:
 def list_jobs(_: Reader, status: Status | None = None,
               kind: KindName | None = None,
               parent_id: Annotated[str | None, Query(pattern=f"^{JOB_ID.pattern}$")] = None,
+              tag: Annotated[list[QueryText], Query(max_length=MAX_TAGS, description="only runs with every one of "
+                                                    "these tags")] = [],  # noqa: B006
+              filter: Annotated[QueryText | None, Query(max_length=MAX_LENGTH, description=(  # noqa: A002
+                  "conditions joined by `and`: KEY OP VALUE, e.g. `metrics.accuracy > 0.7 and params.epochs = 3`; "
+                  "KEY: params.NAME, metrics.NAME, name, status, kind, id, tags; OP: = != < <= > >= ~"))] = None,
+              sort: Annotated[QueryText | None, Query(max_length=80, description="KEY or -KEY (descending)")] = None,
               limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> JobList:
-    return JobList(jobs=queries.list_jobs(status, kind, parent_id, limit, offset), limit=limit, offset=offset)
+    search = JobSearch.parse(filter, sort, tag)
+    return JobList(jobs=queries.list_jobs(status, kind, parent_id, limit, offset, search=search), limit=limit,
+                   offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
@@ -53,4 +64,15 @@ def cancel_job(job: ExistingJob, who: Submitter) -> JobView:
         raise problem(403, f"job {job.id} was not submitted by token {who.name!r}; only admin tokens cancel "
                            "others' jobs")
     cancel(job.id)
+    return queries.get_job(job.id)
+
+
+@router.patch("/jobs/{job_id}", response_model=JobView, responses={
+    **NOT_FOUND, 403: error_doc("not the token's own job (only admin tokens edit any job)")})
+def edit_job(job: ExistingJob, edit: LabelEdit, who: Submitter) -> JobView:
+    """Renames, tags, untags or annotates a job (a name or note of "" clears it)."""
+    if job.submitted_by != who.name and not who.allows("admin"):
+        raise problem(403, f"job {job.id} was not submitted by token {who.name!r}; only admin tokens edit "
+                           "others' jobs")
+    edit_labels(job.id, edit)
     return queries.get_job(job.id)

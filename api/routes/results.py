@@ -14,7 +14,7 @@ from convlens.api.auth import Reader, problem
 from convlens.api.deps import MAX_OFFSET, NOT_FOUND, Cursor, ExistingJob, Filters
 from convlens.api.files import confined_response
 from convlens.api.predictions_csv import csv_text
-from convlens.api.schemas import MetricsView, PredictionsView, parse_cursor
+from convlens.api.schemas import HistoryView, MetricsView, PredictionsView, parse_cursor
 from convlens.ml.settings import settings
 
 router = APIRouter(tags=["results"])
@@ -28,6 +28,12 @@ REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src data:;
 @router.get("/jobs/{job_id}/metrics", response_model=MetricsView, responses=NOT_FOUND)
 def job_metrics(job: ExistingJob, _: Reader) -> MetricsView:
     return MetricsView(job_id=job.id, metrics=queries.metrics(job.id))
+
+
+@router.get("/jobs/{job_id}/history", response_model=HistoryView, responses=NOT_FOUND)
+def job_history(job: ExistingJob, _: Reader) -> HistoryView:
+    """The epochs a training job has finished so far (while it runs too): poll it for live curves."""
+    return HistoryView(job_id=job.id, epochs=job.history or [])
 
 
 @router.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND)

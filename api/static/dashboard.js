@@ -102,3 +102,19 @@ document.addEventListener("click", async (event) => {
   if (!ok) { alert((data && data.detail && data.detail.message) || "cancel failed"); button.disabled = false; return; }
   button.remove();
 });
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.edit-labels");
+  if (!form) return;
+  event.preventDefault();
+  const before = form.dataset.tags ? form.dataset.tags.split(",") : [];
+  const after = form.elements.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+  const { ok, data } = await api("PATCH", "/jobs/" + form.dataset.job, {
+    name: form.elements.name.value.trim(), note: form.elements.note.value.trim(),
+    add_tags: after.filter((t) => !before.includes(t)), remove_tags: before.filter((t) => !after.includes(t)),
+  });
+  const banner = form.querySelector(".form-error");
+  if (ok) { location.reload(); return; }
+  banner.textContent = (data && data.detail && data.detail.message) || "the change failed";
+  banner.hidden = false;
+});

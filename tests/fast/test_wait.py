@@ -54,6 +54,7 @@ def test_a_queued_job_survives_an_embedded_redis_restart(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_while_waiting_says_the_job_goes_on(tmp_path, monkeypatch):
+    import select
     import signal
 
     env = {**os.environ, "CONVLENS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -62,12 +63,15 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(tmp_path, monkeypatch):
     cli = [sys.executable, "-m", "convlens.api.cli"]
     job_id = subprocess.run([*cli, "submit", "train", "--limit", "100"], capture_output=True, text=True, env=env,
                             timeout=120, check=True).stdout.strip()
-    proc = subprocess.Popen([*cli, "jobs", "wait", job_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen([*cli, "jobs", "wait", job_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        time.sleep(6)  # past the start-up: the progress line is up
+        seen, deadline = b"", time.monotonic() + 120
+        while f"job {job_id[:8]}".encode() not in seen and time.monotonic() < deadline:  # the progress bar is up
+            if select.select([proc.stderr], [], [], 1)[0]:
+                seen += os.read(proc.stderr.fileno(), 4096)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, rest = proc.communicate(timeout=60)
+        err = (seen + rest).decode()
     finally:
         proc.kill()
         monkeypatch.setenv("CONVLENS_HOME", str(tmp_path))

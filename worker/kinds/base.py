@@ -169,6 +169,15 @@ class JobKind:
         return params
 
 
+def summary_of(result: BaseModel) -> dict[str, float]:
+    """A result's headline figures by name (what `jobs list --filter/--sort` compare): its own `summary()`
+    where its model defines one, else its top-level numbers."""
+    own = getattr(result, "summary", None)
+    if callable(own):
+        return {k: float(v) for k, v in own().items() if v is not None}
+    return {k: float(v) for k, v in result if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None, width: int | None = None,
                 shorten: tuple[str, ...] = ()) -> list[str]:
     """A plain-text table (the CLI's, and the kinds' own renderings).

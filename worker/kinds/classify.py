@@ -13,9 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
 from convlens.ml.params import JobParams
 from convlens.worker.heap import freeze_long_lived
-from convlens.worker.kinds.base import Context, Done, JobKind, Output
+from convlens.worker.kinds.base import Context, Done, JobKind, Output, table_lines
 from convlens.worker.kinds.layers import ModelRef
 from convlens.worker.paths import check_folder, check_model, resolve_model, unchanged
 
@@ -47,6 +48,7 @@ class ShardResult(BaseModel):
     overlay_dir: str | None = None
     labelled: int = 0  # readable files whose parent folder names a class
     correct: int = 0  # of those, predicted as that class
+    counts: LabelledCounts | None = None  # what the evaluation on those files is computed from
 
 
 class ClassifyResult(BaseModel):
@@ -60,6 +62,13 @@ class ClassifyResult(BaseModel):
     set_sizes: dict[str, int] = Field({}, description="images per conformal set size")
     labelled: int = Field(0, description="readable images whose folder names a class (their true label)")
     accuracy: float | None = Field(None, description="accuracy on the labelled images (None: no labels)")
+    evaluation: FolderEvaluation | None = Field(None, description="the figures on the labelled images")
+
+    def summary(self) -> dict[str, float | None]:
+        ev = self.evaluation
+        return {"files": self.files, "classified": self.classified, "unreadable": self.unreadable,
+                "labelled": self.labelled, "accuracy": self.accuracy, "macro_f1": ev.macro.f1 if ev else None,
+                "ece": ev.ece_after if ev else None, "coverage": ev.coverage if ev else None}
 
 
 def refresh_planner_statistics(s: Session, rows: int) -> None:
@@ -111,6 +120,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         trained = load_trained_cached(resolve_model(p.model))
         freeze_long_lived()  # the model and TensorFlow stay: full collections need not walk them every shard
         # Rows are typed for the store on a thread, batch by batch, while the model runs the next batch.
+        tallies: list[LabelledCounts] = []
         with ThreadPoolExecutor(max_workers=1) as typing_thread:
             typed: list[Future[list[PredictionRow]]] = []
             rows = classify_files(trained, ctx.part_params["files"], top_k=p.top_k,
@@ -118,7 +128,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                   batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder),
                                   conformal=None if p.conformal == "none" else SetOptions(
                                       p.alpha, p.conformal, p.class_conditional, p.decision == "conformal"),
-                                  on_rows=lambda batch: typed.append(typing_thread.submit(prediction_rows, batch)))
+                                  on_rows=lambda batch: typed.append(typing_thread.submit(prediction_rows, batch)),
+                                  on_labelled=tallies.append)
             predictions = [row for batch in typed for row in batch.result()]
         good = [r for r in rows if r.get("error") is None]
         overlays = [ArtifactRow(kind="gradcam_overlay", path=r["overlay"]) for r in good if r.get("overlay")]
@@ -129,7 +140,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
                                              if r.get("prediction_set") is not None).items()},
                                          overlay_dir=str(Path(overlays[0].path).parent) if overlays else None,
                                          labelled=sum(r.get("true_label") is not None for r in good),
-                                         correct=sum(r["predicted"] == r.get("true_label") for r in good)),
+                                         correct=sum(r["predicted"] == r.get("true_label") for r in good),
+                                         counts=sum(tallies[1:], tallies[0]) if tallies else None),
                       predictions=predictions, artifacts=overlays)
 
     def aggregate(self, ctx: Context, parts: list[Done]) -> Output:
@@ -141,14 +153,25 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         errors = sum(shard.errors for shard in shards)
         files = errors + sum(shard.classified for shard in shards)
         labelled = sum(shard.labelled for shard in shards)
+        counts = [shard.counts for shard in shards if shard.counts is not None]
         result = ClassifyResult(files=files, classified=files - errors, unreadable=errors,
                                 per_class=dict(sorted(counts.items())), shards=len(parts),
                                 workers=sorted({p.worker for p in parts if p.worker}),
                                 overlay_dir=next((sh.overlay_dir for sh in shards if sh.overlay_dir), None),
                                 set_sizes={k: sizes[k] for k in sorted(sizes, key=int)}, labelled=labelled,
-                                accuracy=sum(shard.correct for shard in shards) / labelled if labelled else None)
+                                accuracy=sum(shard.correct for shard in shards) / labelled if labelled else None,
+                                evaluation=evaluate(sum(counts[1:], counts[0])) if counts else None)
         metrics = [MetricRow(name="count", value=float(n), class_name=c, split="classify")
                    for c, n in sorted(counts.items())]
+        if result.evaluation is not None:  # the labelled images' figures, queryable like a training run's
+            ev = result.evaluation
+            metrics += [MetricRow(name=name, value=value, split="labelled") for name, value in (
+                ("accuracy", ev.accuracy), (f"top{ev.top_k}_accuracy", ev.top_k_accuracy),
+                ("macro_f1", ev.macro.f1), ("weighted_f1", ev.weighted.f1), ("ece_before", ev.ece_before),
+                ("ece_after", ev.ece_after), ("labelled", float(ev.labelled)),
+                *((("coverage", ev.coverage), ("mean_set_size", ev.mean_set_size)) if ev.coverage is not None else ()))]
+            metrics += [MetricRow(name=m, value=getattr(f, m), class_name=c, split="labelled")
+                        for c, f in ev.per_class.items() for m in ("precision", "recall", "f1")]
         return Output(result=result, metrics=[*metrics, MetricRow(name="unreadable", value=float(errors),
                                                                   split="classify")])
 
@@ -162,7 +185,17 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
     def describe(self, result: ClassifyResult) -> list[str]:
         lines = [f"{result.classified} classified, {result.unreadable} unreadable, "
                  f"{result.shards} shards; per class: {json.dumps(result.per_class)}"]
-        if result.accuracy is not None:
+        ev = result.evaluation
+        if ev is not None:
+            lines.append(f"on the {ev.labelled} labelled images: accuracy {ev.accuracy:.4f}, macro F1 "
+                         f"{ev.macro.f1:.4f}, top-{ev.top_k} {ev.top_k_accuracy:.4f}; ECE {ev.ece_before:.4f} -> "
+                         f"{ev.ece_after:.4f} with the model's temperature" + (
+                             f"; conformal coverage {ev.coverage:.4f}, mean set size {ev.mean_set_size:.2f}"
+                             if ev.coverage is not None else ""))
+            lines += ["confusion matrix (rows: true class, columns: predicted):", *table_lines(
+                [{"true": c, **dict(zip(ev.class_names, row, strict=True))}
+                 for c, row in zip(ev.class_names, ev.confusion_matrix, strict=True)], ["true", *ev.class_names])]
+        elif result.accuracy is not None:
             lines.append(f"accuracy on the {result.labelled} labelled images: {result.accuracy:.4f}")
         if result.set_sizes:
             lines.append(f"conformal set sizes: {json.dumps(result.set_sizes)}")

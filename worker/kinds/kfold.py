@@ -28,6 +28,11 @@ class KfoldResult(BaseModel):
     metrics: dict[str, MeanStd]  # accuracy, macro_f1, f1:<class>
     workers: list[str] = []
 
+    def summary(self) -> dict[str, float]:
+        overall = {k: v for k, v in self.metrics.items() if ":" not in k}
+        return {"folds": self.folds, **{k: v.mean for k, v in overall.items()},
+                **{f"{k}_std": v.std for k, v in overall.items()}}
+
 
 class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part="fold", part_result=TrainResult,
             template="_kfold.html", part_template="_train.html",

@@ -42,6 +42,10 @@ class LayersResult(BaseModel):
     n_test: int
     plot: str | None = None
 
+    def summary(self) -> dict[str, float]:
+        probes = {f"probe_{r.layer}": r.probe_accuracy for r in self.rows}
+        return {"best_probe_accuracy": max(probes.values(), default=None), **probes, "n_train": self.n_train}
+
 
 def _check_layer_names(model: str, layers: list[str]) -> None:
     """Unknown probe layers are refused at submit, from the saved model's config (no TensorFlow needed)."""

@@ -81,6 +81,16 @@ class TrainResult(BaseModel):
     uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
     confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
 
+    def summary(self) -> dict[str, float | None]:
+        after = (self.calibration or {}).get("after")
+        before = (self.calibration or {}).get("before")
+        val = self.history.get("val_accuracy") or []
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "thresholded_accuracy": self.thresholded_accuracy,
+                "val_accuracy": max(val) if val else None, "ece": after.ece if after else None,
+                "ece_before": before.ece if before else None, "temperature": self.temperature,
+                "epochs": self.epochs_trained if self.epochs_trained is not None else self.epochs_run,
+                "n_train": self.n_train, "fit_s": self.timings.get("fit_s")}
+
     @classmethod
     def of(cls, result: dict[str, Any]) -> TrainResult:
         test = result["metrics"]["test"]
