@@ -68,7 +68,7 @@ def cancel_job(job: ExistingJob, who: Submitter) -> JobView:
 
 
 @router.patch("/jobs/{job_id}", response_model=JobView, responses={
-    **NOT_FOUND, 403: error_doc("not the token's own job (only admin tokens edit any job)")})
+    **NOT_FOUND, **BODY_ERRORS, 403: error_doc("not the token's own job (only admin tokens edit any job)")})
 def edit_job(job: ExistingJob, edit: LabelEdit, who: Submitter) -> JobView:
     """Renames, tags, untags or annotates a job (a name or note of "" clears it)."""
     if job.submitted_by != who.name and not who.allows("admin"):

@@ -131,3 +131,35 @@ def test_dashboard_pages_refuse_hostile_input_without_a_500(client, tmp_path):
     anonymous = TestClient(client.app)
     for url in ("/", page, "/ui/workers", f"{page}/images/{row_id}", "/metrics"):
         assert anonymous.get(url).status_code == 401, url
+
+
+def test_labels_search_and_history_over_http(client):
+    from convlens.api.tokens import create_token
+    from convlens.worker import lifecycle, steps
+    from convlens.worker.labels import JobLabels
+
+    mine = steps.create_job("train", {"epochs": 2}, labels=JobLabels(name="mine", tags=["lr-sweep"]))
+    with session_scope() as s:  # as a worker leaves it: a summary to sort by, two epochs of history
+        job = s.get(Job, mine)
+        job.submitted_by, job.history = "tester", [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5}]
+        job.summary = {"accuracy": 0.5}
+    other = steps.create_job("train", {"epochs": 4}, labels=JobLabels(tags=["other"]))
+    lifecycle.mark_cancelled(other)
+    listed = client.get("/jobs", params={"tag": "lr-sweep"}).json()["jobs"]
+    assert [j["id"] for j in listed] == [mine] and listed[0]["name"] == "mine"
+    by_filter = client.get("/jobs", params={"filter": "params.epochs >= 2 and tags != lr-sweep"}).json()["jobs"]
+    assert [j["id"] for j in by_filter] == [other]
+    assert [j["id"] for j in client.get("/jobs", params={"sort": "-params.epochs"}).json()["jobs"]] == [other, mine]
+    bad = client.get("/jobs", params={"filter": "accuracy > 1"})
+    assert bad.status_code == 422 and "filter 'accuracy'" in bad.json()["detail"]["message"]
+    assert client.get(f"/jobs/{mine}/history").json()["epochs"] == [{"epoch": 1, "loss": 2.0},
+                                                                     {"epoch": 2, "loss": 1.5}]
+    edited = client.patch(f"/jobs/{mine}", json={"name": "", "add_tags": ["keep"], "note": "so so"}).json()
+    assert (edited["name"], edited["tags"], edited["note"]) == (None, ["keep", "lr-sweep"], "so so")
+    assert client.patch(f"/jobs/{mine}", json={"add_tags": ["no spaces"]}).status_code == 422
+    # A submit token edits its own jobs only; a read token none.
+    submitter = {"Authorization": f"Bearer {create_token('someone', 'submit').token}"}
+    assert client.patch(f"/jobs/{mine}", json={"note": "mine now"}, headers=submitter).status_code == 403
+    reader = {"Authorization": f"Bearer {create_token('reader', 'read').token}"}
+    assert client.patch(f"/jobs/{mine}", json={"note": "x"}, headers=reader).status_code == 403
+    assert client.get(f"/jobs/{mine}").json()["note"] == "so so"
