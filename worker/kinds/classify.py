@@ -153,14 +153,14 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         errors = sum(shard.errors for shard in shards)
         files = errors + sum(shard.classified for shard in shards)
         labelled = sum(shard.labelled for shard in shards)
-        counts = [shard.counts for shard in shards if shard.counts is not None]
+        tallies = [shard.counts for shard in shards if shard.counts is not None]
         result = ClassifyResult(files=files, classified=files - errors, unreadable=errors,
                                 per_class=dict(sorted(counts.items())), shards=len(parts),
                                 workers=sorted({p.worker for p in parts if p.worker}),
                                 overlay_dir=next((sh.overlay_dir for sh in shards if sh.overlay_dir), None),
                                 set_sizes={k: sizes[k] for k in sorted(sizes, key=int)}, labelled=labelled,
                                 accuracy=sum(shard.correct for shard in shards) / labelled if labelled else None,
-                                evaluation=evaluate(sum(counts[1:], counts[0])) if counts else None)
+                                evaluation=evaluate(sum(tallies[1:], tallies[0])) if tallies else None)
         metrics = [MetricRow(name="count", value=float(n), class_name=c, split="classify")
                    for c, n in sorted(counts.items())]
         if result.evaluation is not None:  # the labelled images' figures, queryable like a training run's
