@@ -114,6 +114,10 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
         wrong = queries.predictions(cls["id"], PredictionFilter(misclassified=True))
         typer.echo(f"{res['classified']} classified ({len(wrong)} misclassified), {res['unreadable']} unreadable, "
                    f"across {res['shards']} shards")
+        if res.get("evaluation"):  # the exported images lie in class folders: the job evaluated them
+            ev = res["evaluation"]
+            typer.echo(f"accuracy on those {ev['labelled']} labelled images {ev['accuracy']:.4f}, macro F1 "
+                       f"{ev['macro']['f1']:.4f}, ECE {ev['ece_before']:.4f} -> {ev['ece_after']:.4f}")
         typer.echo(f"Grad-CAM overlays: {res.get('overlay_dir')}")
         typer.echo(f"training curves: {r['paths']['history_plot']}\nconfusion matrix: {r['paths']['confusion_plot']}"
                    f"\nlayer plot: {layers['result'].get('plot')}")
