@@ -47,7 +47,7 @@ def plan_training(has_bf16: bool, limit: int | None = None, time_budget_s: float
         return DemoPlan(params, "this CPU computes bf16 natively: training the full 12-epoch recipe")
     return DemoPlan(params | {"time_budget_s": FLOAT32_BUDGET_S},
                     f"this CPU lacks native bf16 (float32 only): training on a {FLOAT32_BUDGET_S:g} s budget "
-                    "instead of the full 12 epochs (run `convlens jobs submit train` for the full recipe)")
+                    "instead of the full 12 epochs (`convlens submit train` trains the full recipe)")
 
 
 def export_test_images(n: int, folder: Path, seed: int = 0) -> int:
