@@ -72,7 +72,8 @@ def plot_bars(labels: list[str], series: dict[str, list[float]], title: str, pat
 def _svg(fig: plt.Figure) -> str:
     import io
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(fig)
@@ -113,7 +114,7 @@ def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str]
     """Parallel coordinates: one line per run across `axes` (numbers scaled to each axis's range, text as evenly
     spaced categories), coloured by the figure `color_by`, as an SVG document. Drawn with matplotlib: pandas'
     version would add pandas for one chart."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(axes)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.2 * len(axes)), 4.0), layout="constrained")
     scaled: dict[str, list[float]] = {r: [] for r in runs}
     for i, name in enumerate(axes):
         values = [runs[r].get(name) for r in runs]
@@ -143,5 +144,5 @@ def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str]
     ax.set_xticks(range(len(axes)), axes, fontsize=8)
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(axes) - 0.6)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.legend(fontsize=7, loc="outside right upper")
     return _svg(fig)

@@ -157,15 +157,16 @@ def test_submit_train_from_the_form_and_watch_it_live(site):
     seen: list[tuple[str, str]] = []
     drawn: set[str] = set()  # the live curves' captions ("N epochs: ...") seen while the job ran
     served = 0  # epochs the history endpoint returned while the job ran
+    shot = False
     deadline = time.time() + 600
     while time.time() < deadline:
         status = w.page.locator("[data-job-live]").get_attribute("data-status")
         text = w.page.locator("#job-head .progress-cell").inner_text().strip()
         if not seen or seen[-1] != (status, text):
             seen.append((status, text))
-            if status == "running" and w.page.locator("#live-curves").count() and not (
-                    site["shots"] / "running.png").exists():
+            if status == "running" and w.page.locator("#live-curves").count() and not shot:
                 w.shot(site, "running")
+                shot = True
         if status == "running" and w.page.locator("#job-head .curves figcaption").count():
             drawn.add(w.page.locator("#job-head .curves figcaption").inner_text().split(":")[0])
         if status == "running" and len(drawn) < 2:
@@ -305,6 +306,7 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     groups = w.page.locator("#compare-groups tbody tr").all_inner_texts()
     assert [g.split()[0] for g in groups] == ["1", "3"] and [int(g.split()[1]) for g in groups] == [2, 1]
     w.shot(site, "compare", at="#compare-curves")
+    w.shot(site, "compare-parallel", at="#compare-axes")
     # The API's docs render from this server's own files under the same CSP (nothing from a CDN).
     w.open("/docs")
     w.page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
