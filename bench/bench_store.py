@@ -50,8 +50,13 @@ def fill(n: int, shard_size: int = 20_000) -> tuple[str, float]:
     from convlens.worker.kinds.base import Output
     from convlens.worker.kinds.classify import ShardResult
 
-    steps.create_job("classify", {"folder": "/", "model": "0" * 32})  # a neighbour of 10,000 rows
-    job_id = steps.create_job("classify", {"folder": "/", "model": "0" * 32})
+    with session_scope() as s:  # the model's train job, finished (a classify job names a trained model)
+        model = Job(kind="train", status="succeeded", params={})
+        s.add(model)
+        s.flush()
+        model_id = model.id
+    steps.create_job("classify", {"folder": "/", "model": model_id})  # a neighbour of 10,000 rows
+    job_id = steps.create_job("classify", {"folder": "/", "model": model_id})
     rows = _rows(n, 0)
     spent = 0.0  # in the store only: generating the rows is not the store's work
     for shard in range((n + shard_size - 1) // shard_size):
