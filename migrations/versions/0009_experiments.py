@@ -13,14 +13,13 @@ revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
+COLUMNS = {'name': sa.String(128), 'note': sa.Text(), 'history': sa.JSON(), 'summary': sa.JSON()}
 
 
 def upgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
-        batch.add_column(sa.Column('name', sa.String(128), nullable=True))
-        batch.add_column(sa.Column('note', sa.Text(), nullable=True))
-        batch.add_column(sa.Column('history', sa.JSON(), nullable=True))
-        batch.add_column(sa.Column('summary', sa.JSON(), nullable=True))
+        for name, type_ in COLUMNS.items():
+            batch.add_column(sa.Column(name, type_, nullable=True))
         batch.create_index('ix_jobs_name', ['name'])
     op.create_table(
         'job_tags',
@@ -35,5 +34,5 @@ def downgrade() -> None:
     op.drop_table('job_tags')
     with op.batch_alter_table('jobs') as batch:
         batch.drop_index('ix_jobs_name')
-        for name in ('summary', 'history', 'note', 'name'):
+        for name in reversed(COLUMNS):
             batch.drop_column(name)
