@@ -31,7 +31,9 @@ def _history_figure(history: dict[str, list[float]], runs: dict[str, dict[str, l
                 if h.get(series) and (len(runs) == 1 or series.startswith("val_") or f"val_{key}" not in h):
                     # markers: one epoch is a point, not nothing
                     ax.plot(range(1, len(h[series]) + 1), h[series], "o-", label=f"{run} {label}".strip())
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        longest = max((len(h.get(key) or []) for h in runs.values()), default=1)
+        ax.set_xlim(0.5, longest + 0.5)  # whole epochs, one alone included
+        ax.set_xticks(range(1, longest + 1, max(1, longest // 10)))
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)

@@ -89,7 +89,7 @@ class Watched:
 
     def shot(self, site, name: str, at: str | None = None) -> None:
         if at:
-            self.page.locator(at).first.scroll_into_view_if_needed()
+            self.page.locator(at).first.evaluate("e => e.scrollIntoView({block: 'start'})")
             self.page.evaluate("window.scrollBy(0, -60)")
         else:
             self.page.evaluate("window.scrollTo(0, 0)")
@@ -306,7 +306,7 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     groups = w.page.locator("#compare-groups tbody tr").all_inner_texts()
     assert [g.split()[0] for g in groups] == ["1", "3"] and [int(g.split()[1]) for g in groups] == [2, 1]
     w.shot(site, "compare", at="#compare-curves")
-    w.shot(site, "compare-parallel", at="#compare-axes")
+    w.shot(site, "compare-parallel", at="#compare-parallel")
     # The API's docs render from this server's own files under the same CSP (nothing from a CDN).
     w.open("/docs")
     w.page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
