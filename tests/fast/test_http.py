@@ -72,7 +72,7 @@ def test_a_stored_job_reads_back_typed(client, tmp_path):
         steps.store(s, job_id, 0, Output(result=result, predictions=rows))
         steps.store(s, job_id, None, Output(result=result, metrics=[MetricRow(name="count", value=10,
                                                                                class_name="cat", split="classify")]))
-        lifecycle.finish(s.get(Job, job_id), result.model_dump())
+        lifecycle.finish(s.get(Job, job_id), result)
     job = client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["result"]["per_class"] == {"cat": 10}
     assert job["progress"]["fraction"] == 1.0
@@ -105,7 +105,7 @@ def test_dashboard_pages_refuse_hostile_input_without_a_500(client, tmp_path):
                             overlay_dir="/etc")
     with session_scope() as s:
         steps.store(s, job_id, 0, Output(result=result, predictions=rows))
-        lifecycle.finish(s.get(Job, job_id), result.model_dump())
+        lifecycle.finish(s.get(Job, job_id), result)
     row_id = client.get(f"/jobs/{job_id}/predictions").json()["predictions"][0]["id"]
     page = f"/ui/jobs/{job_id}"
     cases = {
