@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -45,15 +47,20 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
     from convlens.api.follow import WaitTimeout
 
     job = queries.get_job(job_id)
+    # Ctrl-C ends the following between two polls (never inside a database call): the job goes on.
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        follow(job_id, quiet=as_json, timeout=timeout, queues=get_kind(job.kind).queues)
+        follow(job_id, stop=interrupted, quiet=as_json, timeout=timeout, queues=get_kind(job.kind).queues)
     except WaitTimeout as exc:
         fail(str(exc), code=3)
-    except KeyboardInterrupt:  # only the following stops: say what goes on, and how to pick it up again
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
         now = queries.get_job(job_id)
         sys.stderr.write(f"\ninterrupted: job {job_id} is still {now.status if now else 'there'}; follow it again "
                          f"with `convlens jobs wait {job_id}`, or stop it with `convlens jobs cancel {job_id}`\n")
-        raise typer.Exit(130) from None
+        raise typer.Exit(130)
     finish_output(job_id, as_json)
 
 

@@ -81,7 +81,10 @@ def follow(job_id: str, stop: threading.Event | None = None, interval: float = 1
                 warned_for = missing
             if timeout is not None and waited > timeout:
                 raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout:g} s")
-            time.sleep(interval)
+            if stop is not None:
+                stop.wait(interval)
+            else:
+                time.sleep(interval)
 
 
 def follow_in_background(job_id: str, quiet: bool) -> tuple[threading.Thread, threading.Event]:
