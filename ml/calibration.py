@@ -43,14 +43,27 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(found.x))
 
 
-def reliability(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> dict[str, list[float]]:
-    """Per equal-width confidence bin: mean confidence, accuracy and count (top-label)."""
+def bin_sums(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Per equal-width confidence bin (top-label): [images, sum of confidence, images right]. Sums add up over
+    batches and shards, so a whole folder's ECE needs no second pass (ml/folder_eval.py)."""
     conf, correct = probs.max(1), probs.argmax(1) == y
     which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # (lo, hi] bins, as in Guo et al.
-    count = np.bincount(which, minlength=bins)
-    safe = np.maximum(count, 1)
-    return {"confidence": (np.bincount(which, conf, bins) / safe).tolist(),
-            "accuracy": (np.bincount(which, correct, bins) / safe).tolist(), "count": count.tolist()}
+    return np.stack([np.bincount(which, minlength=bins), np.bincount(which, conf, bins),
+                     np.bincount(which, correct, bins)], 1).astype(np.float64)
+
+
+def ece_of(sums: np.ndarray) -> float:
+    """The expected calibration error of `bin_sums`: the images-weighted gap between accuracy and confidence."""
+    sums = np.asarray(sums, np.float64)
+    return float(np.abs(sums[:, 2] - sums[:, 1]).sum() / max(1.0, sums[:, 0].sum()))
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> dict[str, list[float]]:
+    """Per equal-width confidence bin: mean confidence, accuracy and count (top-label)."""
+    sums = bin_sums(probs, y, bins)
+    safe = np.maximum(sums[:, 0], 1)
+    return {"confidence": (sums[:, 1] / safe).tolist(), "accuracy": (sums[:, 2] / safe).tolist(),
+            "count": sums[:, 0].astype(int).tolist()}
 
 
 def calibration_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -58,7 +71,7 @@ def calibration_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     r = reliability(probs, y)
     count, gap = np.asarray(r["count"]), np.abs(np.asarray(r["accuracy"]) - np.asarray(r["confidence"]))
     onehot = np.eye(probs.shape[1])[y]
-    return {"ece": float((count * gap).sum() / max(1, count.sum())), "mce": float(gap[count > 0].max(initial=0.0)),
+    return {"ece": ece_of(bin_sums(probs, y)), "mce": float(gap[count > 0].max(initial=0.0)),
             "nll": nll(probs, y), "brier": float(np.mean(((probs - onehot) ** 2).sum(1)))}
 
 

@@ -36,9 +36,11 @@ class LabelledCounts(BaseModel):
         confusion = np.zeros((n, n), np.int64)
         np.add.at(confusion, (true, pred), 1)
         top = np.argsort(-scaled, axis=1)[:, :k]
+        from convlens.ml.calibration import bin_sums
+
         counts = cls(classes=classes, confusion=confusion.tolist(), k=k,
                      top_k_hits=int((top == true[:, None]).any(1).sum()),
-                     bins_raw=_bins(raw, true), bins_scaled=_bins(scaled, true))
+                     bins_raw=bin_sums(raw, true).tolist(), bins_scaled=bin_sums(scaled, true).tolist())
         if sets is not None:
             counts.with_sets, counts.covered = len(true), int(sets[np.arange(len(true)), true].sum())
             counts.set_size_sum = int(sets.sum())
@@ -53,21 +55,6 @@ class LabelledCounts(BaseModel):
             bins_scaled=(np.asarray(self.bins_scaled) + np.asarray(other.bins_scaled)).tolist(),
             with_sets=self.with_sets + other.with_sets, covered=self.covered + other.covered,
             set_size_sum=self.set_size_sum + other.set_size_sum)
-
-
-def _bins(probs: np.ndarray, true: np.ndarray) -> list[list[float]]:
-    from convlens.ml.calibration import BINS
-
-    conf, right = probs.max(1).astype(np.float64), probs.argmax(1) == true
-    which = np.clip(np.ceil(conf * BINS).astype(int) - 1, 0, BINS - 1)  # (lo, hi] bins, as calibration.py
-    return np.stack([np.bincount(which, minlength=BINS), np.bincount(which, conf, BINS),
-                     np.bincount(which, right, BINS)], 1).tolist()
-
-
-def _ece(bins: list[list[float]]) -> float:
-    b = np.asarray(bins)
-    total = b[:, 0].sum()
-    return float(np.abs(b[:, 2] - b[:, 1]).sum() / total) if total else 0.0
 
 
 class ClassFigures(BaseModel):
@@ -102,6 +89,7 @@ class FolderEvaluation(BaseModel):
 
 
 def evaluate(c: LabelledCounts) -> FolderEvaluation:
+    from convlens.ml.calibration import ece_of
     from convlens.ml.evaluate import classification_metrics
 
     cm = np.asarray(c.confusion)
@@ -112,6 +100,6 @@ def evaluate(c: LabelledCounts) -> FolderEvaluation:
     return FolderEvaluation(
         labelled=labelled, accuracy=m["accuracy"], top_k=c.k, top_k_accuracy=c.top_k_hits / labelled,
         macro=m["macro"], weighted=m["weighted"], per_class=m["per_class"], class_names=c.classes,
-        confusion_matrix=m["confusion_matrix"], ece_before=_ece(c.bins_raw), ece_after=_ece(c.bins_scaled),
+        confusion_matrix=m["confusion_matrix"], ece_before=ece_of(c.bins_raw), ece_after=ece_of(c.bins_scaled),
         coverage=c.covered / c.with_sets if c.with_sets else None,
         mean_set_size=c.set_size_sum / c.with_sets if c.with_sets else None)
