@@ -78,8 +78,9 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
     # A short id (as printed everywhere) names its job; a model given as a path stays a path.
-    if isinstance(params.get("model"), str) and _short(params["model"]) and not Path(params["model"]).exists():
-        params["model"] = queries.resolve_id(params["model"])
+    model = params.get("model")
+    if isinstance(model, str) and _short(model.removesuffix(":best")) and not Path(model).exists():
+        params["model"] = queries.resolve_id(model.removesuffix(":best")) + model[len(model.removesuffix(":best")):]
     after = [queries.resolve_id(a) if _short(a) else a for a in after or []]
     try:
         if mode == "run":
@@ -152,7 +153,7 @@ def show_job(job: JobView) -> None:
         for line in kind.describe(job.result):
             typer.secho(line, fg="yellow" if line.startswith("warning:") else None)
     stages = kind.stages if job.kind in KINDS else ()
-    for child in (job.children or [])[:50]:
+    for child in [] if kind.open_ended else (job.children or [])[:50]:  # a sweep's trials are in its table
         which = f"{stages[child.part]}: {child.kind} {child.id}" if stages else f"part {child.part}"
         typer.echo(f"  {which}: {child.status} on {child.worker or '-'}")
 
@@ -238,9 +239,12 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
 FolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
     str, typer.Argument(help="folder of images, walked recursively")])
 ModelOpt = inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-    str, typer.Option("--model", help="a .keras model or the id of a train job")])
+    str, typer.Option("--model", help="a .keras model, the id of a train job, or SWEEP_ID:best")])
 StudyFolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     str | None, typer.Argument(help="images to classify with Grad-CAM (default: a sample of CIFAR-10 test images)")])
+SpaceOpt = inspect.Parameter("space", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+    list[str], typer.Option("--space", help="NAME=SPEC searched (repeatable): log:LOW:HIGH, uniform:LOW:HIGH, "
+                            "int:LOW:HIGH or choice:A,B,C, e.g. learning_rate=log:1e-4:3e-2")])
 LayerOpt = inspect.Parameter("layer", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     list[str] | None, typer.Option(help="a conv layer to probe (repeatable; default: all)")])
 
@@ -248,6 +252,7 @@ LayerOpt = inspect.Parameter("layer", inspect.Parameter.KEYWORD_ONLY, default=No
 def _register(sub: typer.Typer, mode: str) -> None:
     from convlens.worker.kinds.classify import ClassifyParams
     from convlens.worker.kinds.study import StudyParams
+    from convlens.worker.kinds.sweep import SweepParams
 
     kind_command(sub, "train", mode, TrainOptions)
     kind_command(sub, "kfold", mode, KfoldParams)
@@ -259,6 +264,8 @@ def _register(sub: typer.Typer, mode: str) -> None:
                  to_params=lambda v: {**_params_from(ClassifyParams, v), "folder": v["folder"], "model": v["model"]})
     kind_command(sub, "study", mode, StudyParams, leading=[StudyFolderArg], skip=("folder",),
                  to_params=lambda v: {**_params_from(StudyParams, v), "folder": v["folder"]})
+    kind_command(sub, "sweep", mode, SweepParams, leading=[SpaceOpt], skip=("space",),
+                 to_params=lambda v: {**_params_from(SweepParams, v), "space": v["space"]})
 
 
 _register(run_app, "run")

@@ -135,6 +135,23 @@ def results_history(job_id: str, json_out: Json = False, csv_out: Csv = False) -
     emit([{**e, "epoch": int(e["epoch"])} for e in job.history or []], json_out, csv_out, HISTORY_COLUMNS)
 
 
+@results_app.command("trials")
+def results_trials(sweep_id: str, json_out: Json = False, csv_out: Csv = False) -> None:
+    """A sweep's trials (so far, while it runs): state, value, epochs, the options tried, worker, job."""
+    from convlens.worker.kinds.sweep import trials_table
+    from convlens.worker.sweeps import sweep_view
+
+    ready_database()
+    view = sweep_view(existing_job(sweep_id).id)
+    if json_out:
+        print_json(view.model_dump(mode="json"))
+        return
+    rows = trials_table(view)
+    emit(rows, False, csv_out, list(rows[0]) if rows else ["trial"])
+    if not csv_out and view.best:
+        typer.echo(f"best: trial {view.best.number}, {view.metric} {view.best.value:.4f}, model {view.best.job_id}")
+
+
 PREDICTION_COLUMNS = ["path", "predicted", "confidence", "decision", "true_label", "set_size", "error"]
 
 

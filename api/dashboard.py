@@ -157,6 +157,43 @@ def classify_context(job: JobView, request: Request) -> dict[str, Any]:
             "labels": sorted((job.result.model_dump().get("per_class") or {}) if job.result else [])}
 
 
+def sweep_context(job: JobView, request: Request) -> dict[str, Any]:
+    """The trials so far (its result once it ended), sorted as asked, with the optimisation history,
+    importances and parallel coordinates."""
+    from convlens.worker.sweeps import sweep_view
+
+    view = sweep_view(job.id)
+    rows = view.trials
+    params = list(rows[0].params) if rows else []
+    columns = ["trial", "state", view.metric, "epochs", *params, "worker"]
+    sort = request.query_params.get("sort") or "trial"
+    sort = sort if sort in columns else "trial"
+    desc = request.query_params.get("desc") == "1"
+
+    def key(t: Any) -> tuple[bool, Any]:
+        v = {"trial": t.number, "state": t.state, view.metric: t.value, "epochs": t.epochs, "worker": t.worker,
+             **t.params}.get(sort)
+        return (v is None) != desc, v if isinstance(v, int | float) else str(v)
+
+    context: dict[str, Any] = {"view": view, "rows": sorted(rows, key=key, reverse=desc), "columns": columns,
+                               "params": params, "sort": sort, "desc": desc, "total": job.params["trials"],
+                               "done": sum(t.state != "running" for t in rows)}
+    values = [t.value for t in rows if t.state == "complete"]
+    if values:
+        pick, so_far, best_so_far = min if view.direction == "minimize" else max, None, []
+        for t in rows:
+            so_far = so_far if t.value is None else t.value if so_far is None else pick(so_far, t.value)
+            best_so_far.append(so_far)
+        context["history_chart"] = svg_uri(plots.lines_svg([str(t.number) for t in rows], {
+            "trial": [t.value for t in rows], "best so far": best_so_far}, view.metric))
+        finished = {f"trial {t.number}": {**t.params, view.metric: t.value} for t in rows if t.state == "complete"}
+        context["parallel_chart"] = svg_uri(plots.parallel_svg(finished, [*params, view.metric], view.metric))
+    if view.importances:
+        context["importance_chart"] = svg_uri(plots.bars_svg(list(view.importances), {
+            "importance": list(view.importances.values())}, "importance"))
+    return {"sweep": context}
+
+
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, job_id: str, who: Reader) -> HTMLResponse:
     job = job_or_404(job_id)
@@ -181,8 +218,9 @@ PAGE_CONTEXTS: dict[str, Any] = {
     "_kfold.html": lambda job, request: {"folds_chart": _chart(job.id, str(job.finished_at), "folds")},
     "_layers.html": lambda job, request: {"layers_chart": _chart(job.id, str(job.finished_at), "layers")},
     "_classify.html": classify_context,
+    "_sweep.html": sweep_context,
 }
-LIVE_TEMPLATES = {"_classify.html"}  # shown while the job runs: its rows arrive shard by shard
+LIVE_TEMPLATES = {"_classify.html", "_sweep.html"}  # shown while the job runs: rows (trials) arrive as it goes
 
 
 def _prediction(job_id: str, prediction_id: int) -> tuple[Job, Prediction]:

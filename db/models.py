@@ -87,6 +87,8 @@ class Job(Base):
     history: Mapped[list[Any] | None] = mapped_column(default=None)
     # The kind's headline figures once it succeeded (name -> number): what list filters and sorts compare.
     summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # A sweep trial's Optuna record beside its params and history: its pruner's attributes, `pruned` once it was.
+    trial: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
     @property
     def tags(self) -> list[str]:

@@ -1,9 +1,11 @@
-"""Keras callbacks of a training run: progress reports, per-epoch checkpoints, the time-budget clock, lookahead."""
+"""Keras callbacks of a training run: progress reports, per-epoch checkpoints, the time-budget clock, lookahead,
+and an outside verdict to stop (a sweep's pruner)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -39,6 +41,19 @@ class ProgressCallback(keras.callbacks.Callback):
             figures["images_per_s"] = steps * self.batch_size / max(1e-6, time.perf_counter() - self.epoch_started)
         self.fn(ProgressEvent(stage="epoch", epoch=epoch + 1, epochs=self.epochs, step=self.steps,
                               steps=self.steps, fraction=round(self.clock.progress(), 4), metrics=figures))
+
+
+class StopWhen(keras.callbacks.Callback):
+    """Ends training after an epoch when `should_stop(epoch, figures)` says so; `stopped_at` is that epoch (1-based)."""
+
+    def __init__(self, should_stop: Callable[[int, dict[str, float]], bool]) -> None:
+        super().__init__()
+        self.should_stop, self.stopped_at = should_stop, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.should_stop(epoch + 1, _floats(logs)):
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
 
 
 class CheckpointCallback(keras.callbacks.Callback):

@@ -69,9 +69,14 @@ def check_dataset(dataset: str, require_roots: bool = False) -> str:
 
 
 def check_model(ref: str, require_roots: bool = False) -> str:
-    """A train job's id, or the real path of a .keras file under the allowed roots or this server's runs."""
+    """A train job's id (`SWEEP_ID:best`: its best trial's), or the real path of a .keras file under the allowed
+    roots or this server's runs."""
     if JOB_ID.fullmatch(ref):
         return ref  # its registered model, which convlens itself wrote under CONVLENS_HOME/runs
+    if ref.endswith(":best"):
+        from convlens.worker.sweeps import best_trial
+
+        return best_trial(ref)
     if not ref.endswith(".keras"):
         raise PathRefused(f"{ref}: a model is a .keras file or the id of a train job")
     real = _real(ref, "model")

@@ -108,7 +108,7 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     kind = get_kind(job.kind)
     if kind.composite:
         return []  # its stages are started by advance()
-    ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
+    ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id), parent=job.parent_id)
     with lifecycle.heartbeat(job_id, job.lease):  # listing a large folder takes a while too
         if kind.fans_out:
             plans = kind.plan(ctx)
@@ -209,47 +209,65 @@ class Advanced:
 
 @guarded
 def advance(job_id: str, hostname: str | None = None) -> Advanced:
-    """Moves a composite job on: nothing while a child runs; its next stage's children once the current
-    stage's all succeeded; its own result once the last stage's did. A failed or cancelled child fails it
-    (with the child's reason) and what else of it still runs is cancelled. Safe to call any number of times:
-    a stage's children are created under a compare-and-set on the job's lease."""
+    """Moves a composite job on as its kind's `next` says: new children, its own result, or nothing while
+    children run. A failed or cancelled child fails it (with the child's reason; a sweep's trial does not) and
+    what else of it still runs is cancelled. Safe to call any number of times: children are created under a
+    compare-and-set on the job's lease, and an advance that loses it looks again at what the winner stored."""
+    for _ in range(10):
+        advanced = _advance_once(job_id)
+        if advanced is not None:
+            return advanced
+    return Advanced()  # ten lost races in a row: the advances that won them carry the job on
+
+
+def child_view(c: Job) -> Done:
+    """A composite's child as its kind's `next` and `compose` see it."""
+    kind = get_kind(c.kind)
+    result = kind.result_model.model_validate(c.result) if c.status == JobStatus.SUCCEEDED and c.result else None
+    return Done(c.id, c.kind, result, c.worker, c.status, c.part, c.params, c.history or [], c.trial or {})
+
+
+def _advance_once(job_id: str) -> Advanced | None:
+    """One advance; None when a concurrent advance claimed the job's lease first (look again)."""
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None or job.status not in (JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED):
             return Advanced()
+        kind = get_kind(job.kind)
         kids = list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.part, Job.created_at)))
         bad = next((c for c in kids if c.status in (JobStatus.FAILED, JobStatus.CANCELLED)), None)
-        if job.status == JobStatus.RUNNING and bad is not None:
+        if job.status == JobStatus.RUNNING and bad is not None and kind.fails_with_child:
             why = f": {bad.error}" if bad.error else ""
             job.status, job.finished_at = JobStatus.FAILED, utcnow()
-            job.error = f"{get_kind(job.kind).stages[bad.part or 0]} stage: {bad.kind} job {bad.id} {bad.status}{why}"
+            job.error = f"{kind.stages[bad.part or 0]} stage: {bad.kind} job {bad.id} {bad.status}{why}"
         if job.status != JobStatus.RUNNING:
             return Advanced(cancel=lifecycle.cancel_descendants(s, job_id))
-        if any(c.status not in FINISHED for c in kids):
-            return Advanced()  # a child still runs: its end advances this job again
-        kind, lease = get_kind(job.kind), job.lease
+        lease, submitted_by = job.lease, job.submitted_by
         ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
-        done = [Done(c.id, c.kind, get_kind(c.kind).result_model.model_validate(c.result)) for c in kids]
-        index = max((c.part or 0 for c in kids), default=-1) + 1
-    if index < len(kind.stages):
-        # Two children ending together send two advances: both may make the stage's rows (stage() must be
-        # repeatable), but only the one whose lease bump commits together with them stores any.
-        rows = [new_job(c.kind, c.params, submitted_by=job.submitted_by, parent_id=job_id, part=index)
-                for c in kind.stage(ctx, index, done)]
+        seen = [child_view(c) for c in kids]
+    step = kind.next(ctx, seen)
+    if step.compose:
+        out = kind.compose(ctx, seen)
         with session_scope() as s:
-            claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
-                                .values(lease=lease + 1, heartbeat_at=utcnow(),
-                                        progress=_parts_progress(kind.stages[index], index, len(kind.stages))))
-            if claimed.rowcount != 1:
-                return Advanced()
-            s.add_all(rows)
-            s.flush()
-            return Advanced(send=[(r.id, r.kind) for r in rows if r.status == JobStatus.QUEUED])
-    out = kind.compose(ctx, done)
+            store(s, job_id, None, out)
+            lifecycle.finish(s.get(Job, job_id), out.result)
+        return Advanced()
+    if not step.children:
+        return Advanced()  # a child still runs: its end advances this job again
+    # Two children ending together send two advances: both may make rows (next() is repeatable), but only the
+    # one whose lease bump commits together with them stores any.
+    rows = [new_job(c.kind, c.params, submitted_by=submitted_by, parent_id=job_id, part=c.part, trial=c.trial)
+            for c in step.children]
+    progress = step.progress.with_fraction().model_dump(exclude_none=True) if step.progress else None
     with session_scope() as s:
-        store(s, job_id, None, out)
-        lifecycle.finish(s.get(Job, job_id), out.result)
-    return Advanced()
+        claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+                            .values(lease=lease + 1, heartbeat_at=utcnow(),
+                                    **({"progress": progress} if progress else {})))
+        if claimed.rowcount != 1:
+            return None
+        s.add_all(rows)
+        s.flush()
+        return Advanced(send=[(r.id, r.kind) for r in rows if r.status == JobStatus.QUEUED])
 
 
 def execute_inline(job_id: str) -> None:

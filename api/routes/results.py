@@ -16,6 +16,8 @@ from convlens.api.files import confined_response
 from convlens.api.predictions_csv import csv_text
 from convlens.api.schemas import HistoryView, MetricsView, PredictionsView, parse_cursor
 from convlens.ml.settings import settings
+from convlens.worker.kinds.sweep import SweepResult
+from convlens.worker.sweeps import sweep_view
 
 router = APIRouter(tags=["results"])
 ARTIFACT_TYPES = ("image/png", "application/json", "text/csv", "text/html", "application/octet-stream")
@@ -34,6 +36,12 @@ def job_metrics(job: ExistingJob, _: Reader) -> MetricsView:
 def job_history(job: ExistingJob, _: Reader) -> HistoryView:
     """The epochs a training job has finished so far (while it runs too): poll it for live curves."""
     return HistoryView(job_id=job.id, epochs=job.history or [])
+
+
+@router.get("/jobs/{job_id}/trials", response_model=SweepResult, responses=NOT_FOUND)
+def sweep_trials(job: ExistingJob, _: Reader) -> SweepResult:
+    """A sweep's trials (so far, while it runs) and its best trial: poll it to follow the search."""
+    return sweep_view(job.id)
 
 
 @router.get("/jobs/{job_id}/predictions", response_model=PredictionsView, responses=NOT_FOUND)

@@ -11,9 +11,10 @@ from convlens.worker.kinds.classify import Classify
 from convlens.worker.kinds.kfold import Kfold
 from convlens.worker.kinds.layers import Layers
 from convlens.worker.kinds.study import Study
+from convlens.worker.kinds.sweep import Sweep
 from convlens.worker.kinds.train import Train
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify(), Study())}
+KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify(), Study(), Sweep())}
 PART_KINDS: dict[str, JobKind] = {k.part_kind: k for k in KINDS.values() if k.part_kind}
 
 

@@ -1,8 +1,9 @@
 """The shape every job kind shares. A kind either runs whole (`run`), fans out (`plan` fixes the params of its
 parts, `run_part` runs one part anywhere, `aggregate` combines them once all succeeded), or is composite: its
 `stages` are jobs of other kinds, each stage's children made from the typed results of the stages before it
-(`stage`), and `compose` writes the kind's own result once the last stage has succeeded. A composite kind's
-children are ordinary jobs of their own kind (their own result, page, recovery), with the composite as parent.
+(`stage`), and `compose` writes the kind's own result once the last stage has succeeded. A composite kind that is
+not staged (a sweep) decides its children itself each time one ends (`next`). A composite kind's children are
+ordinary jobs of their own kind (their own result, page, recovery), with the composite as parent.
 
 Each step returns an `Output` (a typed result plus the rows to store); `worker.steps` stores it in one
 transaction that first deletes what an earlier attempt of the same step stored, so redeliveries never
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
-from convlens.ml.progress import ProgressFn
+from convlens.ml.progress import ProgressEvent, ProgressFn
 
 
 @dataclass
@@ -44,20 +45,38 @@ class Output:
 
 @dataclass
 class Child:
-    """A job a composite kind's stage asks for: its kind and params (validated like a submitted job's)."""
+    """A job a composite kind asks for: its kind and params (validated like a submitted job's); `part` is its
+    stage (or trial number), set by `next`; `trial`: its first jobs.trial record (a sweep's trials)."""
 
     kind: str
     params: dict[str, Any]
+    part: int | None = None
+    trial: dict[str, Any] | None = None
 
 
 @dataclass
 class Done:
-    """A finished child (a part of a fan-out job, a composite's child), with its typed result."""
+    """A child (a part of a fan-out job, a composite's child) with its typed result once it succeeded. A staged
+    composite and a fan-out only ever see succeeded ones; a sweep sees all of its trials, running ones too."""
 
     job_id: str
     kind: str
-    result: BaseModel
+    result: Any  # the kind's result model; None until it succeeded
     worker: str | None = None
+    status: str = "succeeded"
+    part: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    trial: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Next:
+    """What a composite job does when advanced: start `children`, compose its result, or (neither) wait."""
+
+    children: list[Child] = field(default_factory=list)
+    compose: bool = False
+    progress: ProgressEvent | None = None
 
 
 @dataclass
@@ -70,6 +89,7 @@ class Context:
     progress: ProgressFn
     part: int | None = None
     part_params: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None  # the composite job it is a child of (a sweep's trial prunes against its siblings)
 
 
 class JobKind:
@@ -84,14 +104,17 @@ class JobKind:
     part_name: ClassVar[str | None] = None  # "fold", "shard": set by kinds that fan out
     part_result_model: ClassVar[type[BaseModel] | None] = None
     stages: ClassVar[tuple[str, ...]] = ()  # a composite kind's stages, in order
+    open_ended: ClassVar[bool] = False  # a composite whose `next` decides its children (no stages)
+    fails_with_child: ClassVar[bool] = True  # a failed or cancelled child fails it (a sweep's trial does not)
     template: ClassVar[str | None] = None  # the dashboard's partial for its result (api/templates)
     part_template: ClassVar[str | None] = None  # the same for one of its parts
 
     def __init_subclass__(cls, name: str, title: str, params: type[BaseModel], result: type[BaseModel],
                           queue: str = "gpu", part: str | None = None, part_result: type[BaseModel] | None = None,
                           stages: tuple[str, ...] = (), template: str | None = None,
-                          part_template: str | None = None, **kwargs: Any) -> None:
+                          part_template: str | None = None, open_ended: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.open_ended, cls.fails_with_child = open_ended, not open_ended
         cls.name, cls.title, cls.params_model, cls.result_model, cls.queue = name, title, params, result, queue
         cls.part_name, cls.part_result_model, cls.stages, cls.template = part, part_result, stages, template
         cls.part_template = part_template
@@ -102,7 +125,7 @@ class JobKind:
 
     @property
     def composite(self) -> bool:
-        return bool(self.stages)
+        return bool(self.stages) or self.open_ended
 
     @property
     def part_kind(self) -> str | None:
@@ -148,6 +171,18 @@ class JobKind:
     def stage(self, ctx: Context, index: int, done: list[Done]) -> list[Child]:
         """A composite kind's children for stage `index`, made from what the earlier stages returned."""
         raise NotImplementedError
+
+    def next(self, ctx: Context, kids: list[Done]) -> Next:
+        """What to do now, given every child so far: for a staged kind, nothing while a child runs, the next
+        stage's children once all have succeeded, the composition after the last stage. Must be repeatable:
+        two advances may ask at once, and only one stores what it returns."""
+        if any(k.status != "succeeded" for k in kids):
+            return Next()
+        index = max((k.part or 0 for k in kids), default=-1) + 1
+        if index >= len(self.stages):
+            return Next(compose=True)
+        progress = ProgressEvent(stage=self.stages[index], done=index, total=len(self.stages))
+        return Next([Child(c.kind, c.params, index) for c in self.stage(ctx, index, kids)], progress=progress)
 
     def compose(self, ctx: Context, done: list[Done]) -> Output:
         """A composite kind's own result, once every stage's children have succeeded."""

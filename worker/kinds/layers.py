@@ -13,7 +13,7 @@ from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
 from convlens.worker.paths import check_dataset, check_model, resolve_model, unchanged
 
 ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
-                                description="a .keras model path, or the id of a succeeded train job")]
+                                description="a .keras model path, the id of a succeeded train job, or SWEEP_ID:best")]
 
 
 class LayersParams(JobParams):

@@ -80,6 +80,7 @@ class TrainResult(BaseModel):
     conformal: ConformalFigures | None = None
     uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
     confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
+    pruned_at: int | None = Field(None, description="the epoch after which its sweep's pruner stopped it")
 
     def summary(self) -> dict[str, float | None]:
         after = (self.calibration or {}).get("after")
@@ -169,20 +170,25 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
         return validate_training(self, params, strict_paths)
 
     def run(self, ctx: Context) -> Output:
+        from convlens.ml.callbacks import StopWhen
         from convlens.ml.train import train
+        from convlens.worker.sweeps import pruning_for
 
-        result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress)
+        pruning = pruning_for(ctx.job_id, ctx.parent)  # a sweep's trial: its pruner may stop it after an epoch
+        stop = StopWhen(pruning) if pruning else None
+        result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress, callbacks=[stop] if stop else None)
         metrics = [row for split in ("test", "validation", "test_thresholded") if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
         metrics += calibration_rows(result, "calibration")
         return Output(
-            result=TrainResult.of(result), metrics=metrics,
+            result=TrainResult.of(result).model_copy(update={"pruned_at": stop.stopped_at if stop else None}),
+            metrics=metrics,
             artifacts=[ArtifactRow(kind=k, path=p) for k, p in result["paths"].items()],
             model=ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
                               result["thresholds"]))
 
     def headline(self, result: TrainResult) -> str | None:
-        return f"accuracy {result.accuracy:.4f}"
+        return f"accuracy {result.accuracy:.4f}" + (f", pruned at epoch {result.pruned_at}" if result.pruned_at else "")
 
     def describe(self, result: TrainResult) -> list[str]:
         return describe_training(result)
