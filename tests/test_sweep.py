@@ -1,0 +1,136 @@
+"""Sweeps through the queue: two real workers on the embedded default (SQLite and the embedded Redis) run a
+sweep's trials as train jobs, at most `--parallel` at once. A worker killed with kill -9 mid-sweep and a
+restart of the embedded Redis lose no trial; the pruner stops a diverging trial after its second epoch; the
+best trial's model is usable as `--model SWEEP:best`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conftest import DATA_DIR
+from convlens.db.models import Job
+from convlens.db.session import session_scope
+from convlens.worker.kinds.sweep import SweepParams
+from convlens.worker.sweeps import propose
+from folders import make_messy_folder
+from services import Worker, cli, cli_json, wait_for
+
+pytestmark = [pytest.mark.services, pytest.mark.cifar]
+
+FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
+TINY = ["--preset", "fast", "--limit", "600", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    home = tmp_path_factory.mktemp("sweep-home")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
+    env.update(CONVLENS_HOME=str(home), CONVLENS_DATA_DIR=str(DATA_DIR), **FAST_RECOVERY)
+    workers = [Worker(env, f"w{i}@convlens-test", home) for i in (1, 2)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        yield {"env": env, "home": home, "workers": workers}
+    finally:
+        for w in workers:
+            w.stop()
+        cli(env, "services", "stop", check=False)
+
+
+def _trials(home: Path, sweep_id: str) -> list[Job]:
+    with session_scope(f"sqlite:///{home / 'convlens.db'}") as s:
+        rows = list(s.scalars(select(Job).where(Job.parent_id == sweep_id).order_by(Job.part)))
+        s.expunge_all()
+        return rows
+
+
+def _restart_embedded_redis(env: dict, home: Path) -> None:
+    """Stops the embedded Redis (it writes its append-only file) and starts it again, as a reboot would."""
+    pid = int((home / "redis.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, what="the embedded Redis to stop")
+    time.sleep(3)  # the workers see it gone
+    subprocess.run([sys.executable, "-c", "from convlens.worker.broker import ensure_embedded_redis as e; e()"],
+                   env=env, check=True, timeout=60)
+
+
+def test_a_sweep_spreads_over_two_workers_and_loses_no_trial(fleet, tmp_path, cifar):
+    env, home = fleet["env"], fleet["home"]
+    sweep_id = cli(env, "submit", "sweep", "--trials", "6", "--parallel", "2", "--space",
+                   "learning_rate=log:1e-3:5e-2", "--space", "batch_size=choice:32,64", "--epochs", "2",
+                   "--pruner", "none", *TINY[:-2]).stdout.strip()
+    running = wait_for(lambda: len([t for t in _trials(home, sweep_id) if t.status == "running"
+                                    and (t.progress or {}).get("stage") == "train"]) == 2
+                       and _trials(home, sweep_id), 300, what="two trials training at once")
+    assert len(running) == 2  # --parallel 2: both workers busy, no third trial yet
+    victim_trial = running[0]
+    victim = next(w for w in fleet["workers"] if w.name == victim_trial.worker)
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole worker, mid-trial
+    victim.proc.wait(10)
+    spare = Worker(env, "spare@convlens-test", tmp_path)
+    fleet["workers"][fleet["workers"].index(victim)] = spare
+    spare.wait_ready()
+    wait_for(lambda: len(_trials(home, sweep_id)) >= 4, 600, what="the sweep's third and fourth trials")
+    _restart_embedded_redis(env, home)
+
+    sweep = cli_json(env, "jobs", "wait", sweep_id, "--timeout", "900", timeout=1000)
+    assert sweep["status"] == "succeeded", sweep
+    trials = _trials(home, sweep_id)
+    assert [t.part for t in trials] == list(range(6)) and {t.kind for t in trials} == {"train"}
+    assert all(t.status == "succeeded" for t in trials)
+    assert next(t for t in trials if t.id == victim_trial.id).attempts >= 1  # re-run, not lost
+    assert len({t.worker for t in trials}) >= 2
+    # The objective is each trial's best validation accuracy over its epochs, read here from its own history.
+    values = {t.id: max(e["val_accuracy"] for e in t.history) for t in trials}
+    result = sweep["result"]
+    assert [t["state"] for t in result["trials"]] == ["complete"] * 6
+    assert {t["job_id"]: t["value"] for t in result["trials"]} == pytest.approx(values)
+    best = max(values, key=values.get)
+    assert result["best"]["job_id"] == best and result["best"]["value"] == pytest.approx(values[best])
+    assert sum(result["importances"].values()) == pytest.approx(1.0)
+    for t in trials:  # each trial trained with exactly the values its row says were tried
+        tried = next(r for r in result["trials"] if r["job_id"] == t.id)["params"]
+        assert tried == {k: t.params[k] for k in ("learning_rate", "batch_size")}
+
+    table = cli(env, "results", "trials", sweep_id[:8], "--csv").stdout
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [int(r["trial"]) for r in rows] == list(range(6)) and {r["job"] for r in rows} == set(values)
+
+    folder = tmp_path / "images"
+    make_messy_folder(folder, cifar, n=20)
+    classify = cli_json(env, "submit", "classify", str(folder), "--model", f"{sweep_id[:8]}:best", "--wait",
+                        timeout=600)
+    assert classify["status"] == "succeeded", classify
+    assert classify["params"]["model"] == best
+
+
+def test_the_pruner_stops_a_diverging_trial(fleet):
+    """A grid over three learning rates whose seed puts the diverging one (9.0) last: once two trials completed,
+    its second epoch falls below their median and it stops there, its epochs kept."""
+    env, home = fleet["env"], fleet["home"]
+    space = ["learning_rate=choice:0.02,0.03,9.0"]
+
+    def order(seed: int) -> list[float]:
+        p = SweepParams.model_validate({"space": space, "trials": 3, "sampler": "grid", "sampler_seed": seed})
+        return [values["learning_rate"] for values, _ in propose(p, "any", [], 3)]
+
+    seed = next(s for s in range(50) if order(s)[2] == 9.0)
+    sweep = cli_json(env, "submit", "sweep", "--trials", "3", "--parallel", "1", "--sampler", "grid",
+                     "--sampler-seed", str(seed), "--space", space[0], "--epochs", "4", *TINY, "--wait", timeout=900)
+    assert sweep["status"] == "succeeded", sweep
+    states = [(t["params"]["learning_rate"], t["state"], t["epochs"]) for t in sweep["result"]["trials"]]
+    assert states == [(order(seed)[0], "complete", 4), (order(seed)[1], "complete", 4), (9.0, "pruned", 2)]
+    pruned = _trials(home, sweep["id"])[2]
+    assert pruned.status == "succeeded" and pruned.result["pruned_at"] == 2 and len(pruned.history) == 2
+    assert sweep["result"]["best"]["state"] == "complete"
