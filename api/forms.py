@@ -13,7 +13,7 @@ from pydantic import BaseModel
 @dataclass
 class FormField:
     name: str
-    input: str  # text | number | checkbox | select | list
+    input: str  # text | number | checkbox | select | list | lines
     json_type: str  # what the form's script sends: string | integer | number | boolean | array
     label: str
     description: str = ""
@@ -54,6 +54,9 @@ def form_fields(model: type[BaseModel]) -> list[FormField]:
             f.input, f.choices = "select", ["true", "false"]
         elif kind in ("integer", "number"):
             f.input, f.step = "number", "1" if kind == "integer" else "any"
+        elif kind == "array" and raw.get("form") == "lines":  # items that hold commas themselves
+            f.input = "lines"
+            f.description = (f.description + " (one per line)").strip()
         elif kind == "array":
             f.input = "list"
             f.description = (f.description + " (comma-separated)").strip()

@@ -325,3 +325,37 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     assert re.search(r'convlens_job_duration_seconds_count\{kind="classify",status="succeeded"\} 1\.0', text)
     assert re.search(r'convlens_queue_depth\{queue="gpu"\} 0\.0', text)
     assert site["api"].client().get("/metrics").status_code == 401
+
+
+def test_a_sweep_from_the_form_grows_live_and_sorts(site):
+    """The sweep form takes one search dimension per line; a dimension that cannot be searched is refused beside
+    its field; the sweep's page fills its trials table while it runs (no reload), then shows the optimisation
+    history, the importances and parallel coordinates, and sorts its trials by any column."""
+    w = login(site)
+    submit_form(w, "sweep", {"space": "epochs=int:1:3"})
+    error = w.page.locator("form[data-kind=sweep] [data-error-for=space]")
+    error.wait_for(timeout=10_000)
+    assert "cannot be searched" in error.inner_text()
+    w.problems = [p for p in w.problems if "422" not in p]  # that refusal, as expected
+    submit_form(w, "sweep", {"space": "learning_rate=log:1e-3:3e-2\nbatch_size=choice:32,64", "trials": "4",
+                             "parallel": "1", "epochs": "2", "limit": "600", "preset": "fast", "pruner": "none"})
+    sweep_id = job_id_from_url(w)
+    rows = w.page.locator("#sweep-result #trials tbody tr")
+    rows.first.wait_for(timeout=120_000)
+    wait_for(lambda: rows.count() >= 2, 300, what="a second trial on the page, without a reload")
+    job = wait_job(site, sweep_id, timeout=900)
+    w.page.locator("#sweep-result img").nth(2).wait_for(timeout=30_000)  # the finished page replaced the live one
+    assert w.images_loaded() == 3  # history, importances, parallel coordinates
+    assert rows.count() == 4 and "4 of 4 finished" in w.page.locator("#sweep-result h2").inner_text()
+    best = job["result"]["best"]
+    assert f"trial {best['number']}" in w.page.locator("#sweep-result .best").inner_text()
+    w.page.locator("#trials thead a", has_text="val_accuracy").click()
+    w.page.wait_for_load_state("networkidle")
+    w.page.locator("#trials thead a", has_text="val_accuracy").click()  # again: descending
+    w.page.wait_for_load_state("networkidle")
+    assert rows.first.locator("td").first.inner_text() == str(best["number"])
+    values = [float(r.locator("td").nth(2).inner_text()) for r in rows.all()]
+    assert values == sorted(values, reverse=True)
+    assert site["http"].get(f"/jobs/{sweep_id}/trials").json()["best"] == best
+    w.shot(site, "sweep", at="#sweep-result")
+    w.clean()

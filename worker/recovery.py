@@ -59,7 +59,11 @@ def recover() -> dict[str, int]:
         for job in s.scalars(select(Job).where(Job.status == "running")):
             parts = lifecycle.children(s, job.id)
             if _is_composite(job):  # moves on when a child ends; stuck only if that message was lost
-                if all(p.status in FINISHED for p in parts) and lifecycle.is_stale(job.heartbeat_at, cutoff):
+                # A sweep fills a free slot as soon as one trial ends: one that ended since its last advance will do.
+                ended = [p for p in parts if p.status in FINISHED]
+                moved = len(ended) == len(parts) or (get_kind(job.kind).open_ended and any(
+                    p.finished_at and job.heartbeat_at and p.finished_at > job.heartbeat_at for p in ended))
+                if moved and lifecycle.is_stale(job.heartbeat_at, cutoff):
                     advance.append(job.id)
                 continue
             if parts:  # waiting on its parts; stuck only when they all succeeded and nobody aggregated

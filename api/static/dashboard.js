@@ -52,6 +52,8 @@ if (head && !FINISHED.includes(head.dataset.status)) {
     const parts = document.getElementById("job-parts"), freshParts = page.getElementById("job-parts");
     if (freshParts && parts) parts.innerHTML = freshParts.innerHTML;
     else if (freshParts) head.after(freshParts);
+    const sweep = document.getElementById("sweep-result"), freshSweep = page.getElementById("sweep-result");
+    if (sweep && freshSweep) sweep.innerHTML = freshSweep.innerHTML;  // a sweep's trials as they arrive
   });
 }
 
@@ -62,7 +64,7 @@ function value(input) {
   if (text === "") return undefined;
   if (type === "integer" || type === "number") return Number(text);
   if (type === "boolean") return text === "true";
-  if (type === "array") return text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (type === "array") return text.split(input.dataset.separator === "lines" ? "\n" : ",").map((s) => s.trim()).filter(Boolean);
   return text;
 }
 

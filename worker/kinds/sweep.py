@@ -24,7 +24,7 @@ class SweepParams(TrainOptions):
     """The training options are the fixed part of every trial; `space` names what varies."""
 
     space: Annotated[list[Annotated[str, Field(max_length=512)]], Field(min_length=1, max_length=16)] = Field(
-        description=f"NAME=SPEC, SPEC one of {SPEC_HELP} (repeatable)")
+        description=f"NAME=SPEC, SPEC one of {SPEC_HELP} (repeatable)", json_schema_extra={"form": "lines"})
     trials: Annotated[int, Field(ge=1, le=1000)] = Field(8, description="trials in all")
     parallel: Annotated[int, Field(ge=1, le=64)] = Field(2, description="trials running at once")
     metric: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="the validation figure optimised")
