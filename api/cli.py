@@ -9,6 +9,7 @@ from typing import NoReturn
 import typer
 
 from convlens.api.cli_jobs import run_app, submit_app
+from convlens.api.cli_models import models_app
 from convlens.api.cli_query import jobs_app, results_app
 from convlens.api.cli_services import db_app, embedded_app, services_app
 from convlens.api.cli_tokens import tokens_app
@@ -17,7 +18,7 @@ from convlens.api.output import error
 app = typer.Typer(help="convlens: train, evaluate, explain and apply CNN image classifiers as batch jobs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 for sub, name in ((run_app, "run"), (submit_app, "submit"), (jobs_app, "jobs"), (results_app, "results"),
-                  (db_app, "db"), (embedded_app, "services"), (tokens_app, "tokens")):
+                  (db_app, "db"), (embedded_app, "services"), (tokens_app, "tokens"), (models_app, "models")):
     app.add_typer(sub, name=name)
 app.registered_commands += services_app.registered_commands
 

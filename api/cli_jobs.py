@@ -23,6 +23,7 @@ from convlens.api.output import fail, print_json, ready_database, require_tensor
 from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
 from convlens.ml.provenance import Provenance
+from convlens.worker import registry
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
@@ -79,7 +80,8 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     params = {k: v for k, v in params.items() if v is not None}
     # A short id (as printed everywhere) names its job; a model given as a path stays a path.
     model = params.get("model")
-    if isinstance(model, str) and _short(model.removesuffix(":best")) and not Path(model).exists():
+    if isinstance(model, str) and _short(model.removesuffix(":best")) and not Path(model).exists() \
+            and registry.resolve(model) is None:  # a registered name that looks like hex is the model
         params["model"] = queries.resolve_id(model.removesuffix(":best")) + model[len(model.removesuffix(":best")):]
     after = [queries.resolve_id(a) if _short(a) else a for a in after or []]
     try:
@@ -239,7 +241,8 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
 FolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
     str, typer.Argument(help="folder of images, walked recursively")])
 ModelOpt = inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-    str, typer.Option("--model", help="a .keras model, the id of a train job, or SWEEP_ID:best")])
+    str, typer.Option("--model", help="NAME[:VERSION|@ALIAS] (convlens models list), a train job id, SWEEP_ID:best "
+                            "or a .keras file")])
 StudyFolderArg = inspect.Parameter("folder", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     str | None, typer.Argument(help="images to classify with Grad-CAM (default: a sample of CIFAR-10 test images)")])
 SpaceOpt = inspect.Parameter("space", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[

@@ -333,6 +333,13 @@ def compare(request: Request, who: Reader,
                   **_across(jobs, params, metric, group))
 
 
+@router.get("/ui/models")
+def models_page(request: Request, who: Reader) -> HTMLResponse:
+    from convlens.worker import registry
+
+    return render(request, who, "models.html", models=registry.list_models(), input=registry.INPUT)
+
+
 @router.get("/ui/workers")
 def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLResponse:
     from convlens.worker.monitor import live_workers, queue_depths

@@ -20,7 +20,7 @@ from convlens.api.auth import clean, problem
 from convlens.api.dashboard import render_error
 from convlens.api.deps import LOGIN_HELP
 from convlens.api.login import router as login_router
-from convlens.api.routes import jobs, results, service, tokens
+from convlens.api.routes import jobs, models, results, service, tokens
 from convlens.ml.errors import ConvlensError
 from convlens.worker.kinds import KINDS
 
@@ -84,9 +84,8 @@ app.mount("/static/swagger", StaticFiles(directory=Path(fastapi_offline.__file__
 app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
 
 
-app.mount("/static/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="swagger")
-app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
-for router in (service.router, jobs.router, results.router, tokens.router, dashboard.router, login_router):
+for router in (service.router, jobs.router, results.router, models.router, tokens.router, dashboard.router,
+               login_router):
     app.include_router(router)
 
 

@@ -163,7 +163,10 @@ class Token(Base):
 
 
 class TrainedModelRow(Base):
+    """A registered model: NAME:VERSION, the train job that made it and its file."""
+
     __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_models_name_version"),)
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)
@@ -171,6 +174,17 @@ class TrainedModelRow(Base):
     class_names: Mapped[list[Any]] = mapped_column()
     thresholds: Mapped[list[Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    name: Mapped[str | None] = mapped_column(String(128), index=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+
+
+class ModelAlias(Base):
+    """NAME@ALIAS: a movable pointer to one version of a registered model (e.g. @champion)."""
+
+    __tablename__ = "model_aliases"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
 
 
 class BrowserSession(Base):

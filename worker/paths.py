@@ -69,8 +69,8 @@ def check_dataset(dataset: str, require_roots: bool = False) -> str:
 
 
 def check_model(ref: str, require_roots: bool = False) -> str:
-    """A train job's id (`SWEEP_ID:best`: its best trial's), or the real path of a .keras file under the allowed
-    roots or this server's runs."""
+    """A train job's id (of `SWEEP_ID:best`: its best trial's; of a registered NAME[:VERSION|@ALIAS]: the job
+    that made it), or the real path of a .keras file under the allowed roots or this server's runs."""
     if JOB_ID.fullmatch(ref):
         return ref  # its registered model, which convlens itself wrote under CONVLENS_HOME/runs
     if ref.endswith(":best"):
@@ -78,7 +78,13 @@ def check_model(ref: str, require_roots: bool = False) -> str:
 
         return best_trial(ref)
     if not ref.endswith(".keras"):
-        raise PathRefused(f"{ref}: a model is a .keras file or the id of a train job")
+        from convlens.worker.registry import REF_HELP, ModelNotFound, resolve
+
+        job_id = resolve(ref)
+        if job_id is None:
+            raise ModelNotFound(f"--model {ref}: no registered model of that name; a model is {REF_HELP}",
+                                field="model")
+        return job_id
     real = _real(ref, "model")
     roots = settings().roots
     if roots is not None or require_roots:

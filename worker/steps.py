@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, TrainedModelRow, utcnow
+from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, utcnow
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
-from convlens.worker import dependencies, lifecycle
+from convlens.worker import dependencies, lifecycle, registry
 from convlens.worker.errors import JobError
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Done, Output
@@ -75,9 +75,7 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
     if out.predictions:
         insert_predictions(s, [(job_id, part, *p.stored()) for p in out.predictions])
     if out.model is not None:
-        s.execute(delete(TrainedModelRow).where(TrainedModelRow.job_id == job_id))
-        s.add(TrainedModelRow(job_id=job_id, path=out.model.path, preset=out.model.preset,
-                              class_names=out.model.class_names, thresholds=out.model.thresholds))
+        registry.register(s, job_id, out.model.path, out.model.preset, out.model.class_names, out.model.thresholds)
 
 
 PREDICTION_COLUMNS = ("job_id", "shard", *STORED_COLUMNS)

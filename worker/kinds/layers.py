@@ -12,8 +12,8 @@ from convlens.worker.errors import JobError
 from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
 from convlens.worker.paths import check_dataset, check_model, resolve_model, unchanged
 
-ModelRef = Annotated[str, Field(min_length=1, max_length=4096,
-                                description="a .keras model path, the id of a succeeded train job, or SWEEP_ID:best")]
+ModelRef = Annotated[str, Field(min_length=1, max_length=4096, description="a registered model (NAME, NAME:VERSION, "
+                                "NAME@ALIAS), a train job's id, SWEEP_ID:best or a .keras file")]
 
 
 class LayersParams(JobParams):

@@ -1,0 +1,172 @@
+"""The model registry: every train job's model is registered as NAME:VERSION (NAME from the job's name, else
+its preset; a sweep's trials under the sweep's name), with movable aliases (NAME@champion). A model reference
+names one: `NAME` (its latest version), `NAME:VERSION`, `NAME@ALIAS`; jobs store the train job's id it
+resolves to, so what a job used never moves.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from convlens.db.models import Job, ModelAlias, TrainedModelRow
+from convlens.db.session import session_scope
+from convlens.ml.errors import ConvlensError
+
+REF = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,127})(?::(?P<version>[0-9]{1,9})|@(?P<alias>[a-z0-9_-]{1,64}))?")
+ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
+REF_HELP = "NAME, NAME:VERSION or NAME@ALIAS (`convlens models list`), a train job's id, SWEEP_ID:best or a .keras file"
+
+
+class ModelNotFound(ConvlensError):
+    """A model reference that names no registered model."""
+
+    http_status = 404
+
+
+def model_name(text: str) -> str:
+    """A registry name from a job's name or preset: lower case, runs of other characters as one '-'."""
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:128] or "model"
+
+
+class ModelView(BaseModel):
+    """A registered model with what a user of it must know: its input, classes, calibration and figures."""
+
+    ref: str = Field(description="NAME:VERSION")
+    name: str
+    version: int
+    aliases: list[str]
+    job_id: str = Field(description="the train job that made it")
+    preset: str
+    class_names: list[str]
+    input: str = Field(description="what the model takes")
+    temperature: float | None = None
+    thresholds: list[float] | None = None
+    conformal_alpha: float | None = None
+    n_calibration: int | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    ece: float | None = Field(None, description="test ECE after temperature scaling")
+    path: str
+    present: bool = Field(description="whether its file is there")
+    created_at: datetime | None = None
+
+
+INPUT = ("32x32 RGB, float pixels divided by 255 (in [0, 1]) outside the model; it outputs class probabilities "
+         "(softmax, before temperature scaling)")
+
+
+def register(s: Session, job_id: str, path: str, preset: str, class_names: list[str],
+             thresholds: list[float] | None) -> None:
+    """Registers a train job's model as the next version of its name (a redelivered step keeps its version)."""
+    row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == job_id)).first()
+    if row is not None:
+        row.path, row.preset, row.class_names, row.thresholds = path, preset, class_names, thresholds
+        return
+    job = s.get(Job, job_id)
+    parent = s.get(Job, job.parent_id) if job is not None and job.parent_id else None
+    if parent is not None and parent.kind == "sweep":  # a sweep's trials are versions of the sweep's name
+        name = model_name(parent.name or f"sweep-{parent.id[:8]}")
+    else:
+        name = model_name((job.name if job else None) or preset)
+    for _ in range(20):  # two models of one name registered at once: the loser takes the next version
+        version = (s.scalar(select(func.max(TrainedModelRow.version)).where(TrainedModelRow.name == name)) or 0) + 1
+        try:
+            with s.begin_nested():
+                s.add(TrainedModelRow(job_id=job_id, path=path, preset=preset, class_names=class_names,
+                                      thresholds=thresholds, name=name, version=version))
+            return
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not register a version of model {name!r}")
+
+
+def find(s: Session, ref: str) -> TrainedModelRow | None:
+    """The registered model a NAME[:VERSION|@ALIAS] reference names, or None."""
+    m = REF.fullmatch(ref)
+    if m is None:
+        return None
+    q = select(TrainedModelRow).where(TrainedModelRow.name == m["name"])
+    if m["version"]:
+        q = q.where(TrainedModelRow.version == int(m["version"]))
+    elif m["alias"]:
+        alias = s.get(ModelAlias, (m["name"], m["alias"]))
+        if alias is None:
+            return None
+        q = q.where(TrainedModelRow.version == alias.version)
+    return s.scalars(q.order_by(TrainedModelRow.version.desc())).first()
+
+
+def _row(s: Session, ref: str) -> TrainedModelRow:
+    from convlens.worker.paths import JOB_ID
+
+    row = (s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)).first() if JOB_ID.fullmatch(ref)
+           else find(s, ref))
+    if row is None:
+        raise ModelNotFound(f"no registered model {ref!r}: a model is {REF_HELP}", field="model")
+    return row
+
+
+def resolve(ref: str) -> str | None:
+    """The train job id of a registered model's reference; None when it names none."""
+    with session_scope() as s:
+        row = find(s, ref)
+        return row.job_id if row else None
+
+
+def _view(s: Session, row: TrainedModelRow) -> ModelView:
+    job = s.get(Job, row.job_id)
+    r = (job.result if job else None) or {}
+    after = ((r.get("calibration") or {}).get("after") or {})
+    conformal = r.get("conformal") or {}
+    aliases = s.scalars(select(ModelAlias.alias).where(ModelAlias.name == row.name,
+                                                       ModelAlias.version == row.version).order_by(ModelAlias.alias))
+    return ModelView(ref=f"{row.name}:{row.version}", name=row.name, version=row.version, aliases=list(aliases),
+                     job_id=row.job_id, preset=row.preset, class_names=row.class_names, input=INPUT,
+                     temperature=r.get("temperature"), thresholds=row.thresholds,
+                     conformal_alpha=conformal.get("alpha"), n_calibration=conformal.get("n_calibration"),
+                     accuracy=r.get("accuracy"), macro_f1=r.get("macro_f1"), ece=after.get("ece"), path=row.path,
+                     present=Path(row.path).is_file(), created_at=row.created_at)
+
+
+def list_models(name: str | None = None) -> list[ModelView]:
+    with session_scope() as s:
+        q = select(TrainedModelRow).order_by(TrainedModelRow.name, TrainedModelRow.version.desc())
+        if name:
+            q = q.where(TrainedModelRow.name == name)
+        return [_view(s, row) for row in s.scalars(q)]
+
+
+def show(ref: str) -> ModelView:
+    with session_scope() as s:
+        return _view(s, _row(s, ref))
+
+
+def set_alias(ref: str, alias: str) -> ModelView:
+    """Points NAME@ALIAS at the model `ref` names (moving it from another version of that name)."""
+    if not ALIAS.fullmatch(alias):
+        raise ConvlensError(f"alias {alias!r}: 1-64 of a-z, 0-9, '_' and '-'", field="alias")
+    with session_scope() as s:
+        row = _row(s, ref)
+        existing = s.get(ModelAlias, (row.name, alias))
+        if existing is None:
+            s.add(ModelAlias(name=row.name, alias=alias, version=row.version))
+        else:
+            existing.version = row.version
+        s.flush()
+        return _view(s, row)
+
+
+def delete_model(ref: str) -> str:
+    """Removes a version from the registry (and its aliases); its train job and file stay. Returns NAME:VERSION."""
+    with session_scope() as s:
+        row = _row(s, ref)
+        s.execute(delete(ModelAlias).where(ModelAlias.name == row.name, ModelAlias.version == row.version))
+        s.delete(row)
+        return f"{row.name}:{row.version}"
