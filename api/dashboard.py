@@ -30,12 +30,11 @@ from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
 from convlens.db.rows import MetricRow
 from convlens.db.session import session_scope
 from convlens.ml import plots
-from convlens.ml.listing import overlay_name
 from convlens.ml.progress import history_columns
 from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS, PART_KINDS
 from convlens.worker.kinds.train import TrainResult
-from convlens.worker.paths import JOB_ID
+from convlens.worker.paths import JOB_ID, overlay_path
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -268,7 +267,7 @@ def overlay(job_id: str, prediction_id: int, _: Reader) -> Response:
     folder = (job.result or {}).get("overlay_dir")
     if not folder:
         raise problem(404, f"no Grad-CAM overlay for prediction {prediction_id}")
-    return confined_response(Path(folder) / overlay_name(Path(row.path)), settings().home_dir / "runs" / job_id,
+    return confined_response(overlay_path(folder, row.path), settings().home_dir / "runs" / job_id,
                              "image/png", f"Grad-CAM overlay of prediction {prediction_id}",
                              {"Cache-Control": "private, max-age=3600"})
 

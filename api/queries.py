@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from sqlalchemy import func, select, tuple_
 
@@ -12,9 +11,9 @@ from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
-from convlens.ml.listing import overlay_name
 from convlens.worker.errors import AmbiguousId, JobNotFound
 from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
+from convlens.worker.paths import localized, overlay_path
 
 SHORT_ID = re.compile(r"[0-9a-f]{4,32}")
 
@@ -49,7 +48,7 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
     typed, headline = None, None
     if job.result is not None and result_model is not None:
         try:
-            typed = result_model.model_validate(job.result)
+            typed = result_model.model_validate(localized(job.result))  # its paths under this home
         except ValueError:  # a result of another version's shape: shown as stored, without a headline
             typed = None
     if job.status == "succeeded" and typed is not None and job.kind not in PART_KINDS:
@@ -149,7 +148,7 @@ def predictions(job_id: str, filters: PredictionFilter | None = None, limit: int
         overlays = (job.result or {}).get("overlay_dir") if job is not None else None
     if overlays:  # named by path, as the classify job wrote them
         for r in rows:
-            r.overlay = None if r.error else str(Path(overlays) / overlay_name(Path(r.path)))
+            r.overlay = None if r.error else str(overlay_path(overlays, r.path))
     return rows
 
 

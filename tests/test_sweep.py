@@ -21,7 +21,7 @@ from conftest import DATA_DIR
 from convlens.db.models import Job
 from convlens.db.session import session_scope
 from convlens.worker.kinds.sweep import SweepParams
-from convlens.worker.sweeps import propose
+from convlens.worker.kinds.sweep_study import propose
 from folders import make_messy_folder
 from services import Worker, cli, cli_json, wait_for
 

@@ -25,6 +25,7 @@ from convlens.ml.errors import ConvlensError
 from convlens.ml.progress import ProgressEvent, epoch_figures
 from convlens.ml.settings import settings
 from convlens.worker.errors import JobNotFound
+from convlens.worker.paths import relocatable
 
 TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
 
@@ -116,7 +117,7 @@ def finish(job: Job, result: BaseModel | None = None) -> None:
 
     job.status, job.finished_at, job.heartbeat_at = "succeeded", utcnow(), None
     if result is not None:
-        job.result, job.summary = result.model_dump(mode="json"), summary_of(result)
+        job.result, job.summary = relocatable(result.model_dump(mode="json")), summary_of(result)
     progress = job.progress or {}
     # A finished job's progress says so, not the last step it reported ("probe 2/3").
     job.progress = {**progress, "stage": "done", "fraction": 1.0,

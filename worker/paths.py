@@ -10,17 +10,64 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from convlens.ml.errors import ConvlensError
 from convlens.ml.settings import settings
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+REF_HELP = "NAME, NAME:VERSION or NAME@ALIAS (`convlens models list`), a train job's id, SWEEP_ID:best or a .keras file"
 
 
 def job_dir(job_id: str) -> Path:
     path = settings().home_dir / "runs" / job_id
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def stored(path: str | Path) -> str:
+    """A path for the database: one under CONVLENS_HOME's runs as `runs/ID/...` (so a moved or copied home works
+    in place), any other as it is."""
+    text = str(path)
+    for home in {str(settings().home_dir), str(settings().home_dir.resolve())}:
+        prefix = home.rstrip("/") + "/"
+        if text.startswith(prefix + "runs/"):
+            return text[len(prefix):]
+    return text
+
+
+def relocatable(value: Any) -> Any:
+    """A result's JSON with every path under CONVLENS_HOME stored relative to it (see `stored`)."""
+    if isinstance(value, dict):
+        return {k: relocatable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocatable(v) for v in value]
+    return stored(value) if isinstance(value, str) and value.startswith("/") else value
+
+
+def localized(value: Any) -> Any:
+    """A stored result's JSON with each `runs/ID/...` path made absolute under this CONVLENS_HOME (as shown)."""
+    if isinstance(value, dict):
+        return {k: localized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [localized(v) for v in value]
+    return str(local(value)) if isinstance(value, str) and RUN_PATH.match(value) else value
+
+
+RUN_PATH = re.compile(r"runs/[0-9a-f]{32}(/|$)")
+
+
+def local(text: str | Path) -> Path:
+    """A stored path on this machine: `runs/ID/...` under this CONVLENS_HOME, an absolute one as it is."""
+    path = Path(text)
+    return path if path.is_absolute() else settings().home_dir / path
+
+
+def overlay_path(overlay_dir: str, image: str) -> Path:
+    """Where a classify job wrote the Grad-CAM overlay of one image."""
+    from convlens.ml.listing import overlay_name
+
+    return local(overlay_dir) / overlay_name(Path(image))
 
 
 class PathRefused(ConvlensError, ValueError):
@@ -69,22 +116,12 @@ def check_dataset(dataset: str, require_roots: bool = False) -> str:
 
 
 def check_model(ref: str, require_roots: bool = False) -> str:
-    """A train job's id (of `SWEEP_ID:best`: its best trial's; of a registered NAME[:VERSION|@ALIAS]: the job
-    that made it), or the real path of a .keras file under the allowed roots or this server's runs."""
+    """A train job's id (registered names were resolved to one before: worker.registry.resolve_ref), or the real
+    path of a .keras file under the allowed roots or this server's runs."""
     if JOB_ID.fullmatch(ref):
         return ref  # its registered model, which convlens itself wrote under CONVLENS_HOME/runs
-    if ref.endswith(":best"):
-        from convlens.worker.sweeps import best_trial
-
-        return best_trial(ref)
     if not ref.endswith(".keras"):
-        from convlens.worker.registry import REF_HELP, ModelNotFound, resolve
-
-        job_id = resolve(ref)
-        if job_id is None:
-            raise ModelNotFound(f"--model {ref}: no registered model of that name; a model is {REF_HELP}",
-                                field="model")
-        return job_id
+        raise PathRefused(f"--model {ref}: no registered model of that name; a model is {REF_HELP}")
     real = _real(ref, "model")
     roots = settings().roots
     if roots is not None or require_roots:
@@ -122,7 +159,7 @@ def resolve_model(ref: str) -> Path:
                             .order_by(TrainedModelRow.id.desc())).first()
         if row is None:
             raise JobError(f"model {ref!r}: no train job with that id has a model")
-        return Path(row.path)
+        return local(row.path)
     path = Path(ref)
     if not path.is_absolute():  # params stored before paths were checked at creation
         return Path(check_model(ref))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
@@ -18,16 +17,20 @@ from sqlalchemy.orm import Session
 from convlens.db.models import Job, ModelAlias, TrainedModelRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
+from convlens.worker.paths import JOB_ID, REF_HELP, local
 
 REF = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,127})(?::(?P<version>[0-9]{1,9})|@(?P<alias>[a-z0-9_-]{1,64}))?")
 ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
-REF_HELP = "NAME, NAME:VERSION or NAME@ALIAS (`convlens models list`), a train job's id, SWEEP_ID:best or a .keras file"
 
 
 class ModelNotFound(ConvlensError):
-    """A model reference that names no registered model."""
+    """A model looked up by a reference that names no registered model."""
 
     http_status = 404
+
+
+class UnknownModel(ConvlensError):
+    """A job's --model that names no registered model (nor a job or a file): a bad field of the request."""
 
 
 def model_name(text: str) -> str:
@@ -104,8 +107,6 @@ def find(s: Session, ref: str) -> TrainedModelRow | None:
 
 
 def _row(s: Session, ref: str) -> TrainedModelRow:
-    from convlens.worker.paths import JOB_ID
-
     row = (s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)).first() if JOB_ID.fullmatch(ref)
            else find(s, ref))
     if row is None:
@@ -120,6 +121,21 @@ def resolve(ref: str) -> str | None:
         return row.job_id if row else None
 
 
+def resolve_ref(ref: str) -> str:
+    """A job's model reference as stored: SWEEP:best and registered names as the train job's id; a job id or a
+    file as it is (checked by the kind)."""
+    if ref.endswith(":best"):
+        from convlens.worker.sweeps import best_trial
+
+        return best_trial(ref)
+    if JOB_ID.fullmatch(ref) or ref.endswith(".keras"):
+        return ref
+    job_id = resolve(ref)
+    if job_id is None:
+        raise UnknownModel(f"--model {ref}: no registered model of that name; a model is {REF_HELP}", field="model")
+    return job_id
+
+
 def _view(s: Session, row: TrainedModelRow) -> ModelView:
     job = s.get(Job, row.job_id)
     r = (job.result if job else None) or {}
@@ -131,8 +147,8 @@ def _view(s: Session, row: TrainedModelRow) -> ModelView:
                      job_id=row.job_id, preset=row.preset, class_names=row.class_names, input=INPUT,
                      temperature=r.get("temperature"), thresholds=row.thresholds,
                      conformal_alpha=conformal.get("alpha"), n_calibration=conformal.get("n_calibration"),
-                     accuracy=r.get("accuracy"), macro_f1=r.get("macro_f1"), ece=after.get("ece"), path=row.path,
-                     present=Path(row.path).is_file(), created_at=row.created_at)
+                     accuracy=r.get("accuracy"), macro_f1=r.get("macro_f1"), ece=after.get("ece"),
+                     path=str(local(row.path)), present=local(row.path).is_file(), created_at=row.created_at)
 
 
 def list_models(name: str | None = None) -> list[ModelView]:

@@ -18,13 +18,14 @@ from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Predi
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.progress import ProgressEvent
-from convlens.worker import dependencies, lifecycle, registry
+from convlens.worker import dependencies, lifecycle, registry, sweeps
+from convlens.worker.children import child_view
 from convlens.worker.errors import JobError
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Done, Output
 from convlens.worker.labels import JobLabels
 from convlens.worker.lifecycle import Reporter, guarded
-from convlens.worker.paths import job_dir
+from convlens.worker.paths import job_dir, stored
 
 # Each table's column that says which part wrote a row.
 PART_COLUMN = {Metric: Metric.fold, Artifact: Artifact.part, Prediction: Prediction.shard}
@@ -53,6 +54,8 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, su
 def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None,
             after: list[str] | None = None, may_wait: bool = True, **row: Any) -> Job:
     """The row of a new job, validated (see create_job); `row`: more columns (a composite's child's parent)."""
+    if isinstance(params.get("model"), str):  # a registered name or SWEEP:best is stored as its train job's id
+        params = {**params, "model": registry.resolve_ref(params["model"])}
     validated = get_kind(kind).validate(params, strict_paths)
     waits = dependencies.check_after(after or [])
     model_job = dependencies.model_job(validated["model"]) if isinstance(validated.get("model"), str) else None
@@ -70,12 +73,13 @@ def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
     s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)
     if out.artifacts:  # a classify shard with Grad-CAM has one per image: one executemany, no ORM objects
-        s.execute(insert(Artifact.__table__), [{"job_id": job_id, "kind": a.kind, "path": a.path, "part": part}
+        s.execute(insert(Artifact.__table__), [{"job_id": job_id, "kind": a.kind, "path": stored(a.path), "part": part}
                                                for a in out.artifacts])
     if out.predictions:
         insert_predictions(s, [(job_id, part, *p.stored()) for p in out.predictions])
     if out.model is not None:
-        registry.register(s, job_id, out.model.path, out.model.preset, out.model.class_names, out.model.thresholds)
+        registry.register(s, job_id, stored(out.model.path), out.model.preset, out.model.class_names,
+                          out.model.thresholds)
 
 
 PREDICTION_COLUMNS = ("job_id", "shard", *STORED_COLUMNS)
@@ -106,7 +110,8 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     kind = get_kind(job.kind)
     if kind.composite:
         return []  # its stages are started by advance()
-    ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id), parent=job.parent_id)
+    ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id),
+                  should_stop=sweeps.pruning_for(job_id, job.parent_id))
     with lifecycle.heartbeat(job_id, job.lease):  # listing a large folder takes a while too
         if kind.fans_out:
             plans = kind.plan(ctx)
@@ -216,13 +221,6 @@ def advance(job_id: str, hostname: str | None = None) -> Advanced:
         if advanced is not None:
             return advanced
     return Advanced()  # ten lost races in a row: the advances that won them carry the job on
-
-
-def child_view(c: Job) -> Done:
-    """A composite's child as its kind's `next` and `compose` see it."""
-    kind = get_kind(c.kind)
-    result = kind.result_model.model_validate(c.result) if c.status == JobStatus.SUCCEEDED and c.result else None
-    return Done(c.id, c.kind, result, c.worker, c.status, c.part, c.params, c.history or [], c.trial or {})
 
 
 def _advance_once(job_id: str) -> Advanced | None:

@@ -17,6 +17,7 @@ from convlens.api.predictions_csv import csv_text
 from convlens.api.schemas import HistoryView, MetricsView, PredictionsView, parse_cursor
 from convlens.ml.settings import settings
 from convlens.worker.kinds.sweep import SweepResult
+from convlens.worker.paths import local
 from convlens.worker.sweeps import sweep_view
 
 router = APIRouter(tags=["results"])
@@ -80,5 +81,5 @@ def get_artifact(key: str, _: Reader) -> Response:
         raise problem(404, f"artifact {key} not found")
     media = mimetypes.guess_type(art.path)[0]
     media = media if media in ARTIFACT_TYPES else "application/octet-stream"
-    return confined_response(art.path, settings().home_dir / "runs" / art.job_id, media, f"artifact {key}",
+    return confined_response(local(art.path), settings().home_dir / "runs" / art.job_id, media, f"artifact {key}",
                              REPORT_HEADERS if media == "text/html" else None)

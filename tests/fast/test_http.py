@@ -42,7 +42,8 @@ def test_every_response_has_a_schema(client):
 def test_bad_params_write_nothing(client, tmp_path):
     cases = [({"kind": "paint", "params": {}}, 422), ({"kind": "train", "params": {"epochs": "many"}}, 422),
              ({"kind": "train", "params": {"colour": 1}}, 422), ({"kind": "train", "params": {"seed": -1}}, 422),
-             ({"kind": "classify", "params": {"folder": str(tmp_path), "model": "x"}}, 403),
+             ({"kind": "classify", "params": {"folder": str(tmp_path), "model": "x"}}, 422),
+             ({"kind": "classify", "params": {"folder": str(tmp_path), "model": "/etc/x.keras"}}, 403),
              ({"kind": "layers", "params": {}}, 422)]
     for body, status in cases:
         r = client.post("/jobs", json=body)

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from convlens.db.models import Job
 from convlens.db.session import ensure_current, session_scope
 from convlens.worker import registry
-from convlens.worker.paths import check_model
 
 
 @pytest.fixture
@@ -52,13 +51,13 @@ def test_versions_aliases_and_references(home):
     assert registry.resolve("base-line") == second  # a bare name: its latest version
     assert registry.resolve("base-line:1") == first
     assert registry.set_alias("base-line:1", "champion").aliases == ["champion"]
-    assert check_model("base-line@champion") == first
+    assert registry.resolve_ref("base-line@champion") == first
     registry.set_alias("base-line:2", "champion")  # moved, not duplicated
     assert registry.resolve("base-line@champion") == second and registry.show("base-line:1").aliases == []
     for bad in ("base-line:9", "base-line@nope", "Base Line", "nothing"):
         assert registry.resolve(bad) is None
-        with pytest.raises(registry.ModelNotFound, match="no registered model"):
-            check_model(bad)
+        with pytest.raises(registry.UnknownModel, match="no registered model"):
+            registry.resolve_ref(bad)
     view = registry.show(second)  # by its train job's id too
     assert (view.accuracy, view.temperature, view.present) == (0.7, 1.2, False) and "divided by 255" in view.input
     assert registry.delete_model("base-line:2") == "base-line:2"

@@ -10,7 +10,7 @@ from convlens.ml.search_space import SpaceError, distributions
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Done
 from convlens.worker.kinds.sweep import SweepParams, sweep_result
-from convlens.worker.sweeps import propose, study_of
+from convlens.worker.kinds.sweep_study import propose, study_of
 
 SPACE = ["learning_rate=log:1e-4:3e-2", "batch_size=choice:64,128,256"]
 

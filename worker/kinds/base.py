@@ -13,6 +13,7 @@ duplicate rows. Kinds import ml/ (and so TensorFlow) inside their steps only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,7 +90,8 @@ class Context:
     progress: ProgressFn
     part: int | None = None
     part_params: dict[str, Any] = field(default_factory=dict)
-    parent: str | None = None  # the composite job it is a child of (a sweep's trial prunes against its siblings)
+    # An outside verdict after each epoch of a training run, given (epoch, figures): a sweep's pruner.
+    should_stop: Callable[[int, dict[str, float]], bool] | None = None
 
 
 class JobKind:

@@ -15,6 +15,7 @@ from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.provenance import Provenance
 from convlens.worker.kinds.base import Done
+from convlens.worker.paths import local
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -22,9 +23,9 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoesc
 
 def png_uri(path: str | None) -> str | None:
     """A PNG file as a data URI (None when the run did not make it)."""
-    if not path or not Path(path).is_file():
+    if not path or not local(path).is_file():
         return None
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+    return "data:image/png;base64," + base64.b64encode(local(path).read_bytes()).decode()
 
 
 def svg_uri(svg: str) -> str:

@@ -67,7 +67,7 @@ class SweepResult(BaseModel):
 
 def sweep_result(p: SweepParams, kids: list[Done]) -> SweepResult:
     """The trials so far and the best complete one (without importances, which compose() adds at the end)."""
-    from convlens.worker.sweeps import direction, trial_state
+    from convlens.worker.kinds.sweep_study import direction, trial_state
 
     rows = []
     for kid in sorted(kids, key=lambda k: k.part or 0):
@@ -107,7 +107,7 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
         return validated
 
     def next(self, ctx: Context, kids: list[Done]) -> Next:
-        from convlens.worker.sweeps import propose
+        from convlens.worker.kinds.sweep_study import propose
 
         p: SweepParams = ctx.params
         running = sum(k.status not in ("succeeded", "failed", "cancelled") for k in kids)
@@ -123,7 +123,7 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
         return Next(children, progress=progress)
 
     def compose(self, ctx: Context, done: list[Done]) -> Output:
-        from convlens.worker.sweeps import study_of
+        from convlens.worker.kinds.sweep_study import study_of
 
         p: SweepParams = ctx.params
         result = sweep_result(p, done)

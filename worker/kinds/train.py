@@ -172,10 +172,8 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
     def run(self, ctx: Context) -> Output:
         from convlens.ml.callbacks import StopWhen
         from convlens.ml.train import train
-        from convlens.worker.sweeps import pruning_for
 
-        pruning = pruning_for(ctx.job_id, ctx.parent)  # a sweep's trial: its pruner may stop it after an epoch
-        stop = StopWhen(pruning) if pruning else None
+        stop = StopWhen(ctx.should_stop) if ctx.should_stop else None  # a sweep's trial: pruned after an epoch
         result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress, callbacks=[stop] if stop else None)
         metrics = [row for split in ("test", "validation", "test_thresholded") if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
