@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from services import ApiServer, cli_json
 from folders import make_messy_folder
+from services import ApiServer, cli_json
 
 pytestmark = [pytest.mark.services, pytest.mark.cifar]
 
