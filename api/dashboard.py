@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from convlens.api import queries
 from convlens.api.auth import Reader, problem, session_of
-from convlens.api.deps import job_or_404, page_cursor, page_filters
+from convlens.api.deps import MAX_FILE_BYTES, MAX_FILES, job_or_404, page_cursor, page_filters
 from convlens.api.files import confined_response
 from convlens.api.forms import form_fields
 from convlens.api.job_search import JobSearch, Key, cell, parse_columns
@@ -337,6 +337,14 @@ def models_page(request: Request, who: Reader) -> HTMLResponse:
     from convlens.worker import registry
 
     return render(request, who, "models.html", models=registry.list_models(), input=registry.INPUT)
+
+
+@router.get("/ui/predict")
+def predict_page(request: Request, who: Reader) -> HTMLResponse:
+    from convlens.worker import registry
+
+    return render(request, who, "predict.html", models=[m for m in registry.list_models() if m.present],
+                  can_submit=who.allows("submit"), max_files=MAX_FILES, max_file_mb=MAX_FILE_BYTES >> 20)
 
 
 @router.get("/ui/workers")

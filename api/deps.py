@@ -27,6 +27,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 400: error_doc("a body that cannot be parsed (not UTF-8)")}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {**ERRORS, 404: error_doc("no such job, artifact or token")}
 MAX_OFFSET = 10**12
+# POST /predict's uploads; the request's size is refused from its Content-Length (api.http.BodyLimit).
+MAX_FILES = 16
+MAX_FILE_BYTES = 10 * 2**20
+MAX_REQUEST_BYTES = 40 * 2**20
 LOGIN_HELP = ("Not logged in: open the login URL that `convlens api` printed, or one made with a token from "
               "`convlens tokens create NAME --scope read`: http://HOST:PORT/?token=TOKEN")
 

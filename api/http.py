@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from convlens.api import dashboard
 from convlens.api.auth import clean, problem
 from convlens.api.dashboard import render_error
-from convlens.api.deps import LOGIN_HELP
+from convlens.api.deps import LOGIN_HELP, MAX_REQUEST_BYTES
 from convlens.api.login import router as login_router
-from convlens.api.routes import jobs, models, results, service, tokens
+from convlens.api.routes import jobs, models, predict, results, service, tokens
 from convlens.ml.errors import ConvlensError
 from convlens.worker.kinds import KINDS
 
@@ -47,11 +47,12 @@ async def _security_headers(request: Request, call_next: Any) -> Response:
 
 
 MAX_BODY = 1 << 20  # bytes: the largest job request is a few kB; parsing 10 MB of JSON took seconds of CPU
+BODY_LIMITS = {"/predict": MAX_REQUEST_BYTES}  # image uploads
 
 
 class BodyLimit:
-    """Refuses a body over MAX_BODY (413) before it is read, and one of unknown length (411): every body must
-    say its size, which the server then holds it to."""
+    """Refuses a body over MAX_BODY (or its path's own limit, BODY_LIMITS) with 413 before it is read, and one
+    of unknown length (411): every body must say its size, which the server then holds it to."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -61,8 +62,9 @@ class BodyLimit:
             headers = dict(scope["headers"])
             length = headers.get(b"content-length")
             refusal = None
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                refusal = (413, f"the body is over {MAX_BODY:,} bytes")
+            limit = BODY_LIMITS.get(scope["path"], MAX_BODY)
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                refusal = (413, f"the body is over {limit:,} bytes")
             elif length is None and b"transfer-encoding" in headers:
                 refusal = (411, "send the body with a Content-Length header")
             if refusal is not None:
@@ -84,8 +86,8 @@ app.mount("/static/swagger", StaticFiles(directory=Path(fastapi_offline.__file__
 app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
 
 
-for router in (service.router, jobs.router, results.router, models.router, tokens.router, dashboard.router,
-               login_router):
+for router in (service.router, jobs.router, results.router, models.router, predict.router, tokens.router,
+               dashboard.router, login_router):
     app.include_router(router)
 
 

@@ -359,3 +359,30 @@ def test_a_sweep_from_the_form_grows_live_and_sorts(site):
     assert site["http"].get(f"/jobs/{sweep_id}/trials").json()["best"] == best
     w.shot(site, "sweep", at="#sweep-result")
     w.clean()
+
+
+def test_try_an_image_classifies_uploads_with_overlays(site, cifar):
+    """The "Try an image" page posts the chosen files to /predict and shows each prediction with its Grad-CAM
+    overlay; a file that is no image gets its reason on its row."""
+    import io
+
+    from PIL import Image
+
+    w = login(site)
+    w.open("/ui/predict")
+    assert w.page.locator("#predict-model option").count() >= 1
+    files = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(cifar.x_test[i]).save(buf, "PNG")
+        files.append({"name": f"{cifar.class_names[cifar.y_test[i]]}-{i}.png", "mimeType": "image/png",
+                      "buffer": buf.getvalue()})
+    files.append({"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"})
+    w.page.locator("#predict-files").set_input_files(files)
+    w.page.locator("#predict-form button[type=submit]").click()
+    rows = w.page.locator("#predict-results tbody tr")
+    rows.nth(3).wait_for(timeout=60_000)
+    assert rows.count() == 4 and "not a readable image" in rows.nth(3).inner_text()
+    assert w.images_loaded() == 3  # one overlay per image
+    w.shot(site, "predict", at="#predict-results")
+    w.clean()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
@@ -186,3 +187,14 @@ def delete_model(ref: str) -> str:
         s.execute(delete(ModelAlias).where(ModelAlias.name == row.name, ModelAlias.version == row.version))
         s.delete(row)
         return f"{row.name}:{row.version}"
+
+
+def model_file(ref: str, strict_paths: bool) -> Path:
+    """The model file a reference names, checked as a job's --model is (strict: a request from HTTP)."""
+    from convlens.worker.errors import JobError
+    from convlens.worker.paths import check_model, resolve_model
+
+    try:
+        return resolve_model(check_model(resolve_ref(ref), require_roots=strict_paths))
+    except JobError as exc:
+        raise UnknownModel(str(exc), field="model") from None

@@ -120,3 +120,74 @@ document.addEventListener("submit", async (event) => {
   banner.textContent = (data && data.detail && data.detail.message) || "the change failed";
   banner.hidden = false;
 });
+
+// "Try an image": the chosen or dropped files go to POST /predict as multipart; the answers fill a table.
+const dropZone = document.getElementById("drop-zone");
+if (dropZone) {
+  const input = document.getElementById("predict-files");
+  dropZone.addEventListener("dragover", (event) => { event.preventDefault(); dropZone.classList.add("dragging"); });
+  dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+  dropZone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dropZone.classList.remove("dragging");
+    input.files = event.dataTransfer.files;
+  });
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.predict");
+  if (!form) return;
+  event.preventDefault();
+  const banner = form.querySelector(".form-error");
+  banner.hidden = true;
+  const body = new FormData();
+  for (const file of form.elements.file.files) body.append("file", file);
+  const query = new URLSearchParams({ model: form.elements.model.value, gradcam: form.elements.gradcam.checked });
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const response = await fetch("/predict?" + query, {
+    method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf() }, body,
+  });
+  button.disabled = false;
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (!response.ok) {
+    banner.textContent = (data && data.detail && data.detail.message) || "the request failed (HTTP " + response.status + ")";
+    banner.hidden = false;
+    return;
+  }
+  const section = document.getElementById("predict-results");
+  document.getElementById("predict-model-used").textContent = "with " + data.model;
+  const tbody = section.querySelector("tbody");
+  tbody.replaceChildren();
+  for (const p of data.predictions) {
+    const row = document.createElement("tr");
+    cell(row, p.file);
+    if (p.error) {
+      cell(row, p.error).colSpan = 6;
+    } else {
+      cell(row, p.predicted);
+      cell(row, p.confidence.toFixed(4));
+      cell(row, p.decision);
+      cell(row, p.prediction_set ? p.prediction_set.join(", ") : "–");
+      cell(row, p.top_k.map(([c, v]) => c + " " + v.toFixed(3)).join(", "));
+      const td = cell(row, p.overlay_png ? "" : "–");
+      if (p.overlay_png) {
+        const img = document.createElement("img");
+        img.className = "overlay";
+        img.alt = "Grad-CAM overlay of " + p.file;
+        img.src = "data:image/png;base64," + p.overlay_png;
+        td.appendChild(img);
+      }
+    }
+    tbody.appendChild(row);
+  }
+  section.hidden = false;
+});

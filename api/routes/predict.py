@@ -1,0 +1,92 @@
+"""POST /predict: uploaded images classified in the request (no job row): the model's temperature-scaled
+probabilities, its decision, the conformal set and, on request, a Grad-CAM overlay, by the same code a
+classify job runs (ml.classify.classify_files over the uploads written to a private temporary folder)."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from convlens.api.auth import Submitter, problem
+from convlens.api.deps import BODY_ERRORS, MAX_FILE_BYTES, MAX_FILES, MAX_REQUEST_BYTES, QueryText, error_doc
+from convlens.worker import registry
+from convlens.worker.paths import JOB_ID
+
+router = APIRouter(tags=["predict"])
+
+
+class UploadPrediction(BaseModel):
+    file: str = Field(description="the upload's file name")
+    predicted: str | None = None
+    confidence: float | None = Field(None, description="temperature-scaled probability of the predicted class")
+    top_k: list[tuple[str, float]] = []
+    decision: str | None = Field(None, description="the class, or `uncertain` (per-class thresholds)")
+    prediction_set: list[str] | None = Field(None, description="conformal set at 1 - alpha (a calibrated model)")
+    overlay_png: str | None = Field(None, description="with gradcam=true: the Grad-CAM overlay, base64 PNG")
+    error: str | None = Field(None, description="why this file could not be classified")
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="the model used: NAME:VERSION, or the .keras file")
+    predictions: list[UploadPrediction]
+
+
+@router.post("/predict", response_model=PredictResponse, responses={
+    **BODY_ERRORS, 404: error_doc("no such model"), 411: error_doc("no Content-Length"),
+    413: error_doc(f"over {MAX_REQUEST_BYTES >> 20} MiB in all, {MAX_FILE_BYTES >> 20} MiB a file or {MAX_FILES} "
+                   "files"),
+    503: error_doc("this API host has no TensorFlow")})
+async def predict(request: Request, _: Submitter, model: QueryText, gradcam: bool = False,
+                  top_k: int = Query(3, ge=1, le=100),
+                  alpha: float = Query(0.1, ge=0.001, le=0.5)) -> PredictResponse:
+    """Classify one or more images sent as multipart fields named `file` (PNG, JPEG, ...: read by content,
+    whatever their names say)."""
+    ref = registry.resolve_ref(model)  # an unknown model is said before the upload is read
+    label = registry.show(ref).ref if JOB_ID.fullmatch(ref) else ref
+    form = await request.form(max_files=MAX_FILES, max_fields=8)
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise problem(422, "no image: send each as a multipart field named `file`")
+    uploads = []
+    for f in files:
+        data = await f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise problem(413, f"{f.filename}: over the limit of {MAX_FILE_BYTES:,} bytes a file")
+        uploads.append((f.filename or "upload", data))
+    path = registry.model_file(ref, strict_paths=True)
+    try:
+        predictions = await run_in_threadpool(_classify, path, uploads, gradcam, top_k, alpha)
+    except ImportError:
+        raise problem(503, "this API host has no TensorFlow: install convlens[cpu] (or [gpu]) on it to predict") \
+            from None
+    if all(p.error for p in predictions):
+        raise problem(422, "; ".join(f"{p.file}: {p.error}" for p in predictions))
+    return PredictResponse(model=label, predictions=predictions)
+
+
+def _classify(model_path: Path, uploads: list[tuple[str, bytes]], gradcam: bool, top_k: int,
+              alpha: float) -> list[UploadPrediction]:
+    from convlens.ml.classify import SetOptions, classify_files
+    from convlens.ml.saved import load_trained_cached
+
+    trained = load_trained_cached(model_path)  # kept loaded between requests while the file is unchanged
+    with tempfile.TemporaryDirectory(prefix="convlens-predict-") as tmp:
+        inbox, overlays = Path(tmp) / "in", Path(tmp) / "overlays"
+        inbox.mkdir()
+        paths = []
+        for i, (_, data) in enumerate(uploads):  # numbered names: an upload's own name never becomes a path
+            paths.append(inbox / f"{i:02d}")
+            paths[-1].write_bytes(data)
+        rows = classify_files(trained, paths, top_k=top_k, gradcam=gradcam, out_dir=overlays if gradcam else None,
+                              within=inbox, conformal=SetOptions(alpha) if trained.calibration else None)
+        return [UploadPrediction(
+            file=name, predicted=r.get("predicted"), confidence=r.get("confidence"), top_k=r.get("top_k") or [],
+            decision=r.get("decision"), prediction_set=r.get("prediction_set"), error=r.get("error"),
+            overlay_png=base64.b64encode(Path(r["overlay"]).read_bytes()).decode() if r.get("overlay") else None)
+            for (name, _), r in zip(uploads, rows, strict=True)]
