@@ -41,6 +41,30 @@ def show(ref: Annotated[str, typer.Argument(help=registry.REF_HELP)], as_json: J
         typer.echo(f"{key:16} {', '.join(map(str, value)) if isinstance(value, list) else value}")
 
 
+@models_app.command("import")
+def import_(
+    file: Annotated[str, typer.Argument(help="a .keras file or a TensorFlow SavedModel folder")],
+    name: Annotated[str, typer.Option("--name", help="the registry name (versions count up per name)")],
+    classes: Annotated[str | None, typer.Option(help="the class of each output, in order: a,b,c")] = None,
+    classes_from: Annotated[str | None, typer.Option(help="a folder whose sub-folders name the classes")] = None,
+    input_scale: Annotated[str, typer.Option(help="what the model takes: 1/255 (pixels / 255), 1 (0-255) or "
+                                                  "-1..1")] = "1/255",
+    calibrate: Annotated[str | None, typer.Option(help="a labelled folder (FOLDER/<class>/...) to fit the "
+                                                       "temperature, thresholds and conformal sets on")] = None,
+    as_json: Json = False,
+) -> None:
+    """Import a model trained elsewhere: checked, wrapped to take convlens's input, registered as NAME:VERSION."""
+    from convlens.api.cli_jobs import execute
+    from convlens.worker.labels import JobLabels
+
+    params = {"file": file, "classes": classes.split(",") if classes else None, "classes_from": classes_from,
+              "input_scale": input_scale, "calibrate": calibrate}
+    execute("import", params, "run", True, as_json, labels=JobLabels(name=name))
+    if not as_json:
+        typer.echo(f"registered as {registry.list_models(registry.model_name(name))[0].ref}: use --model "
+                   f"{registry.model_name(name)}")
+
+
 @models_app.command("alias")
 def alias(ref: str, name: Annotated[str, typer.Argument(help="e.g. champion: then --model NAME@champion")]) -> None:
     """Point NAME@ALIAS at this model (moving the alias from another version)."""

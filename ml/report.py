@@ -31,6 +31,21 @@ from convlens.ml.uncertainty import compare
 MIN_CALIBRATION = 500
 
 
+def kept_temperature(raw_val: np.ndarray, y_val: np.ndarray, raw_cal: np.ndarray | None,
+                     y_cal: np.ndarray | None) -> tuple[float, list[str]]:
+    """The temperature fitted on the validation images, kept only when it lowers ECE on the held-out calibration
+    images (else T = 1, with a warning saying so)."""
+    temperature = fit_temperature(raw_val, y_val)
+    if raw_cal is None or y_cal is None or not len(y_cal):
+        return temperature, []
+    unscaled, scaled = (calibration_metrics(apply_temperature(raw_cal, t), y_cal)["ece"] for t in (1.0, temperature))
+    if scaled < unscaled:
+        return temperature, []
+    return 1.0, [f"temperature scaling (T = {temperature:.3f}, fitted on {len(y_val)} validation images) did not "
+                 f"lower ECE on the {len(y_cal)} held-out calibration images ({unscaled:.4f} -> {scaled:.4f}), so "
+                 "T = 1 is kept"]
+
+
 def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha: float = 0.1) -> dict[str, Any]:
     """Test (and validation) metrics at the test-time augmentation level the rest of the budget allows.
 
@@ -50,15 +65,8 @@ def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha
     val_probs = np.zeros((0, len(prep.class_names)), np.float32)
     if len(prep.x_val):
         raw_val = predict_probs(model, prep.x_val, tta=tta)
-        temperature = fit_temperature(raw_val, prep.y_val)
-        if raw_cal is not None:
-            unscaled, scaled = (calibration_metrics(apply_temperature(raw_cal, t), prep.y_cal)["ece"]
-                                for t in (1.0, temperature))
-            if scaled >= unscaled:
-                warnings.append(f"temperature scaling (T = {temperature:.3f}, fitted on {len(prep.y_val)} validation "
-                                f"images) did not lower ECE on the {len(prep.y_cal)} held-out calibration images "
-                                f"({unscaled:.4f} -> {scaled:.4f}), so T = 1 is kept")
-                temperature = 1.0
+        temperature, warned = kept_temperature(raw_val, prep.y_val, raw_cal, prep.y_cal)
+        warnings += warned
         val_probs = apply_temperature(raw_val, temperature)
     test_probs = apply_temperature(raw_test, temperature)
     metrics["test"] = classification_metrics(prep.y_test, test_probs.argmax(1), prep.class_names, test_probs)

@@ -52,12 +52,14 @@ def sidecar_path(model_path: Path) -> Path:
 
 def save_trained(
     model: keras.Model, path: Path, class_names: list[str], thresholds: list[float] | None, preset: str,
-    temperature: float = 1.0, calibration: Calibration | None = None,
+    temperature: float = 1.0, calibration: Calibration | None = None, savedmodel: bool = False,
 ) -> Path:
+    """`savedmodel`: the model wraps an imported TensorFlow SavedModel (copied beside it), which Keras loads only
+    outside its safe mode; convlens imports one only from the CLI, where its user chose it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_model(model, path)
     meta = {"class_names": class_names, "thresholds": thresholds, "preset": preset, "temperature": temperature,
-            "calibration": calibration.model_dump() if calibration else None}
+            "calibration": calibration.model_dump() if calibration else None, "savedmodel": savedmodel}
     atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2))
     return path
 
@@ -87,7 +89,7 @@ def load_trained(path: Path | str) -> TrainedModel:
         raise ConvlensError(f"{meta_path}: model metadata (class names, thresholds) not found")
     meta = json.loads(meta_path.read_text())
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False, safe_mode=not meta.get("savedmodel"))
     except Exception as exc:  # Keras raises many types for a bad file
         raise ConvlensError(f"{path}: cannot load model: {exc}") from exc
     calibration = Calibration.model_validate(meta["calibration"]) if meta.get("calibration") else None

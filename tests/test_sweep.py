@@ -117,7 +117,7 @@ def test_a_sweep_spreads_over_two_workers_and_loses_no_trial(fleet, tmp_path, ci
 
 def test_the_pruner_stops_a_diverging_trial(fleet):
     """A grid over three learning rates whose seed puts the diverging one (9.0) last: once two trials completed,
-    its second epoch falls below their median and it stops there, its epochs kept."""
+    an epoch of it (from the second on) falls below their median there and it stops, its epochs kept."""
     env, home = fleet["env"], fleet["home"]
     space = ["learning_rate=choice:0.02,0.03,9.0"]
 
@@ -129,8 +129,10 @@ def test_the_pruner_stops_a_diverging_trial(fleet):
     sweep = cli_json(env, "submit", "sweep", "--trials", "3", "--parallel", "1", "--sampler", "grid",
                      "--sampler-seed", str(seed), "--space", space[0], "--epochs", "4", *TINY, "--wait", timeout=900)
     assert sweep["status"] == "succeeded", sweep
-    states = [(t["params"]["learning_rate"], t["state"], t["epochs"]) for t in sweep["result"]["trials"]]
-    assert states == [(order(seed)[0], "complete", 4), (order(seed)[1], "complete", 4), (9.0, "pruned", 2)]
+    states = [(t["params"]["learning_rate"], t["state"]) for t in sweep["result"]["trials"]]
+    assert states == [(order(seed)[0], "complete"), (order(seed)[1], "complete"), (9.0, "pruned")]
+    stopped = sweep["result"]["trials"][2]["epochs"]
+    assert 2 <= stopped < 4  # judged from the second epoch on, and stopped before the last
     pruned = _trials(home, sweep["id"])[2]
-    assert pruned.status == "succeeded" and pruned.result["pruned_at"] == 2 and len(pruned.history) == 2
+    assert pruned.status == "succeeded" and pruned.result["pruned_at"] == stopped == len(pruned.history)
     assert sweep["result"]["best"]["state"] == "complete"

@@ -17,6 +17,7 @@ from convlens.worker.kinds import PART_KINDS
 from convlens.worker.paths import JOB_ID
 
 MAX_AFTER = 32
+MODEL_KINDS = ("train", "import")  # the kinds whose jobs register a model
 
 
 class DependencyRefused(ConvlensError, ValueError):
@@ -53,9 +54,9 @@ def model_job(ref: str) -> str | None:
         if job is None:
             raise DependencyRefused(f"--model {ref}: no job with that id (a model is a train job's id or a .keras "
                                     "file)", field="model")
-        if job.kind != "train":
-            raise DependencyRefused(f"--model {ref}: that is a {job.kind} job, not a train job; it has no model",
-                                    field="model")
+        if job.kind not in MODEL_KINDS:
+            raise DependencyRefused(f"--model {ref}: that is a {job.kind} job, not a train or import job; it has no "
+                                    "model", field="model")
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise DependencyRefused(f"--model {ref}: that train job {job.status}, so it has no model", field="model")
         return None if job.status == JobStatus.SUCCEEDED else job.id

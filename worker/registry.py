@@ -36,7 +36,8 @@ class UnknownModel(ConvlensError):
 
 def model_name(text: str) -> str:
     """A registry name from a job's name or preset: lower case, runs of other characters as one '-'."""
-    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:128] or "model"
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower().removesuffix(".keras")).strip("-._")[:128]
+    return slug or "model"  # never ending in .keras, which would read as a file
 
 
 class ModelView(BaseModel):

@@ -8,13 +8,14 @@ from __future__ import annotations
 from convlens.ml.errors import ConvlensError
 from convlens.worker.kinds.base import JobKind
 from convlens.worker.kinds.classify import Classify
+from convlens.worker.kinds.import_model import Import
 from convlens.worker.kinds.kfold import Kfold
 from convlens.worker.kinds.layers import Layers
 from convlens.worker.kinds.study import Study
 from convlens.worker.kinds.sweep import Sweep
 from convlens.worker.kinds.train import Train
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify(), Study(), Sweep())}
+KINDS: dict[str, JobKind] = {k.name: k for k in (Train(), Kfold(), Layers(), Classify(), Study(), Sweep(), Import())}
 PART_KINDS: dict[str, JobKind] = {k.part_kind: k for k in KINDS.values() if k.part_kind}
 
 

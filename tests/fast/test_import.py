@@ -1,0 +1,97 @@
+"""Models trained elsewhere: a small Keras model built and trained here (logits, 40x40 input, raw 0-255
+pixels) is imported with a labelled folder to calibrate on, registered by name and used by a classify job; a
+SavedModel export of it gives the same probabilities; files that are no importable model are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from convlens.ml.imported import ImportRefused, import_model
+from convlens.ml.saved import load_trained
+from helpers import image_folder
+
+CLASSES = ["cat", "dog"]
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    """A model made the way its owner would, outside convlens, saved as .keras and as a SavedModel."""
+    root = tmp_path_factory.mktemp("outside")
+    inp = keras.Input((40, 40, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((32, 40, 40, 3)) * 255, rng.integers(0, 2, 32), epochs=1, verbose=0)
+    model.save(root / "pets.keras")
+    model.export(str(root / "pets-savedmodel"), format="tf_saved_model", verbose=False)
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(out)).save(root / "lambda.keras")
+    (root / "notes.keras").write_text("not a model")
+    (root / "weights.pkl").write_bytes(b"\x80\x04K\x01.")
+    model.save(root / "legacy.h5")
+    return root, model
+
+
+def test_import_calibrate_and_classify_by_name(outside, tmp_path):
+    root, model = outside
+    folder = tmp_path / "labelled"
+    image_folder(folder, tuple(CLASSES), per_class=20)
+    env = {**os.environ, "CONVLENS_HOME": str(tmp_path / "home")}
+    for key in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS"):
+        env.pop(key, None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "convlens.api.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    done = cli("models", "import", str(root / "pets.keras"), "--name", "pets", "--classes-from", str(folder),
+               "--input-scale", "1", "--calibrate", str(folder), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["result"]
+    assert result["class_names"] == CLASSES and result["input_size"] == [40, 40]
+    assert result["outputs"] == "logits (softmax added)" and result["n_calibration"] == 20
+    shown = json.loads(cli("models", "show", "pets", "--json").stdout)
+    assert shown["ref"] == "pets:1" and shown["present"] and shown["thresholds"] and shown["n_calibration"] is None
+    classify = cli("run", "classify", str(folder), "--model", "pets", "--json")
+    assert classify.returncode == 0, classify.stderr
+    job = json.loads(classify.stdout)
+    assert job["result"]["classified"] == 40 and job["result"]["evaluation"]["labelled"] == 40
+    # The wrapped model gives what the owner's model gives, softmaxed (pixels /255 in, 0-255 inside).
+    trained = load_trained(shown["path"])
+    x = np.random.default_rng(1).integers(0, 255, (5, 40, 40, 3)).astype(np.float32)
+    ours = np.asarray(trained.model(x / 255.0))
+    np.testing.assert_allclose(ours, np.asarray(keras.activations.softmax(model(x))), atol=1e-5)
+    assert cli("models", "import", str(root / "pets.keras"), "--name", "pets", "--classes", "a,b,c").returncode == 1
+
+
+def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
+    root, model = outside
+    done = import_model(root / "pets-savedmodel", CLASSES, "1", tmp_path / "sm")
+    trained = load_trained(done.path)
+    x = np.random.default_rng(2).integers(0, 255, (3, 40, 40, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(trained.model(x / 255.0)),
+                               np.asarray(keras.activations.softmax(model(x))), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "classes", "says"), [
+    ("lambda.keras", CLASSES, r"holds Python code \(a Lambda layer\)"),
+    ("notes.keras", CLASSES, "not a .keras archive"),
+    ("weights.pkl", CLASSES, "a pickle is not loaded"),
+    ("legacy.h5", CLASSES, "legacy HDF5"),
+    ("pets.keras", ["a", "b", "c"], "outputs 2 values per image, but 3 classes"),
+    ("nowhere.keras", CLASSES, "not a .keras archive"),
+])
+def test_what_cannot_be_imported_says_why(outside, tmp_path, name, classes, says):
+    root, _ = outside
+    with pytest.raises(ImportRefused, match=says):
+        import_model(root / name, classes, "1/255", tmp_path / "out")
+    assert not (tmp_path / "out" / "model.keras").exists()
