@@ -12,10 +12,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import image_folder
 
 from convlens.ml.imported import ImportRefused, import_model
 from convlens.ml.saved import load_trained
-from helpers import image_folder
 
 CLASSES = ["cat", "dog"]
 
