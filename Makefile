@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# Silences only setuptools' note that every editable install gets ("folders named like the package may shadow
 	@# it"): there is no `convlens` folder here. Any other packaging warning still prints.
-	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[cpu,dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[cpu,dev,export]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from convlens.api.cli_jobs import Json
-from convlens.api.output import emit, print_json, ready_database
+from convlens.api.output import emit, fail, print_json, ready_database, require_tensorflow
 from convlens.worker import registry
+from convlens.worker.paths import REF_HELP
 
 models_app = typer.Typer(help="The model registry: every train job's model as NAME:VERSION (NAME from --name, "
                               "else the preset), aliases such as NAME@champion; --model takes any of them.",
@@ -30,7 +32,7 @@ def list_(name: Annotated[str | None, typer.Argument(help="only this name's vers
 
 
 @models_app.command("show")
-def show(ref: Annotated[str, typer.Argument(help=registry.REF_HELP)], as_json: Json = False) -> None:
+def show(ref: Annotated[str, typer.Argument(help=REF_HELP)], as_json: Json = False) -> None:
     """One model: what it takes, its classes, calibration and figures, the job that made it."""
     ready_database()
     v = registry.show(ref)
@@ -63,6 +65,55 @@ def import_(
     if not as_json:
         typer.echo(f"registered as {registry.list_models(registry.model_name(name))[0].ref}: use --model "
                    f"{registry.model_name(name)}")
+
+
+@models_app.command("export")
+def export(
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
+    format_: Annotated[str, typer.Option("--format", help="savedmodel | tflite | onnx")] = "savedmodel",
+    out: Annotated[Path | None, typer.Option(help="folder to write (default: ./NAME-VERSION-FORMAT)")] = None,
+    check_folder: Annotated[Path | None, typer.Option(help="check on these images instead of CIFAR-10 test "
+                                                          "images")] = None,
+    check_images: Annotated[int, typer.Option(help="images the export is checked on")] = 1000,
+    as_json: Json = False,
+) -> None:
+    """Write the model for another runtime (pixels 0-255 in, calibrated probabilities out, class names beside
+    it), then reload it there and compare it with Keras."""
+    require_tensorflow()
+    ready_database()
+    from convlens.ml.export import FORMATS, export
+    from convlens.ml.saved import load_trained
+
+    if format_ not in FORMATS:
+        fail(f"--format {format_!r}: one of {', '.join(FORMATS)}")
+    view = registry.show(registry.resolve_ref(ref))
+    trained = load_trained(registry.model_file(ref, strict_paths=False))
+    images = _check_images(trained.input_size, check_folder, check_images)
+    report = export(trained, format_, out or Path(f"{view.name}-{view.version}-{format_}"), images)
+    if as_json:
+        print_json({"model": view.ref, **{k: str(v) if isinstance(v, Path) else v
+                                          for k, v in vars(report).items()}})
+        return
+    typer.echo(f"{view.ref} exported as {report.format}: {report.path}")
+    typer.echo(f"checked in its runtime on {report.images} images: top-1 agreement with Keras "
+               f"{report.top1_agreement:.4f}, largest probability difference {report.max_probability_difference:.2e}")
+
+
+def _check_images(size: tuple[int, int], folder: Path | None, n: int):  # noqa: ANN202  (uint8 images)
+    import numpy as np
+
+    from convlens.ml.data.images import decode_batch, list_files, resize
+
+    if folder is not None:
+        batch = decode_batch(list_files(folder)[:n], size, within=folder)
+        if not len(batch.images):
+            fail(f"{folder}: no readable images to check the export on")
+        return batch.images
+    from convlens.ml.data.cifar import load_cifar10
+    from convlens.ml.settings import settings
+
+    x = load_cifar10(settings().datasets_dir).x_test[:n]
+    return x if x.shape[1:3] == size else np.stack([resize(i, size) for i in x])
 
 
 @models_app.command("alias")
