@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import image_folder, saved_model
 
 from convlens.db.models import Job
 from convlens.db.session import ensure_current, session_scope
@@ -18,7 +19,6 @@ from convlens.ml.calibration import apply_temperature
 from convlens.ml.export import export
 from convlens.ml.predict import predict_probs
 from convlens.ml.saved import load_trained, save_trained
-from helpers import image_folder, saved_model
 
 
 @pytest.fixture(scope="module")
