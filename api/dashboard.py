@@ -83,7 +83,7 @@ def jobs_page(request: Request, who: Principal, status: Status | None, kind: Kin
     jobs = queries.list_jobs(status, kind, limit=PAGE, offset=offset, search=search)
     return render(request, who, "jobs.html", jobs=jobs, total=queries.count_jobs(status, kind, search=search),
                   offset=offset, page=PAGE, status=status, kind=kind, statuses=list(JOB_STATUSES),
-                  forms={k.name: (k.title, form_fields(k.params_model)) for k in KINDS.values()},
+                  forms={k.name: (k.title, form_fields(k.params_model)) for k in KINDS.values() if k.over_http},
                   can_submit=who.allows("submit"), columns=columns, cell=cell, search=kept)
 
 

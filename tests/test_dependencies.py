@@ -40,7 +40,8 @@ def test_a_job_waits_for_its_model_and_for_after(embedded):
     # A classify job's id is no model: refused at submit, one line, exit 2, no row.
     before = len(cli_json(env, "jobs", "list"))
     refused = cli(env, "submit", "layers", "--model", layers["id"], check=False)
-    assert refused.returncode == 2 and "not a train job" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "not a train or import job" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert len(cli_json(env, "jobs", "list")) == before
 

@@ -14,7 +14,7 @@ from convlens.worker.kinds.kfold import KfoldParams
 
 
 def test_every_kind_declares_its_shape():
-    assert set(KINDS) == {"train", "kfold", "layers", "classify", "study", "sweep"}
+    assert set(KINDS) == {"train", "kfold", "layers", "classify", "study", "sweep", "import"}
     assert set(PART_KINDS) == {"kfold_fold", "classify_shard"}
     for kind in KINDS.values():
         assert kind.params_model.model_config.get("extra") == "forbid", kind.name
@@ -25,8 +25,9 @@ def test_every_kind_declares_its_shape():
     assert KINDS["study"].stages and KINDS["study"].template == "_study.html"
     assert KINDS["sweep"].composite and KINDS["sweep"].open_ended and not KINDS["sweep"].fails_with_child
     assert KINDS["study"].fails_with_child and not KINDS["study"].open_ended
+    assert [k.name for k in KINDS.values() if not k.over_http] == ["import"]
     assert get_kind("classify_shard") is KINDS["classify"]
-    with pytest.raises(UnknownKind, match="known kinds: train, kfold, layers, classify, study, sweep"):
+    with pytest.raises(UnknownKind, match="known kinds: train, kfold, layers, classify, study, sweep, import"):
         get_kind("paint")
 
 

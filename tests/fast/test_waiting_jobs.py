@@ -69,7 +69,7 @@ def test_bad_references_are_refused_before_any_row(folder):
     train = steps.create_job("train", {"dataset": str(folder), "epochs": 1})
     other = steps.create_job("kfold", {"dataset": str(folder), "folds": 2, "epochs": 1}, after=[train])
     before = _count()
-    cases = [("layers", {"model": other}, None, "not a train job"),
+    cases = [("layers", {"model": other}, None, "not a train or import job"),
              ("layers", {"model": "0" * 32}, None, "no job with that id"),
              ("train", {"dataset": str(folder)}, ["f" * 32], "no such job"),
              ("train", {"dataset": str(folder)}, ["nope"], "no such job")]

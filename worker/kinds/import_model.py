@@ -46,6 +46,7 @@ class ImportResult(BaseModel):
 
 class Import(JobKind, name="import", params=ImportParams, result=ImportResult,
              title="import a model trained elsewhere (.keras or SavedModel), calibrated on a labelled folder"):
+    over_http = False
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         if strict_paths:  # a SavedModel loads outside Keras' safe mode: only a user of this machine may choose one
