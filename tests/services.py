@@ -20,6 +20,14 @@ import redis
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379"
+FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
+
+
+def embedded_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment on the embedded default (SQLite and the embedded Redis) under `home`."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
+    return {**env, "CONVLENS_HOME": str(home), **extra}
 
 
 def create_pg_database() -> str:
@@ -183,3 +191,18 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextmanager
+def embedded_fleet(home: Path, names: list[str], **extra: str) -> Iterator[dict]:
+    """Real workers on the embedded default under `home` (fast recovery), stopped with the embedded Redis after."""
+    env = embedded_env(home, **FAST_RECOVERY, **extra)
+    workers = [Worker(env, name, home) for name in names]
+    try:
+        for w in workers:
+            w.wait_ready()
+        yield {"env": env, "home": home, "workers": workers}
+    finally:
+        for w in workers:
+            w.stop()
+        cli(env, "services", "stop", check=False)

@@ -10,18 +10,16 @@ import shutil
 import pytest
 
 from folders import make_messy_folder
-from services import ApiServer, cli_json
+from services import ApiServer, cli_json, embedded_env
 
 pytestmark = [pytest.mark.services, pytest.mark.cifar]
 
 
 def test_a_moved_home_keeps_its_models_plots_and_overlays(tmp_path, cifar):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
     old, new = tmp_path / "old-home", tmp_path / "new-home"
+    env = embedded_env(old)
     folder = tmp_path / "images"
     make_messy_folder(folder, cifar, n=12)
-    env["CONVLENS_HOME"] = str(old)
     train = cli_json(env, "run", "train", "--preset", "fast", "--limit", "300", "--epochs", "1", "--name", "Pets",
                      timeout=600)
     assert train["status"] == "succeeded", train

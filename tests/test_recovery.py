@@ -16,7 +16,17 @@ from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
 from folders import make_messy_folder
-from services import Worker, cli, cli_json, create_pg_database, drop_pg_database, free_redis_db, tmpfs, wait_for
+from services import (
+    Worker,
+    cli,
+    cli_json,
+    create_pg_database,
+    drop_pg_database,
+    embedded_env,
+    free_redis_db,
+    tmpfs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.services
 
@@ -24,10 +34,7 @@ FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6", "CO
 
 
 def _embedded_env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "CONVLENS_HOME": str(home), **FAST_RECOVERY}
-    for key in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS"):
-        env.pop(key, None)
-    return env
+    return embedded_env(home, **FAST_RECOVERY)
 
 
 def _job(home: Path, job_id: str) -> Job:

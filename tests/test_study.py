@@ -16,11 +16,10 @@ from sqlalchemy import select
 
 from convlens.db.models import Job
 from convlens.db.session import session_scope
-from services import Worker, cli, cli_json, wait_for
+from services import Worker, cli, cli_json, embedded_fleet, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
-FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
 SMALL = ["--limit", "2000", "--epochs", "2", "--batch-size", "64", "--sample", "100", "--probe-limit", "500"]
 SECTIONS = ["Data and splits", "The model", "Training curves", "Test metrics", "Per-class precision, recall and F1",
             "Confusion matrix and most-confused pairs", "cross-validation", "Linear probes per layer",
@@ -30,19 +29,8 @@ SECTIONS = ["Data and splits", "The model", "Training curves", "Test metrics", "
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    home = tmp_path_factory.mktemp("study-home")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
-    env.update(CONVLENS_HOME=str(home), **FAST_RECOVERY)
-    workers = [Worker(env, f"s{i}@convlens-test", home) for i in (1, 2)]
-    try:
-        for w in workers:
-            w.wait_ready()
-        yield {"env": env, "home": home, "workers": workers}
-    finally:
-        for w in workers:
-            w.stop()
-        cli(env, "services", "stop", check=False)
+    with embedded_fleet(tmp_path_factory.mktemp("study-home"), ["s1@convlens-test", "s2@convlens-test"]) as f:
+        yield f
 
 
 def _rows(home: Path, **where) -> list[Job]:

@@ -23,29 +23,18 @@ from convlens.db.session import session_scope
 from convlens.worker.kinds.sweep import SweepParams
 from convlens.worker.kinds.sweep_study import propose
 from folders import make_messy_folder
-from services import Worker, cli, cli_json, wait_for
+from services import Worker, cli, cli_json, embedded_fleet, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.cifar]
 
-FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6"}
 TINY = ["--preset", "fast", "--limit", "600", "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    home = tmp_path_factory.mktemp("sweep-home")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
-    env.update(CONVLENS_HOME=str(home), CONVLENS_DATA_DIR=str(DATA_DIR), **FAST_RECOVERY)
-    workers = [Worker(env, f"w{i}@convlens-test", home) for i in (1, 2)]
-    try:
-        for w in workers:
-            w.wait_ready()
-        yield {"env": env, "home": home, "workers": workers}
-    finally:
-        for w in workers:
-            w.stop()
-        cli(env, "services", "stop", check=False)
+    with embedded_fleet(tmp_path_factory.mktemp("sweep-home"), ["w1@convlens-test", "w2@convlens-test"],
+                        CONVLENS_DATA_DIR=str(DATA_DIR)) as f:
+        yield f
 
 
 def _trials(home: Path, sweep_id: str) -> list[Job]:
