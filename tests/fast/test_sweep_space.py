@@ -83,3 +83,17 @@ def test_the_median_pruner_judges_a_running_trial_against_completed_ones():
     for values, verdict in (([0.1, 0.1], True), ([0.4, 0.55], False), ([0.1], False)):  # epoch 1 is never judged
         study = study_of(p, "s", [*done, _trial(2, 3e-2, values, status="running")])
         assert bool(study.pruner.prune(study, study.trials[2])) is verdict, values
+
+
+def test_hyperband_judges_a_rung_from_the_attributes_its_siblings_stored():
+    """Hyperband's rungs live in each trial's stored Optuna attributes (jobs.trial): a trial whose first epoch
+    is the worst of the values recorded at that rung is stopped, a good one is promoted (and records its rung)."""
+    p = SweepParams.model_validate({"space": SPACE, "trials": 6, "epochs": 9, "pruner": "hyperband"})
+    done = [_trial(n, 1e-3, [v, v + 0.1, v + 0.2], attrs={"completed_rung_0": v})
+            for n, v in enumerate((0.30, 0.35, 0.40, 0.45, 0.50))]
+    for value, verdict in ((0.05, True), (0.60, False)):
+        study = study_of(p, "s", [*done, _trial(5, 3e-2, [value], status="running")])
+        bracket_mates = [t for t in study.trials if "completed_rung_0" in t.system_attrs]
+        assert len(bracket_mates) == 5
+        assert bool(study.pruner.prune(study, study.trials[5])) is verdict, value
+        assert study.trials[5].system_attrs["completed_rung_0"] == value
