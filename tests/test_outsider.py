@@ -71,8 +71,10 @@ def test_swapped_files_serve_nothing_and_split_nothing(site):
     target = home / "convlens.db" if site["db"] == "sqlite" else home / "first-login-url.txt"
     image.unlink()
     image.symlink_to(target)
-    Path(art.path).unlink()
-    Path(art.path).symlink_to(target)
+    run_file = home / art.path  # stored relative to the home (runs/ID/...)
+    assert not Path(art.path).is_absolute()
+    run_file.unlink()
+    run_file.symlink_to(target)
     refused = [c.get(thumb), c.get(f"/artifacts/{art.key}")]
     assert [r.status_code for r in refused] == [404, 404] and all("outside" in r.text for r in refused)
     if site["db"] == "sqlite":  # a hard link lies inside the folder: refused as the database itself

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from convlens.api.auth import Reader
-from convlens.api.deps import NOT_FOUND, QueryText
+from convlens.api.deps import ERRORS, NOT_FOUND, QueryText
 from convlens.worker import registry
 from convlens.worker.registry import ModelView
 
@@ -17,7 +17,7 @@ class ModelList(BaseModel):
     models: list[ModelView]
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, responses=ERRORS)
 def get_models(_: Reader) -> ModelList:
     """Every registered model, newest version of each name first."""
     return ModelList(models=registry.list_models())
