@@ -3,8 +3,6 @@ model reference, and a sweep's trials so far (its study itself is rebuilt by wor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sqlalchemy import select
 
 from convlens.db.models import Job, JobStatus
@@ -13,10 +11,9 @@ from convlens.ml.errors import ConvlensError
 from convlens.worker.children import child_view
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Done
+from convlens.worker.kinds.sweep import SweepParams, SweepResult, sweep_result
 from convlens.worker.kinds.sweep_study import study_of
-
-if TYPE_CHECKING:
-    from convlens.worker.kinds.sweep import SweepParams, SweepResult
+from convlens.worker.paths import JOB_ID
 
 
 class SweepError(ConvlensError):
@@ -43,9 +40,8 @@ class Pruning:
         me.history = [e for e in me.history if e["epoch"] < epoch] + [{"epoch": epoch, p.metric: figures[p.metric]}]
         me.status = JobStatus.RUNNING
         study = study_of(p, self.sweep_id, kids)
-        frozen = study.trials[me.part or 0]
-        pruned = bool(study.pruner.prune(study, frozen))  # numpy bool from the median pruner
-        record = {"attrs": dict(study.trials[me.part or 0].system_attrs)}
+        pruned = bool(study.pruner.prune(study, study.trials[me.part or 0]))  # numpy bool from the median pruner
+        record = {"attrs": dict(study.trials[me.part or 0].system_attrs)}  # a Hyperband rung it just completed
         if pruned:
             record["pruned_at"] = epoch
         with session_scope() as s:
@@ -67,8 +63,6 @@ def pruning_for(trial_id: str, parent_id: str | None) -> Pruning | None:
 
 def best_trial(ref: str) -> str:
     """The train job of `SWEEP:best`: the best trial of a sweep that has succeeded."""
-    from convlens.worker.paths import JOB_ID
-
     sweep_id = ref.removesuffix(":best")
     with session_scope() as s:
         job = s.get(Job, sweep_id) if JOB_ID.fullmatch(sweep_id) else None
@@ -82,8 +76,6 @@ def best_trial(ref: str) -> str:
 
 def sweep_view(job_id: str) -> SweepResult:
     """A sweep's result: its stored one once it succeeded, else its trials so far."""
-    from convlens.worker.kinds.sweep import SweepResult, sweep_result
-
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None or job.kind != "sweep":
