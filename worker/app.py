@@ -1,4 +1,4 @@
-"""The Celery app: Redis broker and result backend, gpu/cpu queues, late acks for long ML tasks.
+"""The Celery app: a Redis or RabbitMQ broker, gpu/cpu queues, late acks for long ML tasks.
 
 Importing it has no side effects: whoever sends or consumes tasks starts the embedded Redis first
 (`worker.broker.ensure_embedded_redis`). Tasks name their queue when they are sent (see `worker.tasks`).
@@ -15,7 +15,10 @@ from convlens.worker.broker import broker_url
 
 def make_app() -> Celery:
     url = broker_url()
-    app = Celery("convlens", broker=url, backend=url, include=["convlens.worker.tasks", "convlens.worker.recovery"])
+    # Results live in the jobs table; Redis keeps Celery's task states too, RabbitMQ (amqp://) keeps none.
+    backend = url if url.startswith(("redis", "rediss")) else None
+    app = Celery("convlens", broker=url, backend=backend,
+                 include=["convlens.worker.tasks", "convlens.worker.recovery"])
     app.conf.update(
         task_queues=[Queue("gpu"), Queue("cpu")],
         task_default_queue="cpu",
