@@ -86,8 +86,9 @@ def export(
 
     if format_ not in FORMATS:
         fail(f"--format {format_!r}: one of {', '.join(FORMATS)}")
-    view = registry.show(registry.resolve_ref(ref))
-    trained = load_trained(registry.model_file(ref, strict_paths=False))
+    job_id = registry.resolve_ref(ref)
+    view = registry.show(job_id)
+    trained = load_trained(registry.model_file(job_id, strict_paths=False))
     images = _check_images(trained.input_size, check_folder, check_images)
     report = export(trained, format_, out or Path(f"{view.name}-{view.version}-{format_}"), images)
     if as_json:

@@ -36,22 +36,23 @@ def stored(path: str | Path) -> str:
     return text
 
 
+def _strings(value: Any, change: Any) -> Any:
+    """A JSON value with `change` applied to each of its strings."""
+    if isinstance(value, dict):
+        return {k: _strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strings(v, change) for v in value]
+    return change(value) if isinstance(value, str) else value
+
+
 def relocatable(value: Any) -> Any:
     """A result's JSON with every path under CONVLENS_HOME stored relative to it (see `stored`)."""
-    if isinstance(value, dict):
-        return {k: relocatable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relocatable(v) for v in value]
-    return stored(value) if isinstance(value, str) and value.startswith("/") else value
+    return _strings(value, lambda text: stored(text) if text.startswith("/") else text)
 
 
 def localized(value: Any) -> Any:
     """A stored result's JSON with each `runs/ID/...` path made absolute under this CONVLENS_HOME (as shown)."""
-    if isinstance(value, dict):
-        return {k: localized(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [localized(v) for v in value]
-    return str(local(value)) if isinstance(value, str) and RUN_PATH.match(value) else value
+    return _strings(value, lambda text: str(local(text)) if RUN_PATH.match(text) else text)
 
 
 RUN_PATH = re.compile(r"runs/[0-9a-f]{32}(/|$)")

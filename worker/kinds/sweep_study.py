@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from convlens.ml.search_space import distributions
@@ -32,6 +33,16 @@ def _optuna() -> Any:
     return optuna
 
 
+def space_of(p: SweepParams) -> dict[str, Any]:
+    """The sweep's distributions, parsed once per space (every trial state and proposal asks for them)."""
+    return _parsed(tuple(p.space))
+
+
+@lru_cache(maxsize=64)
+def _parsed(space: tuple[str, ...]) -> dict[str, Any]:
+    return distributions(list(space))
+
+
 def startup_trials(trials: int) -> int:
     """Random trials before TPE models the results: a third of the budget, between 2 and 10 (Optuna's own)."""
     return min(10, max(2, trials // 3))
@@ -41,7 +52,7 @@ def make_sampler(p: SweepParams, number: int) -> optuna.samplers.BaseSampler:
     optuna = _optuna()
     seed = int.from_bytes(hashlib.sha256(f"{p.sampler_seed}:{number}".encode()).digest()[:4], "big")
     if p.sampler == "grid":
-        return optuna.samplers.GridSampler({n: list(d.choices) for n, d in distributions(p.space).items()},
+        return optuna.samplers.GridSampler({n: list(d.choices) for n, d in space_of(p).items()},
                                            seed=p.sampler_seed)
     if p.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -75,7 +86,7 @@ class TrialState:
 
 
 def trial_state(p: SweepParams, kid: Done) -> TrialState:
-    names = distributions(p.space)
+    names = space_of(p)
     intermediate = {int(e["epoch"]): float(e[p.metric]) for e in kid.history if p.metric in e}
     values = [v for v in intermediate.values() if not math.isnan(v)]  # a diverged epoch has no figure
     best = (min if direction(p) == "minimize" else max)(values) if values else None
@@ -94,7 +105,7 @@ def study_of(p: SweepParams, sweep_id: str, kids: list[Done], number: int = 0) -
               "failed": optuna.trial.TrialState.FAIL, "running": optuna.trial.TrialState.RUNNING}
     study = optuna.create_study(study_name=sweep_id, direction=direction(p), sampler=make_sampler(p, number),
                                 pruner=make_pruner(p))
-    dists = distributions(p.space)
+    dists = space_of(p)
     for kid in sorted(kids, key=lambda k: k.part or 0):
         t = trial_state(p, kid)
         study.add_trial(optuna.trial.create_trial(
@@ -107,7 +118,7 @@ def propose(p: SweepParams, sweep_id: str, kids: list[Done], n: int) -> list[tup
     """The next n trials' values and their Optuna system attributes; a trial proposed while others run sees them
     as running (TPE's constant liar)."""
     study = study_of(p, sweep_id, kids, len(kids))
-    dists = distributions(p.space)
+    dists = space_of(p)
     out = []
     for number in range(len(kids), len(kids) + n):
         study.sampler = make_sampler(p, number)
