@@ -149,7 +149,8 @@ def test_submit_train_from_the_form_and_watch_it_live(site):
     w.problems = [p for p in w.problems if "HTTP 422" not in p and "status of 422" not in p]  # that answer was
     # the point of the check
 
-    submit_form(w, "train", {"epochs": "3", "limit": "4000", "batch_size": "64", "name": "first run",
+    # Epochs long enough (seconds even where bf16 is native) for the page's 1.5 s poll to draw each one.
+    submit_form(w, "train", {"epochs": "3", "limit": "10000", "batch_size": "64", "name": "first run",
                              "tags": "lr-sweep, dash"})
     job_id = job_id_from_url(w)
     site["jobs"]["train"] = job_id
