@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from convlens.api import queries
 from convlens.api.auth import Reader, problem, session_of
 from convlens.api.deps import MAX_FILE_BYTES, MAX_FILES, job_or_404, page_cursor, page_filters
-from convlens.api.files import confined_response
+from convlens.api.files import artifact_response
 from convlens.api.forms import form_fields
 from convlens.api.job_search import JobSearch, Key, cell, parse_columns
 from convlens.api.schemas import JobView, KindName, Status
@@ -31,7 +31,6 @@ from convlens.db.rows import MetricRow
 from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.progress import history_columns
-from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS, PART_KINDS
 from convlens.worker.kinds.train import TrainResult
 from convlens.worker.paths import JOB_ID, overlay_path
@@ -267,8 +266,8 @@ def overlay(job_id: str, prediction_id: int, _: Reader) -> Response:
     folder = (job.result or {}).get("overlay_dir")
     if not folder:
         raise problem(404, f"no Grad-CAM overlay for prediction {prediction_id}")
-    return confined_response(overlay_path(folder, row.path), settings().home_dir / "runs" / job_id,
-                             "image/png", f"Grad-CAM overlay of prediction {prediction_id}",
+    return artifact_response(overlay_path(folder, row.path), job_id, "image/png",
+                             f"Grad-CAM overlay of prediction {prediction_id}",
                              {"Cache-Control": "private, max-age=3600"})
 
 

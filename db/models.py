@@ -7,7 +7,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -148,6 +161,36 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(Text)
     # Which unit of work wrote it (fold/shard), so that a re-run replaces exactly its own rows.
     part: Mapped[int | None] = mapped_column(Integer)
+
+
+class StoredFile(Base):
+    """A job's output file kept in the artifact store (CONVLENS_ARTIFACT_STORE database or a URL): its path under
+    a home (`runs/ID/...`) and its content's SHA-256, by which the store keeps it and machines cache it."""
+
+    __tablename__ = "stored_files"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # Paths may be longer than PostgreSQL's btree entries allow: unique by their SHA-256.
+    path_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Blob(Base):
+    """A file's content in the database store, in BLOB_CHUNK pieces (written and read one piece at a time)."""
+
+    __tablename__ = "blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunks"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Token(Base):

@@ -14,6 +14,7 @@ import keras
 import convlens.ml.models  # noqa: F401  registers the custom layers that saved models refer to
 from convlens.ml.conformal import Calibration
 from convlens.ml.errors import ConvlensError
+from convlens.ml.model_layout import sidecar_path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,10 +45,6 @@ class TrainedModel:
     def input_size(self) -> tuple[int, int]:
         shape = self.model.input_shape
         return int(shape[1]), int(shape[2])
-
-
-def sidecar_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
 
 
 def save_trained(

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="times a job whose worker went silent is re-queued")
     decode_megapixels: float = Field(100.0, gt=0, description="megapixels one process decodes at once (memory)")
     task_time_limit: int = Field(86400, ge=60, description="seconds after which a worker abandons a task")
+    artifact_store: str = Field("home", pattern=r"^(home|database|[a-z][a-z0-9+.-]*://.+)$", description=(
+        "where models, plots and overlays are kept for every machine: home (files under HOME, shared by mount), "
+        "database (in the results database) or an fsspec URL (s3://bucket/prefix)"))
+    cache: Path | None = Field(None, description="this machine's copies of stored artifacts (default HOME/cache)")
+    cache_mb: int = Field(4096, ge=16, description="the cache's size cap in MiB (least recently used go first)")
 
     @property
     def home_dir(self) -> Path:
@@ -35,6 +40,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.data_dir.expanduser().resolve() if self.data_dir else self.home_dir / "datasets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.expanduser().resolve() if self.cache else self.home_dir / "cache"
 
     @property
     def embedded_database(self) -> bool:

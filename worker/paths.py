@@ -144,30 +144,3 @@ def unchanged(checked: str) -> Path:
     if str(real) != checked:
         raise PathRefused(f"{checked}: now resolves to {real} (a symlink was put in its place); refused")
     return real
-
-
-def resolve_model(ref: str) -> Path:
-    """The model file of a checked reference: a train job's registered model, or the path itself."""
-    from sqlalchemy import select
-
-    from convlens.db.models import TrainedModelRow
-    from convlens.db.session import session_scope
-    from convlens.worker.errors import JobError
-
-    if JOB_ID.fullmatch(ref):
-        with session_scope() as s:
-            row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)
-                            .order_by(TrainedModelRow.id.desc())).first()
-        if row is None:
-            raise JobError(f"model {ref!r}: no train job with that id has a model")
-        return local(row.path)
-    path = Path(ref)
-    if not path.is_absolute():  # params stored before paths were checked at creation
-        return Path(check_model(ref))
-    try:
-        real = unchanged(ref)
-    except PathRefused as exc:
-        raise JobError(str(exc)) from None
-    if not real.is_file():
-        raise JobError(f"model {ref!r}: no such .keras file")
-    return real

@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 from convlens.db.models import Job, ModelAlias, TrainedModelRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
-from convlens.worker.paths import JOB_ID, REF_HELP, local
+from convlens.worker.artifacts import artifact_store, resolve_model
+from convlens.worker.errors import JobError
+from convlens.worker.paths import JOB_ID, REF_HELP, check_model, local
 
 REF = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,127})(?::(?P<version>[0-9]{1,9})|@(?P<alias>[a-z0-9_-]{1,64}))?")
 ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
@@ -150,7 +152,8 @@ def _view(s: Session, row: TrainedModelRow) -> ModelView:
                      temperature=r.get("temperature"), thresholds=row.thresholds,
                      conformal_alpha=conformal.get("alpha"), n_calibration=conformal.get("n_calibration"),
                      accuracy=r.get("accuracy"), macro_f1=r.get("macro_f1"), ece=after.get("ece"),
-                     path=str(local(row.path)), present=local(row.path).is_file(), created_at=row.created_at)
+                     path=str(local(row.path)), present=artifact_store().exists(row.path),
+                     created_at=row.created_at)
 
 
 def list_models(name: str | None = None) -> list[ModelView]:
@@ -192,9 +195,6 @@ def delete_model(ref: str) -> str:
 
 def model_file(ref: str, strict_paths: bool) -> Path:
     """The model file a reference names, checked as a job's --model is (strict: a request from HTTP)."""
-    from convlens.worker.errors import JobError
-    from convlens.worker.paths import check_model, resolve_model
-
     try:
         return resolve_model(check_model(resolve_ref(ref), require_roots=strict_paths))
     except JobError as exc:

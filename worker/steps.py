@@ -9,6 +9,7 @@ job's rows outside any part, a part replaces its own part's rows (metrics by fol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Session
 from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, utcnow
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
+from convlens.ml.model_layout import model_files
 from convlens.ml.progress import ProgressEvent
 from convlens.worker import dependencies, lifecycle, registry, sweeps
+from convlens.worker.artifacts import artifact_store
 from convlens.worker.children import child_view
 from convlens.worker.errors import JobError
 from convlens.worker.kinds import get_kind
@@ -69,6 +72,9 @@ def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submi
 
 
 def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
+    # Outputs go to the artifact store first, in this transaction: no row names a file other machines lack.
+    files = [*(a.path for a in out.artifacts), *(model_files(Path(out.model.path)) if out.model is not None else [])]
+    artifact_store().publish(s, job_id, dict.fromkeys(map(str, files)))
     for table, column in PART_COLUMN.items():
         s.execute(delete(table).where(table.job_id == job_id, column.is_(None) if part is None else column == part))
     s.add_all(m.model_copy(update={"fold": part}).orm(job_id) for m in out.metrics)

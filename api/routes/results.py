@@ -12,12 +12,10 @@ from fastapi.responses import Response, StreamingResponse
 from convlens.api import queries
 from convlens.api.auth import Reader, problem
 from convlens.api.deps import MAX_OFFSET, NOT_FOUND, Cursor, ExistingJob, Filters
-from convlens.api.files import confined_response
+from convlens.api.files import artifact_response
 from convlens.api.predictions_csv import csv_text
 from convlens.api.schemas import HistoryView, MetricsView, PredictionsView, parse_cursor
-from convlens.ml.settings import settings
 from convlens.worker.kinds.sweep import SweepResult
-from convlens.worker.paths import local
 from convlens.worker.sweeps import sweep_view
 
 router = APIRouter(tags=["results"])
@@ -81,5 +79,5 @@ def get_artifact(key: str, _: Reader) -> Response:
         raise problem(404, f"artifact {key} not found")
     media = mimetypes.guess_type(art.path)[0]
     media = media if media in ARTIFACT_TYPES else "application/octet-stream"
-    return confined_response(local(art.path), settings().home_dir / "runs" / art.job_id, media, f"artifact {key}",
+    return artifact_response(art.path, art.job_id, media, f"artifact {key}",
                              REPORT_HEADERS if media == "text/html" else None)

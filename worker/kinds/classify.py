@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
 from convlens.ml.params import JobParams
+from convlens.worker.artifacts import resolve_model
 from convlens.worker.heap import freeze_long_lived
 from convlens.worker.kinds.base import Context, Done, JobKind, Output, table_lines
 from convlens.worker.kinds.layers import ModelRef
-from convlens.worker.paths import check_folder, check_model, resolve_model, unchanged
+from convlens.worker.paths import check_folder, check_model, unchanged
 
 
 class ClassifyParams(JobParams):

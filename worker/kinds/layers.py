@@ -8,9 +8,10 @@ from pydantic import BaseModel, Field
 
 from convlens.db.rows import ArtifactRow, MetricRow
 from convlens.ml.params import JobParams, refused
+from convlens.worker.artifacts import resolve_model
 from convlens.worker.errors import JobError
 from convlens.worker.kinds.base import Context, JobKind, Output, table_lines
-from convlens.worker.paths import check_dataset, check_model, resolve_model, unchanged
+from convlens.worker.paths import check_dataset, check_model, unchanged
 
 ModelRef = Annotated[str, Field(min_length=1, max_length=4096, description="a registered model (NAME, NAME:VERSION, "
                                 "NAME@ALIAS), a train job's id, SWEEP_ID:best or a .keras file")]

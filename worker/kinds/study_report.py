@@ -14,8 +14,8 @@ from convlens.db.models import Job, Metric
 from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.provenance import Provenance
+from convlens.worker.artifacts import ArtifactMissing, artifact_store
 from convlens.worker.kinds.base import Done
-from convlens.worker.paths import local
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -23,9 +23,13 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoesc
 
 def png_uri(path: str | None) -> str | None:
     """A PNG file as a data URI (None when the run did not make it)."""
-    if not path or not local(path).is_file():
+    if not path:
         return None
-    return "data:image/png;base64," + base64.b64encode(local(path).read_bytes()).decode()
+    try:
+        data = b"".join(artifact_store().chunks(path))
+    except ArtifactMissing:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def svg_uri(svg: str) -> str:

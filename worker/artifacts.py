@@ -1,0 +1,266 @@
+"""The artifact store: where job outputs (models, plots, overlays, reports) are kept so that every machine can
+read them (CONVLENS_ARTIFACT_STORE).
+
+`home`: files under CONVLENS_HOME, read where they were written or through a shared mount. `database` and fsspec
+URLs (`s3://bucket/prefix`, `file:///srv/artifacts`): a worker publishes each output when it stores the job's
+rows; the content is kept once by its SHA-256 and the path (`runs/ID/...`, as in every row) indexed in the
+stored_files table, in the same transaction as the rows that name it. A reader uses the file under its own home
+when it has one (it wrote it) and otherwise fetches the content into this machine's cache (worker.artifact_cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from convlens.db.models import Blob, BlobChunk, StoredFile, TrainedModelRow
+from convlens.db.session import session_scope
+from convlens.ml.errors import ConvlensError
+from convlens.ml.model_layout import sidecar_path
+from convlens.ml.settings import settings
+from convlens.worker.artifact_cache import Cache
+from convlens.worker.errors import JobError
+from convlens.worker.paths import JOB_ID, RUN_PATH, PathRefused, check_model, local, stored, unchanged
+
+CHUNK = 4 << 20  # bytes per database row and per read: memory stays flat whatever the file's size
+
+
+class ArtifactMissing(ConvlensError, FileNotFoundError):
+    """An output named by a row that neither this machine nor the artifact store holds."""
+
+    http_status = 404
+
+
+def read_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while piece := fh.read(CHUNK):
+            yield piece
+
+
+def digest(path: Path) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    for piece in read_chunks(path):
+        sha.update(piece)
+        size += len(piece)
+    return sha.hexdigest(), size
+
+
+class ArtifactStore:
+    """`home`: nothing to publish, every path read under this machine's CONVLENS_HOME."""
+
+    name = "home"
+
+    def publish(self, s: Session, job_id: str, files: Iterable[Path | str]) -> int:
+        """Keeps each file for every machine, in `s`'s transaction; returns how many it stored."""
+        return 0
+
+    def fetch(self, key: str) -> Path:
+        """A local file with the content stored at `key` (`runs/ID/...`, or a path under this home)."""
+        path = local(stored(key))
+        if not path.is_file():
+            raise ArtifactMissing(f"{key}: not found under {settings().home_dir}")
+        return path
+
+    def fetch_model(self, key: str) -> Path:
+        """A local model file with its sidecar (and SavedModel folder) beside it."""
+        return self.fetch(key)
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        return read_chunks(self.fetch(key))
+
+    def exists(self, key: str) -> bool:
+        return local(stored(key)).is_file()
+
+
+class IndexedStore(ArtifactStore):
+    """Contents by SHA-256 in a backend (the subclass), paths in stored_files, copies in this machine's cache."""
+
+    def publish(self, s: Session, job_id: str, files: Iterable[Path | str]) -> int:
+        count = 0
+        for file in files:
+            key = stored(file)
+            if not RUN_PATH.match(key) or not Path(file).is_file():
+                continue  # a user's own .keras file stays where it is
+            sha, size = digest(Path(file))
+            if not self.has_blob(s, sha):
+                self.write_blob(s, sha, size, Path(file))
+            _upsert(s, StoredFile.__table__, {
+                "path_hash": hashlib.sha256(key.encode()).hexdigest(), "path": key, "job_id": job_id,
+                "sha256": sha, "size": size}, ["path_hash"], update=("sha256", "size", "job_id"))
+            count += 1
+        return count
+
+    def ref(self, key: str) -> StoredFile | None:
+        with session_scope() as s:
+            return s.scalars(select(StoredFile).where(
+                StoredFile.path_hash == hashlib.sha256(key.encode()).hexdigest())).first()
+
+    def refs_under(self, prefix: str) -> list[StoredFile]:
+        job_id = prefix.split("/")[1]
+        with session_scope() as s:
+            return [r for r in s.scalars(select(StoredFile).where(StoredFile.job_id == job_id))
+                    if r.path.startswith(prefix)]
+
+    def _ref_or_missing(self, key: str) -> StoredFile:
+        ref = self.ref(key)
+        if ref is None:
+            raise ArtifactMissing(f"{key}: not in the artifact store ({self.name})")
+        return ref
+
+    def fetch(self, key: str) -> Path:
+        key = stored(key)
+        if local(key).is_file():
+            return local(key)
+        ref = self._ref_or_missing(key)
+        return _cache().blob(ref.sha256, lambda: self.read_blob(ref.sha256))
+
+    def fetch_model(self, key: str) -> Path:
+        key = stored(key)
+        if local(key).is_file():
+            return local(key)
+        model = self._ref_or_missing(key)
+        folder = key.rsplit("/", 1)[0] + "/"
+        refs = [model, self._ref_or_missing(str(sidecar_path(Path(key)))),
+                *self.refs_under(folder + "savedmodel/")]
+        tree = _cache().tree({r.path[len(folder):]: (r.sha256, self._reader(r.sha256)) for r in refs})
+        return tree / key[len(folder):]
+
+    def _reader(self, sha: str):
+        return lambda: self.read_blob(sha)
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        key = stored(key)
+        if local(key).is_file():
+            return read_chunks(local(key))
+        ref = self._ref_or_missing(key)
+        cached = _cache().peek(ref.sha256)
+        return read_chunks(cached) if cached else self.read_blob(ref.sha256)
+
+    def exists(self, key: str) -> bool:
+        key = stored(key)
+        return local(key).is_file() or self.ref(key) is not None
+
+    # The backend: contents by SHA-256.
+    def has_blob(self, s: Session, sha: str) -> bool:
+        raise NotImplementedError
+
+    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
+        raise NotImplementedError
+
+    def read_blob(self, sha: str) -> Iterator[bytes]:
+        raise NotImplementedError
+
+
+class DatabaseStore(IndexedStore):
+    """Contents in the results database, CHUNK bytes per row, written in the job's own transaction (so a write
+    cut short leaves nothing) and read back one row at a time."""
+
+    name = "database"
+
+    def has_blob(self, s: Session, sha: str) -> bool:
+        return s.get(Blob, sha) is not None
+
+    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
+        # ON CONFLICT DO NOTHING: another job may be storing the same content at this moment.
+        for seq, piece in enumerate(read_chunks(path)):
+            _upsert(s, BlobChunk.__table__, {"sha256": sha, "seq": seq, "data": piece}, ["sha256", "seq"])
+        _upsert(s, Blob.__table__, {"sha256": sha, "size": size}, ["sha256"])
+
+    def read_blob(self, sha: str) -> Iterator[bytes]:
+        seq = 0
+        while True:
+            with session_scope() as s:
+                piece = s.scalar(select(BlobChunk.data).where(BlobChunk.sha256 == sha, BlobChunk.seq == seq))
+            if piece is None:
+                return
+            yield piece
+            seq += 1
+
+
+class FsspecStore(IndexedStore):
+    """Contents as objects `PREFIX/blobs/AB/SHA256` at an fsspec URL; each is written under a temporary name and
+    renamed, so a write cut short is never read (and its row, written after, does not exist)."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.name = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+
+    def _blob(self, sha: str) -> str:
+        return f"{self.root.rstrip('/')}/blobs/{sha[:2]}/{sha}"
+
+    def has_blob(self, s: Session, sha: str) -> bool:
+        return self.fs.exists(self._blob(sha))
+
+    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
+        target = self._blob(sha)
+        partial = f"{target}.partial-{uuid.uuid4().hex}"
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(partial, "wb") as out:
+            for piece in read_chunks(path):
+                out.write(piece)
+        self.fs.mv(partial, target)
+
+    def read_blob(self, sha: str) -> Iterator[bytes]:
+        with self.fs.open(self._blob(sha), "rb") as fh:
+            while piece := fh.read(CHUNK):
+                yield piece
+
+
+def _upsert(s: Session, table: Table, values: dict, keys: list[str], update: tuple[str, ...] = ()) -> None:
+    """INSERT, or on a duplicate key update `update`'s columns (nothing when empty): SQLite and PostgreSQL."""
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    statement = (statement.on_conflict_do_update(index_elements=keys, set_={c: values[c] for c in update})
+                 if update else statement.on_conflict_do_nothing(index_elements=keys))
+    s.execute(statement)
+
+
+def resolve_model(ref: str) -> Path:
+    """The model file of a checked reference on this machine: a train job's registered model (fetched from the
+    artifact store when another machine wrote it), or the path itself."""
+    if JOB_ID.fullmatch(ref):
+        with session_scope() as s:
+            row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)
+                            .order_by(TrainedModelRow.id.desc())).first()
+        if row is None:
+            raise JobError(f"model {ref!r}: no train job with that id has a model")
+        try:
+            return artifact_store().fetch_model(row.path)
+        except ArtifactMissing as exc:
+            raise JobError(f"model {ref!r}: {exc}") from None
+    path = Path(ref)
+    if not path.is_absolute():  # params stored before paths were checked at creation
+        return Path(check_model(ref))
+    try:
+        real = unchanged(ref)
+    except PathRefused as exc:
+        raise JobError(str(exc)) from None
+    if not real.is_file():
+        raise JobError(f"model {ref!r}: no such .keras file")
+    return real
+
+
+@lru_cache(maxsize=4)
+def _store(setting: str) -> ArtifactStore:
+    if setting == "home":
+        return ArtifactStore()
+    return DatabaseStore() if setting == "database" else FsspecStore(setting)
+
+
+def artifact_store(setting: str | None = None) -> ArtifactStore:
+    """The configured store (CONVLENS_ARTIFACT_STORE), or the one `setting` names."""
+    return _store(setting or settings().artifact_store)
+
+
+def _cache() -> Cache:
+    conf = settings()
+    return Cache(conf.cache_dir, conf.cache_mb << 20)
