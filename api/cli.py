@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 
+from convlens.api.cli_artifacts import artifacts_app
 from convlens.api.cli_jobs import run_app, submit_app
 from convlens.api.cli_models import models_app
 from convlens.api.cli_query import jobs_app, results_app
@@ -18,7 +19,8 @@ from convlens.api.output import error
 app = typer.Typer(help="convlens: train, evaluate, explain and apply CNN image classifiers as batch jobs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 for sub, name in ((run_app, "run"), (submit_app, "submit"), (jobs_app, "jobs"), (results_app, "results"),
-                  (db_app, "db"), (embedded_app, "services"), (tokens_app, "tokens"), (models_app, "models")):
+                  (db_app, "db"), (embedded_app, "services"), (tokens_app, "tokens"), (models_app, "models"),
+                  (artifacts_app, "artifacts")):
     app.add_typer(sub, name=name)
 app.registered_commands += services_app.registered_commands
 

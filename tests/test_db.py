@@ -59,4 +59,13 @@ def test_docker_compose_config_is_valid():
     proc = subprocess.run(["docker-compose", "config", "-q"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     services = subprocess.run(["docker-compose", "config", "--services"], capture_output=True, text=True).stdout
-    assert set(services.split()) == {"redis", "postgres", "api", "worker"}
+    assert set(services.split()) == {"redis", "rabbitmq", "postgres", "api", "worker", "worker-cpu"}
+    import yaml
+
+    config = yaml.safe_load(subprocess.run(["docker-compose", "config"], capture_output=True, text=True).stdout)
+    for name in ("api", "worker", "worker-cpu"):  # nothing shared but the database and the broker
+        service = config["services"][name]
+        assert service["environment"]["CONVLENS_ARTIFACT_STORE"] == "database"
+        named = [v for v in service["volumes"] if (v.get("source") if isinstance(v, dict) else v.split(":")[0])
+                 in config.get("volumes", {})]
+        assert not named, (name, named)

@@ -19,8 +19,10 @@ def make_app() -> Celery:
     backend = url if url.startswith(("redis", "rediss")) else None
     app = Celery("convlens", broker=url, backend=backend,
                  include=["convlens.worker.tasks", "convlens.worker.recovery"])
+    # RabbitMQ: quorum queues (durable, replicated on a cluster); Celery then sets QoS per consumer, as they need.
+    arguments = {"x-queue-type": "quorum"} if url.startswith("amqp") else None
     app.conf.update(
-        task_queues=[Queue("gpu"), Queue("cpu")],
+        task_queues=[Queue(name, queue_arguments=arguments) for name in ("gpu", "cpu")],
         task_default_queue="cpu",
         # A worker killed mid-task leaves the message unacknowledged, so it is delivered again.
         task_acks_late=True,

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from convlens.db.models import Blob, BlobChunk, StoredFile, TrainedModelRow
+from convlens.db.models import Blob, BlobChunk, Job, StoredFile, TrainedModelRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
 from convlens.ml.model_layout import sidecar_path
@@ -247,6 +248,55 @@ def resolve_model(ref: str) -> Path:
     if not real.is_file():
         raise JobError(f"model {ref!r}: no such .keras file")
     return real
+
+
+class Migrated(BaseModel):
+    """What `convlens artifacts migrate` copied: every file under this home's runs of a job the database knows."""
+
+    store: str
+    jobs: int
+    files: int
+    bytes: int
+    verified: int = Field(description="files read back from the store with their SHA-256 equal to the file's")
+    skipped: int = Field(description="files under runs/ of no job in this database (left alone)")
+
+
+def migrate(to: str, progress: Callable[[int, int], None] | None = None) -> Migrated:
+    """Copies every output under this home into the store `to` (one transaction per job), then reads each back
+    from the store itself (not this disk) and compares contents."""
+    target = artifact_store(to)
+    if not isinstance(target, IndexedStore):
+        raise ConvlensError("--to: `database` or a URL (s3://bucket/prefix); `home` is where the files are now",
+                            field="to")
+    runs = settings().home_dir / "runs"
+    with session_scope() as s:
+        known = set(s.scalars(select(Job.id)))
+    by_job: dict[str, list[Path]] = {}
+    skipped = 0
+    for path in sorted(runs.glob("*/**/*")) if runs.is_dir() else []:
+        if path.is_file() and not path.name.startswith("."):
+            job_id = path.relative_to(runs).parts[0]
+            if job_id in known:
+                by_job.setdefault(job_id, []).append(path)
+            else:
+                skipped += 1
+    total = sum(len(files) for files in by_job.values())
+    done = size = verified = 0
+    for job_id, files in by_job.items():
+        with session_scope() as s:
+            target.publish(s, job_id, files)
+        for path in files:
+            ref = target.ref(stored(path))
+            check = hashlib.sha256()
+            for piece in target.read_blob(ref.sha256):
+                check.update(piece)
+            verified += check.hexdigest() == ref.sha256 == digest(path)[0]
+            size += ref.size
+            done += 1
+            if progress:
+                progress(done, total)
+    return Migrated(store=target.name, jobs=len(by_job), files=total, bytes=size, verified=verified,
+                    skipped=skipped)
 
 
 @lru_cache(maxsize=4)
