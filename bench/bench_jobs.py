@@ -10,10 +10,13 @@ timestamps; "(command)" figures are the CLI's wall time, which adds its process 
 a second) and, for --wait, its once-a-second polling.
 
 Each path runs on SQLite (the embedded default) and PostgreSQL, with and without Grad-CAM overlays, and every
-run is checked: one row per file, each file once. Also reported: PNG decode throughput per core against the
+run is checked: one row per file, each file once. The queue path runs with each artifact store in --store: `home`
+(outputs stay files) and `database` (every overlay also written into the results database, as a fleet without a
+shared disk needs). Also reported: PNG decode throughput per core against the
 model's own rate on decoded arrays (what a GPU would need from the decoding threads).
 
-    python bench/bench_jobs.py [--n 10000 100000] [--db sqlite pg] [--gradcam no yes] [--model M.keras]
+    python bench/bench_jobs.py [--n 10000 100000] [--db sqlite pg] [--gradcam no yes] [--store home database]
+                               [--model M.keras]
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def decode_rates(model: str, folder: Path, n: int = 4000) -> dict:
 class Services:
     """A database (a temp SQLite home, or a throwaway PostgreSQL database) and an empty Redis db index."""
 
-    def __init__(self, db: str, work: Path) -> None:
+    def __init__(self, db: str, work: Path, store: str = "home") -> None:
         from services import create_pg_database, free_redis_db
 
         self.home = work / f"home-{db}-{uuid.uuid4().hex[:6]}"
@@ -111,7 +114,7 @@ class Services:
         self.pg = create_pg_database() if db == "pg" else None
         self.broker = free_redis_db()
         self.env = {**os.environ, "CONVLENS_HOME": str(self.home), "CONVLENS_BROKER_URL": self.broker,
-                    "CONVLENS_ALLOWED_ROOTS": str(work)}
+                    "CONVLENS_ALLOWED_ROOTS": str(work), "CONVLENS_ARTIFACT_STORE": store}
         if self.pg:
             self.env["CONVLENS_DATABASE_URL"] = self.pg
             subprocess.run([sys.executable, "-m", "convlens.api.cli", "db", "upgrade"], env=self.env, check=True,
@@ -188,6 +191,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--db", nargs="+", default=["sqlite", "pg"], choices=["sqlite", "pg"])
     ap.add_argument("--gradcam", nargs="+", default=["no", "yes"], choices=["no", "yes"])
+    ap.add_argument("--store", nargs="+", default=["home", "database"], choices=["home", "database"])
     ap.add_argument("--two-workers-at", type=int, default=100_000, help="image count of the two-worker run")
     ap.add_argument("--model", help="a trained .keras model (default: the seed preset trained briefly)")
     args = ap.parse_args()
@@ -229,6 +233,13 @@ def main() -> None:
                                                                               2)[0]
                     finally:
                         svc.close()
+                    for store in args.store[1:] if args.store[0] == "home" else args.store:
+                        svc = Services(db, work, store)
+                        try:
+                            job_s, _ = queued(svc, model, folder, warm, gradcam, 1)
+                            line[f"queue {db}, {store} store (job)"] = n / job_s
+                        finally:
+                            svc.close()
                 table.append(line)
                 print(json.dumps(line), flush=True)
         print(f"\nPNG decode+resize: {rates['decode_per_core']:,.0f} images/s per core; the model's forward pass "

@@ -143,3 +143,29 @@ def test_a_publish_killed_halfway_leaves_nothing_readable(homes, store, tmp_path
     assert _publish(store, job_id, [big]) == 1
     monkeypatch.setenv("CONVLENS_HOME", str(tmp_path / "elsewhere"))
     assert artifact_store(store).fetch(f"runs/{job_id}/model.keras").stat().st_size == 400 << 20
+
+
+def test_migrate_copies_every_output_and_reads_it_back(homes, tmp_path, monkeypatch):
+    a, b = homes
+    jobs = [_job(), _job()]
+    for n, job_id in enumerate(jobs):
+        for name in ("history.png", "overlays/x_cat.png", "model.keras"):
+            path = a / "runs" / job_id / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(1000 + n))
+    stray = a / "runs" / ("f" * 32) / "left.png"  # a job this database does not know
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    env = {**os.environ, "CONVLENS_HOME": str(a)}
+    run = [sys.executable, "-m", "convlens.api.cli", "artifacts", "migrate"]
+    wrong = subprocess.run([*run, "--to", "home"], env=env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "`database` or a URL" in wrong.stderr and "Traceback" not in wrong.stderr
+    done = subprocess.run([*run, "--to", "database"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "6 files of 2 jobs" in done.stdout and "6 read back equal" in done.stdout and "1 files" in done.stdout
+    monkeypatch.setenv("CONVLENS_HOME", str(b))
+    monkeypatch.setenv("CONVLENS_ARTIFACT_STORE", "database")
+    for job_id in jobs:
+        for name in ("history.png", "overlays/x_cat.png", "model.keras"):
+            key = f"runs/{job_id}/{name}"
+            assert artifact_store().fetch(key).read_bytes() == (a / key).read_bytes()
