@@ -73,6 +73,13 @@ class ArtifactStore:
         """A local model file with its sidecar (and SavedModel folder) beside it."""
         return self.fetch(key)
 
+    def fetch_folder(self, key: str) -> Path:
+        """A local folder holding every file stored under `key` (a study's sample of test images)."""
+        path = local(stored(key))
+        if not path.is_dir():
+            raise ArtifactMissing(f"{key}: no such folder under {settings().home_dir}")
+        return path
+
     def chunks(self, key: str) -> Iterator[bytes]:
         return read_chunks(self.fetch(key))
 
@@ -132,6 +139,15 @@ class IndexedStore(ArtifactStore):
                 *self.refs_under(folder + "savedmodel/")]
         tree = _cache().tree({r.path[len(folder):]: (r.sha256, self._reader(r.sha256)) for r in refs})
         return tree / key[len(folder):]
+
+    def fetch_folder(self, key: str) -> Path:
+        key = stored(key).rstrip("/")
+        if local(key).is_dir():
+            return local(key)
+        refs = self.refs_under(key + "/")
+        if not refs:
+            raise ArtifactMissing(f"{key}: no folder of that name in the artifact store ({self.name})")
+        return _cache().tree({r.path[len(key) + 1:]: (r.sha256, self._reader(r.sha256)) for r in refs})
 
     def _reader(self, sha: str):
         return lambda: self.read_blob(sha)

@@ -58,6 +58,11 @@ def localized(value: Any) -> Any:
 RUN_PATH = re.compile(r"runs/[0-9a-f]{32}(/|$)")
 
 
+def is_run_key(text: str) -> bool:
+    """A path convlens stored for its own output (`runs/ID/...`), valid on any machine through the store."""
+    return RUN_PATH.match(text) is not None and ".." not in Path(text).parts
+
+
 def local(text: str | Path) -> Path:
     """A stored path on this machine: `runs/ID/...` under this CONVLENS_HOME, an absolute one as it is."""
     path = Path(text)

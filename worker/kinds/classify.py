@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
 from convlens.ml.params import JobParams
-from convlens.worker.artifacts import resolve_model
+from convlens.worker.artifacts import artifact_store, resolve_model
 from convlens.worker.heap import freeze_long_lived
 from convlens.worker.kinds.base import Context, Done, JobKind, Output, table_lines
 from convlens.worker.kinds.layers import ModelRef
-from convlens.worker.paths import check_folder, check_model, unchanged
+from convlens.worker.paths import check_folder, check_model, is_run_key, unchanged
 
 
 class ClassifyParams(JobParams):
@@ -84,6 +84,12 @@ def refresh_planner_statistics(s: Session, rows: int) -> None:
         s.execute(text("ANALYZE predictions"))
 
 
+def folder_root(folder: str) -> Path:
+    """The folder to classify on this machine: a checked path as it was checked, or a stored folder of
+    convlens's own (`runs/ID/...`) from the artifact store."""
+    return artifact_store().fetch_folder(folder) if is_run_key(folder) else check_folder(str(unchanged(folder)))
+
+
 def prediction_rows(rows: list[dict[str, Any]]) -> list[PredictionRow]:
     """ml/ made these rows itself: typed without a validation pass per row."""
     return [PredictionRow.model_construct(**{k: v for k, v in r.items() if k != "overlay"}) for r in rows]
@@ -95,7 +101,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         validated = super().validate(params, strict_paths)
-        validated["folder"] = str(check_folder(validated["folder"], require_roots=strict_paths))
+        if not (is_run_key(validated["folder"]) and not strict_paths):  # not one convlens stored (a sample)
+            validated["folder"] = str(check_folder(validated["folder"], require_roots=strict_paths))
         validated["model"] = check_model(validated["model"], require_roots=strict_paths)
         return validated
 
@@ -105,8 +112,10 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
         p: ClassifyParams = ctx.params
         resolve_model(p.model)  # fail early on a bad reference
-        root = check_folder(str(unchanged(p.folder)))
+        root = folder_root(p.folder)
         files = list_folder(root)
+        if is_run_key(p.folder):  # the folder lies elsewhere on each machine: shards name files within it
+            files = [str(Path(f).relative_to(root)) for f in files]
         n = p.shards or max(1, -(-len(files) // p.shard_size))
         return [{"files": shard} for shard in shard_files(files, n)]
 
@@ -119,14 +128,16 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
 
         p: ClassifyParams = ctx.params
         trained = load_trained_cached(resolve_model(p.model))
+        root = folder_root(p.folder)
+        files = [str(root / f) for f in ctx.part_params["files"]] if is_run_key(p.folder) else ctx.part_params["files"]
         freeze_long_lived()  # the model and TensorFlow stay: full collections need not walk them every shard
         # Rows are typed for the store on a thread, batch by batch, while the model runs the next batch.
         tallies: list[LabelledCounts] = []
         with ThreadPoolExecutor(max_workers=1) as typing_thread:
             typed: list[Future[list[PredictionRow]]] = []
-            rows = classify_files(trained, ctx.part_params["files"], top_k=p.top_k,
+            rows = classify_files(trained, files, top_k=p.top_k,
                                   gradcam=p.gradcam, out_dir=ctx.out_dir / "overlays" if p.gradcam else None,
-                                  batch_size=p.batch_size, progress=ctx.progress, within=unchanged(p.folder),
+                                  batch_size=p.batch_size, progress=ctx.progress, within=root,
                                   conformal=None if p.conformal == "none" else SetOptions(
                                       p.alpha, p.conformal, p.class_conditional, p.decision == "conformal"),
                                   on_rows=lambda batch: typed.append(typing_thread.submit(prediction_rows, batch)),

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from convlens.db.rows import ArtifactRow
+from convlens.db.session import session_scope
 from convlens.ml.config import TrainConfig, TrainOptions
 from convlens.ml.params import refused
+from convlens.worker.artifacts import artifact_store
 from convlens.worker.kinds.base import Child, Context, Done, JobKind, Output
 from convlens.worker.kinds.train import validate_training
-from convlens.worker.paths import check_folder
+from convlens.worker.paths import check_folder, stored
 
 STAGES = ("train and k-fold", "probes and classify")
 
@@ -69,13 +71,15 @@ class Study(JobKind, name="study", params=StudyParams, result=StudyResult, stage
         if index == 0:
             return [Child("train", _training(p)), Child("kfold", {**_training(p), "folds": p.folds})]
         train = next(d for d in done if d.kind == "train")
-        folder = p.folder or str(self._sample(ctx))
+        folder = p.folder or self._sample(ctx)
         probes = min(p.probe_limit, p.limit or p.probe_limit)
         return [Child("layers", {"model": train.job_id, "dataset": p.dataset, "limit": probes}),
                 Child("classify", {"folder": folder, "model": train.job_id, "gradcam": True})]
 
     @staticmethod
-    def _sample(ctx: Context) -> Path:
+    def _sample(ctx: Context) -> str:
+        """A stratified sample of CIFAR-10 test images, published to the artifact store and named by its stored
+        path (`runs/ID/sample`), so the classify job finds it on whichever machine runs it."""
         from convlens.ml.data.cifar import export_test_sample, load_cifar10
         from convlens.ml.settings import settings
 
@@ -87,7 +91,9 @@ class Study(JobKind, name="study", params=StudyParams, result=StudyResult, stage
                 partial.rename(folder)
             except OSError:  # written meanwhile by another attempt: the same seeded sample
                 shutil.rmtree(partial, ignore_errors=True)
-        return folder
+        with session_scope() as s:
+            artifact_store().publish(s, ctx.job_id, sorted(p for p in folder.rglob("*") if p.is_file()))
+        return stored(folder)
 
     def compose(self, ctx: Context, done: list[Done]) -> Output:
         from convlens.worker.kinds.study_report import write_study_report
