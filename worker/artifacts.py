@@ -21,7 +21,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from convlens.db.models import Blob, BlobChunk, Job, StoredFile, TrainedModelRow
+from convlens.db.models import Blob, BlobChunk, Job, StoredFile, TrainedModelRow, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
 from convlens.ml.model_layout import sidecar_path
@@ -91,19 +91,21 @@ class IndexedStore(ArtifactStore):
     """Contents by SHA-256 in a backend (the subclass), paths in stored_files, copies in this machine's cache."""
 
     def publish(self, s: Session, job_id: str, files: Iterable[Path | str]) -> int:
-        count = 0
-        for file in files:
-            key = stored(file)
-            if not RUN_PATH.match(key) or not Path(file).is_file():
-                continue  # a user's own .keras file stays where it is
-            sha, size = digest(Path(file))
-            if not self.has_blob(s, sha):
-                self.write_blob(s, sha, size, Path(file))
-            _upsert(s, StoredFile.__table__, {
-                "path_hash": hashlib.sha256(key.encode()).hexdigest(), "path": key, "job_id": job_id,
-                "sha256": sha, "size": size}, ["path_hash"], update=("sha256", "size", "job_id"))
-            count += 1
-        return count
+        # A classify shard with Grad-CAM publishes thousands of small overlays: one look-up of the contents
+        # already kept, then one multi-row statement per table, not a round trip per file.
+        named = {stored(f): Path(f) for f in files}
+        found = [(key, path, *digest(path)) for key, path in named.items() if RUN_PATH.match(key) and path.is_file()]
+        if not found:
+            return 0  # (a user's own .keras file stays where it is)
+        new = {sha: (size, path) for _, path, sha, size in found}
+        for kept in self.blobs_kept(s, list(new)):
+            new.pop(kept)
+        self.write_blobs(s, [(sha, size, path) for sha, (size, path) in new.items()])
+        _upsert(s, StoredFile.__table__, [{
+            "path_hash": hashlib.sha256(key.encode()).hexdigest(), "path": key, "job_id": job_id, "sha256": sha,
+            "size": size, "created_at": utcnow()} for key, _, sha, size in found],
+            ["path_hash"], update=("sha256", "size", "job_id"))
+        return len(found)
 
     def ref(self, key: str) -> StoredFile | None:
         with session_scope() as s:
@@ -165,10 +167,11 @@ class IndexedStore(ArtifactStore):
         return local(key).is_file() or self.ref(key) is not None
 
     # The backend: contents by SHA-256.
-    def has_blob(self, s: Session, sha: str) -> bool:
+    def blobs_kept(self, s: Session, shas: list[str]) -> set[str]:
         raise NotImplementedError
 
-    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
+    def write_blobs(self, s: Session, blobs: list[tuple[str, int, Path]]) -> None:
+        """Keeps each (SHA-256, size, file) not kept yet."""
         raise NotImplementedError
 
     def read_blob(self, sha: str) -> Iterator[bytes]:
@@ -181,14 +184,23 @@ class DatabaseStore(IndexedStore):
 
     name = "database"
 
-    def has_blob(self, s: Session, sha: str) -> bool:
-        return s.get(Blob, sha) is not None
+    def blobs_kept(self, s: Session, shas: list[str]) -> set[str]:
+        return {sha for n in range(0, len(shas), 1000)
+                for sha in s.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas[n:n + 1000])))}
 
-    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
-        # ON CONFLICT DO NOTHING: another job may be storing the same content at this moment.
-        for seq, piece in enumerate(read_chunks(path)):
-            _upsert(s, BlobChunk.__table__, {"sha256": sha, "seq": seq, "data": piece}, ["sha256", "seq"])
-        _upsert(s, Blob.__table__, {"sha256": sha, "size": size}, ["sha256"])
+    def write_blobs(self, s: Session, blobs: list[tuple[str, int, Path]]) -> None:
+        # ON CONFLICT DO NOTHING: another job may be storing the same content at this moment. Files of one
+        # chunk go in batches; larger ones a chunk at a time (memory stays at one chunk).
+        small = [(sha, path) for sha, size, path in blobs if size <= CHUNK]
+        for n in range(0, len(small), 256):
+            _upsert(s, BlobChunk.__table__, [{"sha256": sha, "seq": 0, "data": path.read_bytes()}
+                                             for sha, path in small[n:n + 256]], ["sha256", "seq"])
+        for sha, size, path in blobs:
+            if size > CHUNK:
+                for seq, piece in enumerate(read_chunks(path)):
+                    _upsert(s, BlobChunk.__table__, [{"sha256": sha, "seq": seq, "data": piece}], ["sha256", "seq"])
+        if blobs:
+            _upsert(s, Blob.__table__, [{"sha256": sha, "size": size} for sha, size, _ in blobs], ["sha256"])
 
     def read_blob(self, sha: str) -> Iterator[bytes]:
         seq = 0
@@ -214,17 +226,20 @@ class FsspecStore(IndexedStore):
     def _blob(self, sha: str) -> str:
         return f"{self.root.rstrip('/')}/blobs/{sha[:2]}/{sha}"
 
-    def has_blob(self, s: Session, sha: str) -> bool:
-        return self.fs.exists(self._blob(sha))
+    def blobs_kept(self, s: Session, shas: list[str]) -> set[str]:
+        # Contents the index already names are kept (each object is written before its row).
+        return {sha for n in range(0, len(shas), 1000)
+                for sha in s.scalars(select(StoredFile.sha256).where(StoredFile.sha256.in_(shas[n:n + 1000])))}
 
-    def write_blob(self, s: Session, sha: str, size: int, path: Path) -> None:
-        target = self._blob(sha)
-        partial = f"{target}.partial-{uuid.uuid4().hex}"
-        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(partial, "wb") as out:
-            for piece in read_chunks(path):
-                out.write(piece)
-        self.fs.mv(partial, target)
+    def write_blobs(self, s: Session, blobs: list[tuple[str, int, Path]]) -> None:
+        for sha, _, path in blobs:
+            target = self._blob(sha)
+            partial = f"{target}.partial-{uuid.uuid4().hex}"
+            self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(partial, "wb") as out:
+                for piece in read_chunks(path):
+                    out.write(piece)
+            self.fs.mv(partial, target)
 
     def read_blob(self, sha: str) -> Iterator[bytes]:
         with self.fs.open(self._blob(sha), "rb") as fh:
@@ -232,13 +247,14 @@ class FsspecStore(IndexedStore):
                 yield piece
 
 
-def _upsert(s: Session, table: Table, values: dict, keys: list[str], update: tuple[str, ...] = ()) -> None:
-    """INSERT, or on a duplicate key update `update`'s columns (nothing when empty): SQLite and PostgreSQL."""
+def _upsert(s: Session, table: Table, rows: list[dict], keys: list[str], update: tuple[str, ...] = ()) -> None:
+    """INSERT the rows (one multi-row statement), or on a duplicate key update `update`'s columns from the new
+    row (nothing when empty): SQLite and PostgreSQL."""
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values)
-    statement = (statement.on_conflict_do_update(index_elements=keys, set_={c: values[c] for c in update})
+    statement = dialect.insert(table)
+    statement = (statement.on_conflict_do_update(index_elements=keys, set_={c: statement.excluded[c] for c in update})
                  if update else statement.on_conflict_do_nothing(index_elements=keys))
-    s.execute(statement)
+    s.execute(statement, rows)
 
 
 def resolve_model(ref: str) -> Path:

@@ -81,6 +81,8 @@ def test_another_home_reads_what_one_published(homes, store, tmp_path, monkeypat
     assert load_trained(loaded).class_names == ["cat", "dog"]
     with pytest.raises(ArtifactMissing, match="not in the artifact store"):
         artifact_store().fetch(f"runs/{job_id}/nothing.png")
+    with pytest.raises(ArtifactMissing, match="no folder of that name"):
+        artifact_store().fetch_folder(f"runs/{job_id}/sample")
     assert not artifact_store().exists(f"runs/{job_id}/nothing.png") and artifact_store().exists(key)
 
 
@@ -169,3 +171,26 @@ def test_migrate_copies_every_output_and_reads_it_back(homes, tmp_path, monkeypa
         for name in ("history.png", "overlays/x_cat.png", "model.keras"):
             key = f"runs/{job_id}/{name}"
             assert artifact_store().fetch(key).read_bytes() == (a / key).read_bytes()
+
+
+def test_a_stored_folder_is_the_same_folder_on_another_home(homes, monkeypatch):
+    """A study's sample: its classify job names `runs/ID/sample` and finds it wherever it runs."""
+    from helpers import image_folder
+
+    from convlens.worker.paths import is_run_key
+
+    a, b = homes
+    job_id = _job()
+    sample = a / "runs" / job_id / "sample"
+    assert image_folder(sample, per_class=3) == 6
+    with session_scope() as s:
+        artifact_store("database").publish(s, job_id, sorted(p for p in sample.rglob("*") if p.is_file()))
+    key = f"runs/{job_id}/sample"
+    assert is_run_key(key) and not is_run_key(str(sample)) and not is_run_key(f"runs/{job_id}/../x")
+    monkeypatch.setenv("CONVLENS_HOME", str(b))
+    monkeypatch.setenv("CONVLENS_ARTIFACT_STORE", "database")
+    there = artifact_store().fetch_folder(key)
+    assert there.is_relative_to(b / "cache")
+    assert sorted(str(p.relative_to(there)) for p in there.rglob("*.png")) == sorted(
+        str(p.relative_to(sample)) for p in sample.rglob("*.png"))
+    assert all((there / p.relative_to(sample)).read_bytes() == p.read_bytes() for p in sample.rglob("*.png"))
