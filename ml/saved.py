@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -77,6 +80,31 @@ def _cached(path: str, stamp: tuple[int, int]) -> TrainedModel:
     return load_trained(path)
 
 
+@contextmanager
+def _repointed(path: Path) -> Iterator[Path]:
+    """The model file with each imported SavedModel layer pointed at the copy beside it (the layer's config names
+    the folder it was imported into, which is elsewhere once the model is in another home or machine's cache)."""
+    folder = str(path.parent / "savedmodel")
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+        layers = [layer for layer in config.get("config", {}).get("layers", [])
+                  if layer.get("class_name") == "TFSMLayer"]
+        if all(layer["config"].get("filepath") == folder for layer in layers):
+            yield path
+            return
+        for layer in layers:
+            layer["config"]["filepath"] = folder
+        fd, copy = tempfile.mkstemp(suffix=".keras", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w") as patched:
+                for item in archive.infolist():
+                    patched.writestr(item, json.dumps(config) if item.filename == "config.json"
+                                     else archive.read(item.filename))
+            yield Path(copy)
+        finally:
+            os.unlink(copy)
+
+
 def load_trained(path: Path | str) -> TrainedModel:
     path = Path(path)
     if not path.is_file():
@@ -86,7 +114,11 @@ def load_trained(path: Path | str) -> TrainedModel:
         raise ConvlensError(f"{meta_path}: model metadata (class names, thresholds) not found")
     meta = json.loads(meta_path.read_text())
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=not meta.get("savedmodel"))
+        if meta.get("savedmodel"):
+            with _repointed(path) as repointed:
+                model = keras.models.load_model(repointed, compile=False, safe_mode=False)
+        else:
+            model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ConvlensError(f"{path}: cannot load model: {exc}") from exc
     calibration = Calibration.model_validate(meta["calibration"]) if meta.get("calibration") else None

@@ -1,12 +1,12 @@
 """The one settings object: every CONVLENS_* environment variable, read and validated here and nowhere else.
 
-It lives in the bottom layer because every layer reads it (ml only for the data and home folders). It is read
-afresh on each call: tests and tools change the environment between runs, and reading it costs microseconds.
+It lives in the bottom layer because every layer reads it (ml only for the data and home folders).
 """
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONVLENS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CONVLENS_", extra="ignore", frozen=True)
 
     home: Path = Field(Path(".convlens"), description="runs, models, plots, overlays, the embedded services")
     data_dir: Path | None = Field(None, description="where cifar-10-batches-bin/ lives (default HOME/datasets)")
@@ -62,6 +62,17 @@ class Settings(BaseSettings):
 
 
 def settings() -> Settings:
+    """The settings for the environment as it is now: built again whenever a CONVLENS_* variable changed (tests
+    and tools change them between runs), else the same object (building one costs ~3 ms, and hot paths such as
+    opening each image to classify read it)."""
+    return _settings(tuple(os.environ.get(name) for name in _VARIABLES))
+
+
+_VARIABLES = [f"CONVLENS_{name.upper()}" for name in Settings.model_fields]
+
+
+@lru_cache(maxsize=8)
+def _settings(environment: tuple[str | None, ...]) -> Settings:
     # An empty variable means its default, as it always did.
     return Settings(**{name: field.default for name, field in Settings.model_fields.items()
                        if os.environ.get(f"CONVLENS_{name.upper()}") == ""})
