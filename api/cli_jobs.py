@@ -76,6 +76,10 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
 
     if mode == "run":
         require_tensorflow()
+        if not as_json and kind in ("train", "kfold", "study", "sweep"):  # the kinds that train here
+            from convlens.ml.hardware import training_choice
+
+            typer.echo(training_choice(), err=True)
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
     # A short id (as printed everywhere) names its job; a model given as a path stays a path.

@@ -26,6 +26,9 @@ def worker(queues: Annotated[str, typer.Option(help="comma-separated: gpu,cpu")]
     """Start a Celery worker (TensorFlow loads in its child processes only)."""
     require_tensorflow()
     ready_database()
+    from convlens.ml.hardware import training_choice
+
+    typer.echo(training_choice(), err=True)
     env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu

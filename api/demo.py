@@ -78,10 +78,10 @@ def _run(kind: str, params: dict) -> dict:
 
 
 def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float | None = None) -> int:
-    from convlens.ml.provenance import cpu_has_bf16
+    from convlens.ml.hardware import cpu
     from convlens.worker.broker import ensure_embedded_redis, stop_embedded_redis
 
-    plan = plan_training(cpu_has_bf16(), limit, time_budget_s)
+    plan = plan_training(cpu().bf16, limit, time_budget_s)
 
     started = time.perf_counter()
     ready_database()

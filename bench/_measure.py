@@ -23,3 +23,13 @@ def run_child(code: str, env: dict | None = None) -> dict:
     result = json.loads(line[len("RESULT:"):])
     result.update(wall_s=round(wall, 1), peak_rss_mb=round(usage.ru_maxrss / 1024))
     return result
+
+
+def speed(images: float, seconds: float, forward_flops: int, policy: str) -> str:
+    """Training images/s and the GFLOP/s they amount to (3 forward passes' worth per image), against this CPU's
+    peak for the precision used (ml.hardware says how it is computed)."""
+    from convlens.ml.hardware import cpu
+
+    achieved, peak = images * 3 * forward_flops / seconds / 1e9, cpu().peak_gflops(policy)
+    return (f"{images / seconds:,.0f} training images/s, {achieved:.1f} GFLOP/s = {achieved / peak:.1%} of the "
+            f"{policy} peak {peak:.0f} GFLOP/s ({cpu().peak_rule(policy)})")

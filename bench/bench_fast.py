@@ -9,13 +9,11 @@ Usage: python bench/bench_fast.py [--seeds 0 1 2] [--budget 600] [--short-budget
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_child  # noqa: E402
+from _measure import run_child, speed  # noqa: E402
 
 CHILD = r"""
 import json, tempfile, time
@@ -23,6 +21,9 @@ from convlens.ml.settings import settings
 from convlens.ml.data.cifar import load_cifar10
 from convlens.ml.config import TrainConfig
 from convlens.ml.train import train
+from convlens.ml.hardware import forward_flops
+from convlens.ml.models import get_preset
+model_of = lambda name: get_preset(name).build((32, 32, 3), 10)
 t0 = time.perf_counter()
 data = load_cifar10(settings().datasets_dir)
 r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempfile.mkdtemp(prefix="bench-fast-"),
@@ -30,19 +31,9 @@ r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempf
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
-    "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"]}}))
+    "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"],
+    "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model_of("fast"))}}))
 """
-
-
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(simd) or 'no AVX'})"
 
 
 def run(seed: int, budget: float) -> dict:
@@ -50,6 +41,7 @@ def run(seed: int, budget: float) -> dict:
     print(f"seed {seed}, budget {budget:.0f} s: test accuracy {r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
           f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
           f"{r['epochs']} epochs, TTA level {r['tta']}, {r['policy']}", flush=True)
+    print("    " + speed(r["images"], r["fit_s"], r["forward_flops"], r["policy"]), flush=True)
     return r
 
 
@@ -60,7 +52,9 @@ def main() -> None:
     parser.add_argument("--short-budgets", type=float, nargs="*", default=[150.0, 300.0],
                         help="shorter budgets, run with the first seed")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores", flush=True)
+    from convlens.ml.hardware import cpu
+
+    print(f"CPU: {cpu().model} ({', '.join(cpu().flags) or 'no AVX'}), {cpu().cores} cores", flush=True)
     accs = [run(seed, args.budget)["accuracy"] for seed in args.seeds]
     print(f"mean test accuracy at {args.budget:.0f} s over seeds {args.seeds}: {sum(accs) / len(accs):.4f} "
           "(target >= 0.94, floor 0.93)", flush=True)

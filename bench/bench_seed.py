@@ -3,6 +3,7 @@
 (a) the original report's recipe exactly: seed model, 10 epochs, batch 32, float32 /255.0 arrays,
     Adam, balanced class weights, early stopping (patience 3) on the test set.
 (b) `convlens`'s default seed preset (ml.train.train), bf16 where the CPU supports it.
+Each also prints its training images/s and achieved GFLOP/s against this CPU's peak (ml.hardware).
 Usage: python bench/bench_seed.py [--only a|b]
 """
 
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_child  # noqa: E402
+from _measure import run_child, speed  # noqa: E402
 
 REFERENCE = r"""
 import json, time, numpy as np, keras
@@ -30,12 +31,14 @@ w = compute_class_weight("balanced", classes=np.arange(10), y=d.y_train)
 model = build_seed()
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 t = time.perf_counter()
-model.fit(x_train, y_train, batch_size=32, epochs=10, validation_data=(x_test, y_test), verbose=0,
+h = model.fit(x_train, y_train, batch_size=32, epochs=10, validation_data=(x_test, y_test), verbose=0,
           class_weight=dict(enumerate(w)),
           callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
 fit_s = time.perf_counter() - t
 acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
-print("RESULT:" + json.dumps({"fit_s": round(fit_s, 1), "test_accuracy": round(acc, 4)}))
+from convlens.ml.hardware import forward_flops
+print("RESULT:" + json.dumps({"fit_s": round(fit_s, 1), "test_accuracy": round(acc, 4), "policy": "float32",
+                              "images": len(h.history["loss"]) * len(x_train), "forward_flops": forward_flops(model)}))
 """
 
 PRESET = r"""
@@ -43,9 +46,18 @@ import json, tempfile
 from convlens.ml.config import TrainConfig
 from convlens.ml.train import train
 r = train(TrainConfig(preset="seed"), tempfile.mkdtemp(prefix="bench-seed-"))
+from convlens.ml.hardware import forward_flops
+from convlens.ml.models.seed import build_seed
 print("RESULT:" + json.dumps({"fit_s": r["timings"]["fit_s"], "test_accuracy": r["metrics"]["test"]["accuracy"],
-                              "epochs_run": r["epochs_run"], "policy": r["precision_policy"]}))
+                              "epochs_run": r["epochs_run"], "policy": r["precision_policy"],
+                              "images": r["steps_run"] * r["recipe"]["batch_size"],
+                              "forward_flops": forward_flops(build_seed())}))
 """
+
+
+def _speed(r: dict) -> str:
+    """Training speed over fit time (which includes each epoch's validation pass: a lower bound)."""
+    return speed(r["images"], r["fit_s"], r["forward_flops"], r["policy"])
 
 
 def main() -> None:
@@ -56,9 +68,11 @@ def main() -> None:
     if args.only in (None, "a"):
         results["a_reference"] = run_child(REFERENCE, {"CUDA_VISIBLE_DEVICES": ""})
         print("(a) reference:", json.dumps(results["a_reference"]), flush=True)
+        print("    " + _speed(results["a_reference"]), flush=True)
     if args.only in (None, "b"):
         results["b_seed_preset"] = run_child(PRESET)
         print("(b) seed preset:", json.dumps(results["b_seed_preset"]), flush=True)
+        print("    " + _speed(results["b_seed_preset"]), flush=True)
     if len(results) == 2:
         a, b = results["a_reference"], results["b_seed_preset"]
         print(f"wall time ratio b/a: {b['wall_s'] / a['wall_s']:.3f} (target <= 0.2); "

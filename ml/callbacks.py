@@ -27,9 +27,11 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_started, self.first_step = epoch, time.perf_counter(), self.clock.steps
+        self.reported = -1
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch % self.every == 0:
+        if batch // self.every > self.reported:  # `batch`: the last step run (several per call, see TrainingClock)
+            self.reported = batch // self.every
             self.fn(ProgressEvent(stage="train", epoch=self.epoch + 1, epochs=self.epochs, step=batch + 1,
                                   steps=self.steps, fraction=round(self.clock.progress(), 4), metrics=_floats(logs)))
 
@@ -99,7 +101,7 @@ class TrainingClock(keras.callbacks.Callback):
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
         self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
         self.probe_images, self.forward_rate = probe_images, None
-        self.steps = done_steps  # a resumed run starts past 0
+        self.steps = self.epoch_base = done_steps  # a resumed run starts past 0
         self.started = time.perf_counter()
 
     def on_train_begin(self, logs=None):
@@ -158,8 +160,12 @@ class TrainingClock(keras.callbacks.Callback):
             up = p / self.warmup if self.warmup > 0 else 1.0
             self.model.optimizer.learning_rate = self.peak_lr * max(0.0, min(up, (1 - p) / (1 - self.warmup)))
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_base = self.steps
+
     def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
+        # `batch` is the epoch's last step run: with steps_per_execution > 1, Keras reports every N steps.
+        self.steps = self.epoch_base + batch + 1
         if self.budget_s is not None and self.progress() >= 1.0:
             self.model.stop_training = True
 
@@ -179,6 +185,7 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.average = [keras.Variable(w, trainable=False) for w in self.model.weights]
+        self.updates = self.clock.steps // self.every
 
     def _update(self, decay: float) -> None:
         for avg, w in zip(self.average, self.model.weights, strict=True):
@@ -186,7 +193,10 @@ class Lookahead(keras.callbacks.Callback):
             w.assign(avg)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock.steps % self.every == 0:  # the clock, listed first, has counted this step
+        # The clock, listed first, has counted the steps run; one update per `every` of them, however many
+        # steps each call reports (steps_per_execution).
+        if self.clock.steps // self.every > self.updates:
+            self.updates = self.clock.steps // self.every
             self._update(self.decay ** self.every * self.clock.progress() ** 3)
 
     def on_train_end(self, logs=None):

@@ -31,6 +31,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "class_weight": "balanced",  # balanced | none
     "augment": {"flip": True, "alternate_flip": False, "rotation": 0.0, "zoom": 0.0, "translation": 0.1},
     "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip and 1-pixel shifts
+    "steps_per_execution": 1,  # training steps per call into TensorFlow: fewer Python round trips per step
 }
 TRANSFORMS = ("flip", "rotation", "zoom", "translation")
 PresetName = Literal["seed", "fast"]  # ml.models registers exactly these (a test checks)
@@ -95,6 +96,7 @@ class TrainConfig(TrainOptions):
     lookahead: bool | None = None
     warmup_fraction: float | None = None
     tta: Literal[0, 1, 2] | None = None
+    steps_per_execution: Annotated[int, Field(ge=1, le=1000)] | None = None
     image_size: int = 32
     data_dir: str | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from convlens.ml.provenance import cpu_has_bf16
+from convlens.ml.hardware import cpu
 
 
 def choose_policy(mixed: bool = True) -> str:
@@ -13,7 +13,7 @@ def choose_policy(mixed: bool = True) -> str:
         return "float32"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    return "mixed_bfloat16" if cpu().bf16 else "float32"
 
 
 def set_policy(mixed: bool = True) -> str:

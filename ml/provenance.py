@@ -13,10 +13,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from convlens.ml import hardware
+from convlens.ml.hardware import FLAGS
 from convlens.ml.settings import settings
-
-# The CPU flags that decide how fast (and in which precision) training runs.
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 class Provenance(BaseModel):
@@ -54,27 +53,6 @@ def _commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-@lru_cache(maxsize=1)
-def _cpu() -> tuple[str, tuple[str, ...]]:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine(), ()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return model, tuple(f for f in FLAGS if f in flags)
-
-
-def cpu_flags() -> tuple[str, ...]:
-    return _cpu()[1]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (AVX-512-BF16 or AMX); elsewhere training runs in float32."""
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
 @lru_cache(maxsize=1)
@@ -126,14 +104,14 @@ def fingerprint(dataset: str) -> str | None:
 def provenance(seed: int | None = None, dataset: str | None = None, mixed_precision: bool = True,
                with_fingerprint: bool = True) -> Provenance:
     """This process's provenance for a job with that seed and data (the fingerprint costs a listing's stats)."""
-    cpu, flags = _cpu()
+    cpu, flags = hardware.cpu().model, hardware.cpu().flags
     gpu = _gpu()
     if not mixed_precision:
         policy = "float32"
     elif gpu:
         policy = "mixed_float16"
     else:
-        policy = "mixed_bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"  # ml.precision's rule
+        policy = "mixed_bfloat16" if hardware.cpu().bf16 else "float32"  # ml.precision's rule
     return Provenance(convlens=_version("convlens") or "unknown", commit=_commit(),
                       python=platform.python_version(), tensorflow=_version("tensorflow-cpu", "tensorflow"),
                       keras=_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,

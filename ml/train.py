@@ -29,6 +29,12 @@ from convlens.ml.report import evaluate, write_report
 from convlens.ml.saved import atomic_write_text
 
 
+def steps_per_call(steps: int, most: int) -> int:
+    """The largest divisor of an epoch's steps up to `most`: Keras runs whole calls of N steps, so an epoch that
+    N does not divide would train extra steps on the repeating dataset."""
+    return next(n for n in range(min(most, steps), 0, -1) if steps % n == 0)
+
+
 def _model(cfg: TrainConfig, recipe: dict[str, Any], prep: PreparedData, steps: int, out_dir: Path,
            resume: bool) -> tuple[keras.Model, int, dict[str, list[float]], float]:
     """A fresh compiled model, or the checkpoint's with (epochs done, history, seconds spent) when resuming."""
@@ -43,7 +49,7 @@ def _model(cfg: TrainConfig, recipe: dict[str, Any], prep: PreparedData, steps: 
         preset.init_from_data(model, prep.x_train)
     model.compile(optimizer=build_optimizer(recipe, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], steps_per_execution=int(recipe["steps_per_execution"]))
     return model, 0, {}, 0.0
 
 
@@ -70,6 +76,7 @@ def train(
     prep = prepare_data(cfg, data, split)
     n_classes, batch, epochs = len(prep.class_names), int(recipe["batch_size"]), int(recipe["epochs"])
     steps = math.ceil(len(prep.x_train) / batch)
+    recipe["steps_per_execution"] = steps_per_call(steps, int(recipe["steps_per_execution"]))
     val_ds = make_dataset(prep.x_val, prep.y_val, n_classes, 512) if len(prep.x_val) else None
     model, initial_epoch, history, spent_s = _model(cfg, recipe, prep, steps, out_dir, resume)
 

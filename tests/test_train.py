@@ -19,7 +19,7 @@ from convlens.ml.models import get_preset
 from convlens.ml.predict import predict_probs
 from convlens.ml.prepare import prepare_data
 from convlens.ml.thresholds import thresholded_predictions, tune_thresholds
-from convlens.ml.train import train
+from convlens.ml.train import steps_per_call, train
 
 
 def test_seed_is_the_reference_cnn():
@@ -129,6 +129,22 @@ def test_resume_after_a_stop(tmp_path, cifar):
     assert min(e for e in epochs_seen if e) == 2  # continued, not restarted
     assert result["epochs_run"] == 3 and len(result["history"]["loss"]) == 3
     assert not (tmp_path / "checkpoint.keras").exists()
+
+
+def test_several_steps_per_call_train_the_same_model(tmp_path, cifar):
+    """steps_per_execution > 1 (fewer Python round trips per step) changes how often callbacks run, not what is
+    learned: the same seed gives the same accuracy within noise, the same steps, and progress still arrives."""
+    runs = {}
+    for spe in (1, 8):
+        events = []
+        runs[spe] = train(TrainConfig(limit=3000, epochs=2, batch_size=60, patience=0, steps_per_execution=spe),
+                          tmp_path / str(spe), progress=events.append, data=cifar)
+        assert sum(e.stage == "train" for e in events) >= 2 and sum(e.stage == "epoch" for e in events) == 2
+    steps = -(-runs[8]["n_train"] // 60)
+    # The largest divisor of the epoch's steps up to 8: Keras would run extra steps to finish a last call.
+    assert runs[8]["recipe"]["steps_per_execution"] == steps_per_call(steps, 8) > 1
+    assert runs[1]["steps_run"] == runs[8]["steps_run"] == 2 * steps
+    assert abs(runs[1]["metrics"]["test"]["accuracy"] - runs[8]["metrics"]["test"]["accuracy"]) < 0.03
 
 
 @pytest.mark.cifar  # reads CIFAR-10 itself, in the CLI's process

@@ -1,0 +1,97 @@
+"""What this CPU can do: its cores, clock and vector units, the peak rate they allow in each precision (what
+benchmarks compare achieved GFLOP/s against), and the work a model costs per image.
+
+The peak is computed, not measured (no library reports it): cores x clock x FMA units x float32 lanes x 2 flops
+per FMA. Two FMA units per core (every x86 server core since Haswell and Zen); 512-bit lanes on Intel cores
+with AVX-512, 256-bit on AMD's (Zen 4 runs AVX-512 as two 256-bit halves); bf16 (VDPBF16PS: two bf16 products
+into each float32 lane) doubles it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# The CPU flags that decide how fast (and in which precision) training runs.
+FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    model: str
+    vendor: str
+    cores: int  # the cores this process may run on
+    mhz: float
+    flags: tuple[str, ...]  # which of FLAGS it has
+
+    @property
+    def bf16(self) -> bool:
+        """Whether it computes bf16 natively (AVX-512-BF16 or AMX); elsewhere training runs in float32."""
+        return bool({"avx512_bf16", "amx_bf16"} & set(self.flags))
+
+    @property
+    def vector_bits(self) -> int:
+        if "avx512f" in self.flags and self.vendor == "GenuineIntel":
+            return 512
+        return 256 if "avx2" in self.flags else 128
+
+    def peak_gflops(self, policy: str) -> float:
+        """The peak for a Keras precision policy ("float32", "mixed_bfloat16")."""
+        per_cycle = 2 * (self.vector_bits // 32) * 2 * (2 if policy == "mixed_bfloat16" and self.bf16 else 1)
+        return self.cores * self.mhz / 1000 * per_cycle
+
+    def peak_rule(self, policy: str) -> str:
+        bf16 = policy == "mixed_bfloat16" and self.bf16
+        return (f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x 2 FMA units x {self.vector_bits // 32} float32 "
+                f"lanes x 2 flops{' x 2 (bf16 pairs)' if bf16 else ''}")
+
+
+def training_choice() -> str:
+    """One line: the precision and threads training uses on this CPU, and why."""
+    c = cpu()
+    why = ("it computes bf16 natively (AVX-512-BF16/AMX)" if c.bf16 else
+           "it has no native bf16 (AVX2: bf16 would be emulated, slower than float32)")
+    return (f"training on {c.model} ({c.cores} cores): {'mixed_bfloat16' if c.bf16 else 'float32'} because {why}; "
+            f"{c.cores} compute threads, one per core this process may use; on a GPU: mixed_float16")
+
+
+@lru_cache(maxsize=1)
+def cpu() -> Cpu:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+
+    def field(name: str, default: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(name)), default)
+
+    flags = set(field("flags", "").split())
+    return Cpu(model=field("model name", platform.processor() or platform.machine()),
+               vendor=field("vendor_id", ""), cores=len(os.sched_getaffinity(0)),
+               mhz=float(field("cpu MHz", "0") or 0), flags=tuple(f for f in FLAGS if f in flags))
+
+
+def forward_flops(model) -> int:
+    """Floating-point operations of one image's forward pass through the model's convolutions and dense layers
+    (2 per multiply-add: each kernel weight once per output position; they are all but a fraction of a percent of
+    a CNN's work). A training step costs about three times this per image: the forward and two backward products."""
+    total = 0
+    for layer in _layers(model):
+        if type(layer).__name__ not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense"):
+            continue
+        out = layer.output.shape
+        positions = int(out[1]) * int(out[2]) if len(out) == 4 else 1
+        total += sum(2 * positions * math.prod(w.shape) for w in layer.weights if "kernel" in w.path)
+    return total
+
+
+def _layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model or block
+            yield from _layers(layer)
+        else:
+            yield layer
