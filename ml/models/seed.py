@@ -35,6 +35,9 @@ SEED = register_preset(
             "schedule": "plateau",
             "patience": 3,
             "augment": {"flip": True, "rotation": 0.0, "zoom": 0.0, "translation": 0.0},
+            # 16 steps per call into TensorFlow: on an AVX2 CPU per-step overhead was half the step time (735 ->
+            # 1,436 images/s in the probe); on AVX-512-BF16 it changes nothing (4,090 vs 4,357, noise).
+            "steps_per_execution": 16,
         },
     )
 )
