@@ -41,8 +41,17 @@ class ArtifactMissing(ConvlensError, FileNotFoundError):
 
 def read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
-        while piece := fh.read(CHUNK):
-            yield piece
+        yield from _pieces(fh)
+
+
+def _pieces(fh) -> Iterator[bytes]:
+    while piece := fh.read(CHUNK):
+        yield piece
+
+
+def _path_hash(key: str) -> str:
+    """stored_files' unique key for a path (paths may exceed what a PostgreSQL btree entry holds)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def digest(path: Path) -> tuple[str, int]:
@@ -102,7 +111,7 @@ class IndexedStore(ArtifactStore):
             new.pop(kept)
         self.write_blobs(s, [(sha, size, path) for sha, (size, path) in new.items()])
         _upsert(s, StoredFile.__table__, [{
-            "path_hash": hashlib.sha256(key.encode()).hexdigest(), "path": key, "job_id": job_id, "sha256": sha,
+            "path_hash": _path_hash(key), "path": key, "job_id": job_id, "sha256": sha,
             "size": size, "created_at": utcnow()} for key, _, sha, size in found],
             ["path_hash"], update=("sha256", "size", "job_id"))
         return len(found)
@@ -110,7 +119,7 @@ class IndexedStore(ArtifactStore):
     def ref(self, key: str) -> StoredFile | None:
         with session_scope() as s:
             return s.scalars(select(StoredFile).where(
-                StoredFile.path_hash == hashlib.sha256(key.encode()).hexdigest())).first()
+                StoredFile.path_hash == _path_hash(key))).first()
 
     def refs_under(self, prefix: str) -> list[StoredFile]:
         job_id = prefix.split("/")[1]
@@ -129,7 +138,7 @@ class IndexedStore(ArtifactStore):
         if local(key).is_file():
             return local(key)
         ref = self._ref_or_missing(key)
-        return _cache().blob(ref.sha256, lambda: self.read_blob(ref.sha256))
+        return _cache().blob(ref.sha256, self._reader(ref.sha256))
 
     def fetch_model(self, key: str) -> Path:
         key = stored(key)
@@ -243,8 +252,7 @@ class FsspecStore(IndexedStore):
 
     def read_blob(self, sha: str) -> Iterator[bytes]:
         with self.fs.open(self._blob(sha), "rb") as fh:
-            while piece := fh.read(CHUNK):
-                yield piece
+            yield from _pieces(fh)
 
 
 def _upsert(s: Session, table: Table, rows: list[dict], keys: list[str], update: tuple[str, ...] = ()) -> None:
@@ -322,7 +330,7 @@ def migrate(to: str, progress: Callable[[int, int], None] | None = None) -> Migr
             check = hashlib.sha256()
             for piece in target.read_blob(ref.sha256):
                 check.update(piece)
-            verified += check.hexdigest() == ref.sha256 == digest(path)[0]
+            verified += check.hexdigest() == ref.sha256  # the file's own digest, taken as it was published
             size += ref.size
             done += 1
             if progress:
