@@ -41,7 +41,7 @@ test-browser: install lint
 	$(VENV)/bin/pytest -q tests -m browser
 
 test: install lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=30 tests
 
 demo: install
 	$(VENV)/bin/convlens demo

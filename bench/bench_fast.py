@@ -2,8 +2,10 @@
 
 The preset trains for whatever its budget allows on this machine (the learning rate and weight averaging
 follow the clock), so "accuracy at 2.5 and 5 minutes" is measured as whole runs with those budgets.
-Prints per run: test accuracy, train+eval wall time, peak RSS, training images/s, epochs completed.
+Prints per run: test accuracy, train+eval wall time, peak RSS, training images/s, epochs completed; before them, from
+a short run traced by the TensorFlow profiler (bench/_profile.py), where its training steps' CPU time goes.
 Usage: python bench/bench_fast.py [--seeds 0 1 2] [--budget 600] [--short-budgets 150 300]
+       [--no-profile | --profile-only]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import run_child, speed  # noqa: E402
+from _profile import describe  # noqa: E402
 
 CHILD = r"""
 import json, tempfile, time
@@ -24,20 +27,25 @@ from convlens.ml.train import train
 from convlens.ml.hardware import forward_flops
 from convlens.ml.models import get_preset
 model_of = lambda name: get_preset(name).build((32, 32, 3), 10)
+{profile_setup}
 t0 = time.perf_counter()
 data = load_cifar10(settings().datasets_dir)
 r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempfile.mkdtemp(prefix="bench-fast-"),
-          data=data)
+          data=data, callbacks=extra)
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
     "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"],
-    "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model_of("fast"))}}))
+    "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model_of("fast")),
+    "profile": extra[0].shares if extra else None}}))
 """
 
 
+PROFILED = "import sys; sys.path.insert(0, {bench!r}); from _profile import ProfileWindow; extra = [ProfileWindow()]"
+
+
 def run(seed: int, budget: float) -> dict:
-    r = run_child(CHILD.format(seed=seed, budget=budget))
+    r = run_child(CHILD.format(seed=seed, budget=budget, profile_setup="extra = []"))
     print(f"seed {seed}, budget {budget:.0f} s: test accuracy {r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
           f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
           f"{r['epochs']} epochs, TTA level {r['tta']}, {r['policy']}", flush=True)
@@ -49,12 +57,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", type=float, default=600.0, help="the preset's budget, seconds")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--no-profile", action="store_true", help="skip the short traced run")
+    profile.add_argument("--profile-only", action="store_true", help="only the short traced run")
     parser.add_argument("--short-budgets", type=float, nargs="*", default=[150.0, 300.0],
                         help="shorter budgets, run with the first seed")
     args = parser.parse_args()
     from convlens.ml.hardware import cpu
 
     print(f"CPU: {cpu().model} ({', '.join(cpu().flags) or 'no AVX'}), {cpu().cores} cores", flush=True)
+    if not args.no_profile:
+        traced = run_child(CHILD.format(seed=0, budget=60, profile_setup=PROFILED.format(
+            bench=str(Path(__file__).resolve().parent))))
+        print("profile (a 60 s run): " + describe(traced["profile"]), flush=True)
+    if args.profile_only:
+        return
     accs = [run(seed, args.budget)["accuracy"] for seed in args.seeds]
     print(f"mean test accuracy at {args.budget:.0f} s over seeds {args.seeds}: {sum(accs) / len(accs):.4f} "
           "(target >= 0.94, floor 0.93)", flush=True)

@@ -3,8 +3,9 @@
 (a) the original report's recipe exactly: seed model, 10 epochs, batch 32, float32 /255.0 arrays,
     Adam, balanced class weights, early stopping (patience 3) on the test set.
 (b) `convlens`'s default seed preset (ml.train.train), bf16 where the CPU supports it.
-Each also prints its training images/s and achieved GFLOP/s against this CPU's peak (ml.hardware).
-Usage: python bench/bench_seed.py [--only a|b]
+Each also prints its training images/s and achieved GFLOP/s against this CPU's peak (ml.hardware), and, from a
+second short run traced by the TensorFlow profiler (bench/_profile.py), where its training steps' CPU time goes.
+Usage: python bench/bench_seed.py [--only a|b] [--no-profile]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import run_child, speed  # noqa: E402
+from _profile import describe  # noqa: E402
 
 REFERENCE = r"""
 import json, time, numpy as np, keras
@@ -31,27 +33,32 @@ w = compute_class_weight("balanced", classes=np.arange(10), y=d.y_train)
 model = build_seed()
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 t = time.perf_counter()
-h = model.fit(x_train, y_train, batch_size=32, epochs=10, validation_data=(x_test, y_test), verbose=0,
+{profile_setup}
+h = model.fit(x_train, y_train, batch_size=32, epochs={epochs}, validation_data=(x_test, y_test), verbose=0,
           class_weight=dict(enumerate(w)),
-          callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)])
+          callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True), *extra])
 fit_s = time.perf_counter() - t
 acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
 from convlens.ml.hardware import forward_flops
-print("RESULT:" + json.dumps({"fit_s": round(fit_s, 1), "test_accuracy": round(acc, 4), "policy": "float32",
-                              "images": len(h.history["loss"]) * len(x_train), "forward_flops": forward_flops(model)}))
+print("RESULT:" + json.dumps({{"fit_s": round(fit_s, 1), "test_accuracy": round(acc, 4), "policy": "float32",
+                              "images": len(h.history["loss"]) * len(x_train), "forward_flops": forward_flops(model),
+                              "profile": extra[0].shares if extra else None}}))
 """
 
 PRESET = r"""
 import json, tempfile
 from convlens.ml.config import TrainConfig
 from convlens.ml.train import train
-r = train(TrainConfig(preset="seed"), tempfile.mkdtemp(prefix="bench-seed-"))
+{profile_setup}
+r = train(TrainConfig(preset="seed"{epochs}), tempfile.mkdtemp(prefix="bench-seed-"), callbacks=extra)
 from convlens.ml.hardware import forward_flops
 from convlens.ml.models.seed import build_seed
-print("RESULT:" + json.dumps({"fit_s": r["timings"]["fit_s"], "test_accuracy": r["metrics"]["test"]["accuracy"],
+print("RESULT:" + json.dumps({{"fit_s": r["timings"]["fit_s"], "test_accuracy": r["metrics"]["test"]["accuracy"],
                               "epochs_run": r["epochs_run"], "policy": r["precision_policy"],
                               "images": r["steps_run"] * r["recipe"]["batch_size"],
-                              "forward_flops": forward_flops(build_seed())}))
+                              "eval_s": round(r["timings"]["total_s"] - r["timings"]["fit_s"], 1),
+                              "forward_flops": forward_flops(build_seed()),
+                              "profile": extra[0].shares if extra else None}}))
 """
 
 
@@ -60,21 +67,29 @@ def _speed(r: dict) -> str:
     return speed(r["images"], r["fit_s"], r["forward_flops"], r["policy"])
 
 
+PROFILED = "import sys; sys.path.insert(0, {bench!r}); from _profile import ProfileWindow; extra = [ProfileWindow()]"
+RUNS = {"a": ("(a) reference", REFERENCE, {"CUDA_VISIBLE_DEVICES": ""}, "10", "1"),
+        "b": ("(b) seed preset", PRESET, None, "", ", epochs=1")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["a", "b"])
+    parser.add_argument("--no-profile", action="store_true", help="skip the short traced runs")
     args = parser.parse_args()
+    bench = str(Path(__file__).resolve().parent)
     results = {}
-    if args.only in (None, "a"):
-        results["a_reference"] = run_child(REFERENCE, {"CUDA_VISIBLE_DEVICES": ""})
-        print("(a) reference:", json.dumps(results["a_reference"]), flush=True)
-        print("    " + _speed(results["a_reference"]), flush=True)
-    if args.only in (None, "b"):
-        results["b_seed_preset"] = run_child(PRESET)
-        print("(b) seed preset:", json.dumps(results["b_seed_preset"]), flush=True)
-        print("    " + _speed(results["b_seed_preset"]), flush=True)
+    for key, (label, code, env, epochs, profiled_epochs) in RUNS.items():
+        if args.only not in (None, key):
+            continue
+        results[key] = run_child(code.format(profile_setup="extra = []", epochs=epochs), env)
+        print(f"{label}:", json.dumps(results[key]), flush=True)
+        print("    " + _speed(results[key]), flush=True)
+        if not args.no_profile:
+            traced = run_child(code.format(profile_setup=PROFILED.format(bench=bench), epochs=profiled_epochs), env)
+            print("    " + describe(traced["profile"]), flush=True)
     if len(results) == 2:
-        a, b = results["a_reference"], results["b_seed_preset"]
+        a, b = results["a"], results["b"]
         print(f"wall time ratio b/a: {b['wall_s'] / a['wall_s']:.3f} (target <= 0.2); "
               f"accuracy b-a: {b['test_accuracy'] - a['test_accuracy']:+.4f} (target >= 0); "
               f"peak RSS b: {b['peak_rss_mb']} MB (target <= 1536)")

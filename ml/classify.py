@@ -20,12 +20,12 @@ from convlens.ml.data.images import decoded, fit_pixels
 from convlens.ml.errors import ImageReadError
 from convlens.ml.explain import CamModel, compute_cam, save_overlay
 from convlens.ml.folder_eval import LabelledCounts
+from convlens.ml.hardware import decode_threads
 from convlens.ml.listing import overlay_name
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import TrainedModel
 from convlens.ml.thresholds import decisions
 
-DECODE_THREADS = 4  # PNG decoding per worker process; bench/bench_jobs.py reports the decode rate per core
 DECODE_CHUNK = 32  # files per decoding task
 # Overlays of larger images are scaled down to this: one of 64 megapixels would take gigabytes to blend.
 OVERLAY_PIXELS = 4_000_000
@@ -72,8 +72,8 @@ def _batches(paths: list[Path], size: tuple[int, int], batch_size: int, keep: bo
     caller, so the model never waits for a batch that could have been decoded while it ran the last one. Each
     thread takes a chunk of files: a future per file cost more in locking than a small PNG's decoding."""
     pending: deque[list[Future]] = deque()
-    chunk = max(1, min(DECODE_CHUNK, batch_size // DECODE_THREADS))
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+    chunk = max(1, min(DECODE_CHUNK, batch_size // decode_threads()))
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
         for start in range(0, len(paths), batch_size):
             batch = paths[start:start + batch_size]
             pending.append([pool.submit(_read_chunk, batch[i:i + chunk], size, keep, within)
