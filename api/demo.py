@@ -43,11 +43,14 @@ def plan_training(has_bf16: bool, limit: int | None = None, time_budget_s: float
         return DemoPlan(params | {"time_budget_s": time_budget_s}, f"training on a {time_budget_s:g} s budget")
     if limit is not None:
         return DemoPlan(params, f"training the full recipe on {limit} images")
+    from convlens.ml.models import get_preset  # TensorFlow: only once the demo plans its training
+
+    epochs = get_preset("seed").recipe["epochs"]
     if has_bf16:
-        return DemoPlan(params, "this CPU computes bf16 natively: training the full 12-epoch recipe")
+        return DemoPlan(params, f"this CPU computes bf16 natively: training the full {epochs}-epoch recipe")
     return DemoPlan(params | {"time_budget_s": FLOAT32_BUDGET_S},
                     f"this CPU lacks native bf16 (float32 only): training on a {FLOAT32_BUDGET_S:g} s budget "
-                    "instead of the full 12 epochs (`convlens submit train` trains the full recipe)")
+                    f"instead of the full {epochs} epochs (`convlens submit train` trains the full recipe)")
 
 
 def export_test_images(n: int, folder: Path, seed: int = 0) -> int:

@@ -1,6 +1,7 @@
 """The demo's training plan: the full recipe only where bf16 is native, on the clock elsewhere."""
 
 from convlens.api.demo import FLOAT32_BUDGET_S, plan_training
+from convlens.ml.models import get_preset
 
 
 def test_a_cpu_without_bf16_trains_on_the_clock():
@@ -12,7 +13,7 @@ def test_a_cpu_without_bf16_trains_on_the_clock():
 def test_a_cpu_with_bf16_trains_the_full_recipe():
     plan = plan_training(has_bf16=True)
     assert plan.train_params == {"preset": "seed"}
-    assert "12-epoch" in plan.note
+    assert f"{get_preset('seed').recipe['epochs']}-epoch" in plan.note
 
 
 def test_the_users_choice_wins_over_the_cpu_check():
