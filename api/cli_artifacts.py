@@ -1,10 +1,14 @@
-"""`convlens artifacts migrate`: the artifact store that makes outputs readable on every machine."""
+"""`convlens artifacts migrate|get`: the artifact store that makes outputs readable on every machine."""
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
 from convlens.api.cli_jobs import Json
 from convlens.api.output import fail, print_json, ready_database
@@ -37,3 +41,50 @@ def migrate(to: Annotated[str, typer.Option("--to", help="database, or an fsspec
             typer.echo(f"now set CONVLENS_ARTIFACT_STORE={to} for every worker and API process")
     if done.verified != done.files:
         fail(f"{done.files - done.verified} files did not read back equal: keep CONVLENS_ARTIFACT_STORE as it is")
+
+
+RUN_KEY = re.compile(r"runs/[0-9a-f]{32}(/.*)?$")
+
+
+class Copied(BaseModel):
+    key: str
+    path: str
+    files: int
+
+
+@artifacts_app.command("get")
+def get(key: Annotated[str, typer.Argument(help="runs/JOB_ID/... (a file or a folder), as results and jobs show it")],
+        to: Annotated[Path, typer.Option("--to", help="folder to copy it into")] = Path("."),
+        as_json: Json = False) -> None:
+    """Copy a job's output (a model, a plot, a folder of overlays) from the artifact store to this machine."""
+    from convlens.worker.artifacts import ArtifactMissing, artifact_store
+    from convlens.worker.paths import is_run_key, stored
+
+    ready_database()
+    named = stored(key).rstrip("/")
+    found = RUN_KEY.search(named)  # also a path under another machine's home, as its jobs show them
+    key = found.group(0) if found else named
+    if not is_run_key(key):
+        fail(f"{named}: not a job's output; name one as runs/JOB_ID/... (as `convlens results` shows it)")
+    store, target = artifact_store(), to / Path(key).name
+    try:
+        source = store.fetch(key)
+    except ArtifactMissing:
+        try:
+            source = store.fetch_folder(key)
+        except ArtifactMissing:
+            fail(f"{key}: no file or folder of that name in the artifact store ({store.name})")
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
+    except OSError as e:
+        fail(f"{target}: cannot write there ({e.strerror or e})")
+    done = Copied(key=key, path=str(target),
+                  files=sum(1 for p in target.rglob("*") if p.is_file()) if target.is_dir() else 1)
+    if as_json:
+        print_json(done.model_dump())
+    else:
+        typer.echo(f"{key}: {done.files} file{'s' if done.files != 1 else ''} copied to {target}")

@@ -194,3 +194,22 @@ def test_a_stored_folder_is_the_same_folder_on_another_home(homes, monkeypatch):
     assert sorted(str(p.relative_to(there)) for p in there.rglob("*.png")) == sorted(
         str(p.relative_to(sample)) for p in sample.rglob("*.png"))
     assert all((there / p.relative_to(sample)).read_bytes() == p.read_bytes() for p in sample.rglob("*.png"))
+
+    # `convlens artifacts get` on the other home: a folder, a file named by a's absolute path, and wrong names.
+    env = {**os.environ, "CONVLENS_HOME": str(b), "CONVLENS_ARTIFACT_STORE": "database"}
+    out = b.parent / "out"
+
+    def get(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "convlens.api.cli", "artifacts", "get", *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    done = get(key, "--to", str(out))
+    assert done.returncode == 0 and "6 files copied" in done.stdout, done.stderr
+    assert all((out / "sample" / p.relative_to(sample)).read_bytes() == p.read_bytes()
+               for p in sample.rglob("*.png"))
+    one = next(sample.rglob("*.png"))
+    assert get(str(one), "--to", str(out)).returncode == 0 and (out / one.name).read_bytes() == one.read_bytes()
+    for wrong, says in [(f"runs/{job_id}/nothing.png", "no file or folder of that name"),
+                        ("/etc/passwd", "not a job's output"), (f"runs/{job_id}/../../etc", "not a job's output")]:
+        refused = get(wrong, "--to", str(out))
+        assert refused.returncode != 0 and says in refused.stderr and "Traceback" not in refused.stderr

@@ -19,7 +19,7 @@ from convlens.worker.artifacts import artifact_store, resolve_model
 from convlens.worker.heap import freeze_long_lived
 from convlens.worker.kinds.base import Context, Done, JobKind, Output, table_lines
 from convlens.worker.kinds.layers import ModelRef
-from convlens.worker.paths import check_folder, check_model, is_run_key, unchanged
+from convlens.worker.paths import check_folder, check_model, is_run_key, stored, unchanged
 
 
 class ClassifyParams(JobParams):
@@ -212,7 +212,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         if result.set_sizes:
             lines.append(f"conformal set sizes: {json.dumps(result.set_sizes)}")
         if result.overlay_dir:
-            lines.append(f"Grad-CAM overlays: {result.overlay_dir}")
+            lines.append(f"Grad-CAM overlays: {result.overlay_dir}" + ("" if Path(result.overlay_dir).is_dir() else
+                         f" (not on this machine: `convlens artifacts get {stored(result.overlay_dir)}` copies them)"))
         return lines
 
     def public_params(self, params: dict[str, Any], is_part: bool) -> dict[str, Any]:
