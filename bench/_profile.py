@@ -5,7 +5,7 @@ The profiler's `framework_op_stats` table gives every op's self-time on the host
 divided by (wall time x cores) it says what share of the CPU each part used while those steps ran, and what share
 sat idle (waiting on Python, Keras' per-step loop or the input pipeline). Grouping is by op name, the only thing
 the profiler reports: the model's forward and backward kernels, the optimizer's update, precision casts, and the
-input pipeline with its augmentation (ops outside the compiled training step).
+input pipeline with its augmentation (tf.data's ops, and the random transforms in the training step).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ GROUPS = ("model kernels", "optimizer", "precision casts", "input pipeline + aug
 
 
 def group_of(op_type: str, name: str) -> str:
-    if "StatefulPartitionedCall" not in name:  # tf.data's own ops and the functions it maps
+    # tf.data's own ops and the functions it maps; the random transforms run in the step, under "augment".
+    if "StatefulPartitionedCall" not in name or "/augment/" in name:
         return "input pipeline + augmentation"
     if op_type == "Cast":
         return "precision casts"

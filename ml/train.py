@@ -19,7 +19,7 @@ from convlens.ml import precision
 from convlens.ml.callbacks import CheckpointCallback, Lookahead, ProgressCallback, TrainingClock
 from convlens.ml.config import TrainConfig
 from convlens.ml.data.cifar import ImageDataset
-from convlens.ml.data.pipeline import AugmentConfig, make_dataset, make_training_dataset
+from convlens.ml.data.pipeline import AugmentConfig, fuse_augmentation, make_dataset, make_training_dataset
 from convlens.ml.models import get_preset
 from convlens.ml.optimizer import build_optimizer
 from convlens.ml.predict import TTA_VIEWS
@@ -79,6 +79,7 @@ def train(
     recipe["steps_per_execution"] = steps_per_call(steps, int(recipe["steps_per_execution"]))
     val_ds = make_dataset(prep.x_val, prep.y_val, n_classes, 512) if len(prep.x_val) else None
     model, initial_epoch, history, spent_s = _model(cfg, recipe, prep, steps, out_dir, resume)
+    fuse_augmentation(model, AugmentConfig(**recipe["augment"]), cfg.seed)
 
     # Forward passes of the evaluation at each test-time augmentation level (1, 2 or 6 views). The error gallery
     # reuses the test probabilities; its 24 Grad-CAMs fall within the clock's margin.

@@ -1,7 +1,9 @@
 """tf.data pipelines over uint8 arrays held once in memory.
 
-Batches are gathered by index and scaled to [0, 1] per batch, so no float copy of the dataset ever exists;
-augmentation runs on whole training batches with Keras preprocessing layers.
+Batches are gathered by index and scaled to [0, 1] per batch, so no float copy of the dataset ever exists.
+Random augmentation (Keras preprocessing layers) runs inside the model's compiled training step, not in tf.data's
+parallel map: there its random draws followed the order in which threads took batches, so one seed gave a
+different model on every run; in the step they follow the steps.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def make_training_dataset(
     seed: int = 0,
     first_epoch: int = 0,
 ) -> tf.data.Dataset:
-    """Augmented (images, one-hot labels) batches for epochs first_epoch..epochs-1, ceil(len(x)/batch_size) each.
+    """(images, one-hot labels) batches for epochs first_epoch..epochs-1, ceil(len(x)/batch_size) each, with the
+    alternating flip when the recipe has it (the random transforms: fuse_augmentation).
 
     Each epoch's shuffle is seeded by (seed, epoch), so a resumed run sees the batches it would have seen.
     """
@@ -85,7 +88,6 @@ def make_training_dataset(
     labels = tf.one_hot(tf.constant(y, tf.int32), num_classes)
     alternate = augment.flip and augment.alternate_flip
     first_flip = tf.constant(np.random.default_rng(seed).integers(0, 2, n, dtype=np.int64)) if alternate else None
-    aug = augmentation_layers(augment, seed) if augment.enabled else None
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
@@ -96,9 +98,21 @@ def make_training_dataset(
         if alternate:
             flip = tf.not_equal(tf.gather(first_flip, idx), epoch % 2)
             batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
-        if aug is not None:
-            batch = aug(batch, training=True)
         return batch, tf.gather(labels, idx)
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def fuse_augmentation(model: keras.Model, augment: AugmentConfig, seed: int) -> None:
+    """Makes the model's training step augment its batch first (the saved model holds no augmentation)."""
+    aug = augmentation_layers(augment, seed)
+    if aug is None:
+        return
+    step = model.train_step
+
+    def train_step(data):
+        x, *rest = data
+        return step((aug(x, training=True), *rest))
+
+    model.train_step = train_step
