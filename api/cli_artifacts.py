@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -43,9 +42,6 @@ def migrate(to: Annotated[str, typer.Option("--to", help="database, or an fsspec
         fail(f"{done.files - done.verified} files did not read back equal: keep CONVLENS_ARTIFACT_STORE as it is")
 
 
-RUN_KEY = re.compile(r"runs/[0-9a-f]{32}(/.*)?$")
-
-
 class Copied(BaseModel):
     key: str
     path: str
@@ -58,13 +54,11 @@ def get(key: Annotated[str, typer.Argument(help="runs/JOB_ID/... (a file or a fo
         as_json: Json = False) -> None:
     """Copy a job's output (a model, a plot, a folder of overlays) from the artifact store to this machine."""
     from convlens.worker.artifacts import ArtifactMissing, artifact_store
-    from convlens.worker.paths import is_run_key, stored
+    from convlens.worker.paths import run_key
 
     ready_database()
-    named = stored(key).rstrip("/")
-    found = RUN_KEY.search(named)  # also a path under another machine's home, as its jobs show them
-    key = found.group(0) if found else named
-    if not is_run_key(key):
+    named, key = key, run_key(key)  # also a path under another machine's home, as its jobs show them
+    if key is None:
         fail(f"{named}: not a job's output; name one as runs/JOB_ID/... (as `convlens results` shows it)")
     store, target = artifact_store(), to / Path(key).name
     try:

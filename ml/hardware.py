@@ -63,7 +63,7 @@ def training_choice() -> str:
            "it has no native bf16 (AVX2: bf16 would be emulated, slower than float32)")
     return (f"training on {c.model} ({c.cores} cores): {'mixed_bfloat16' if c.bf16 else 'float32'} because {why}; "
             f"{c.cores} compute threads, one per core this process may use; images decoded by {decode_threads()} "
-            "threads, augmented by tf.data's autotuned ones; batch size the preset's (the same on every CPU: "
+            "threads and augmented inside the compiled training step; batch size the preset's (the same on every CPU: "
             "larger batches train faster per image but reach less accuracy per epoch); on a GPU: mixed_float16")
 
 

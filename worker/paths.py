@@ -63,6 +63,17 @@ def is_run_key(text: str) -> bool:
     return RUN_PATH.match(text) is not None and ".." not in Path(text).parts
 
 
+def run_key(text: str) -> str | None:
+    """The `runs/ID/...` part of a path to a job's output under any machine's home (or given as it is); None for
+    any other path."""
+    text = text.rstrip("/")
+    for found in RUN_PATH.finditer(text):
+        if found.start() == 0 or text[found.start() - 1] == "/":
+            key = text[found.start():]
+            return key if is_run_key(key) else None
+    return None
+
+
 def local(text: str | Path) -> Path:
     """A stored path on this machine: `runs/ID/...` under this CONVLENS_HOME, an absolute one as it is."""
     path = Path(text)

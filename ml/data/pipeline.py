@@ -8,7 +8,7 @@ different model on every run; in the step they follow the steps.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -24,13 +24,6 @@ class AugmentConfig:
     rotation: float = 0.0  # fraction of a full turn
     zoom: float = 0.0  # fraction of the side
     translation: float = 0.1  # fraction of the side
-
-    @property
-    def enabled(self) -> bool:
-        return self.flip or self.rotation > 0 or self.zoom > 0 or self.translation > 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def augmentation_layers(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
