@@ -6,6 +6,7 @@ Prints per run: test accuracy, train+eval wall time, peak RSS, training images/s
 a short run traced by the TensorFlow profiler (bench/_profile.py), where its training steps' CPU time goes.
 Usage: python bench/bench_fast.py [--seeds 0 1 2] [--budget 600] [--short-budgets 150 300]
        [--no-profile | --profile-only]
+       [--widths 64,128,256 32,64,128]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from convlens.ml.config import TrainConfig
 from convlens.ml.train import train
 from convlens.ml.hardware import forward_flops
 from convlens.ml.models import get_preset
+{widths_setup}
 model_of = lambda name: get_preset(name).build((32, 32, 3), 10)
 {profile_setup}
 t0 = time.perf_counter()
@@ -37,16 +39,22 @@ print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "po
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
     "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"],
     "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model_of("fast")),
-    "profile": extra[0].shares if extra else None}}))
+    "profile": extra[0].shares if extra else None, "widths": [model_of("fast").get_layer(f"block{{i}}_conv1").filters
+                                                            for i in (1, 2, 3)]}}))
 """
+# Other conv widths than the CPU's choice (ml.models.fast.default_widths), for comparing them side by side.
+WIDTHS = ("import functools; from convlens.ml.models import fast; "
+          "get_preset('fast').build = functools.partial(fast.build_fast, widths={widths})")
 
 
 PROFILED = "import sys; sys.path.insert(0, {bench!r}); from _profile import ProfileWindow; extra = [ProfileWindow()]"
 
 
-def run(seed: int, budget: float) -> dict:
-    r = run_child(CHILD.format(seed=seed, budget=budget, profile_setup="extra = []"))
-    print(f"seed {seed}, budget {budget:.0f} s: test accuracy {r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
+def run(seed: int, budget: float, widths: tuple[int, ...] | None = None) -> dict:
+    setup = WIDTHS.format(widths=widths) if widths else ""
+    r = run_child(CHILD.format(seed=seed, budget=budget, profile_setup="extra = []", widths_setup=setup))
+    print(f"seed {seed}, budget {budget:.0f} s, widths {'/'.join(map(str, r['widths']))}: test accuracy "
+          f"{r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
           f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
           f"{r['epochs']} epochs, TTA level {r['tta']}, {r['policy']}", flush=True)
     print("    " + speed(r["images"], r["fit_s"], r["forward_flops"], r["policy"]), flush=True)
@@ -62,15 +70,22 @@ def main() -> None:
     profile.add_argument("--profile-only", action="store_true", help="only the short traced run")
     parser.add_argument("--short-budgets", type=float, nargs="*", default=[150.0, 300.0],
                         help="shorter budgets, run with the first seed")
+    parser.add_argument("--widths", nargs="+", metavar="W1,W2,W3",
+                        help="instead of the seeds and budgets: one run of the first seed per set of conv widths, "
+                             "side by side (default: the widths this CPU gets)")
     args = parser.parse_args()
     from convlens.ml.hardware import cpu
 
     print(f"CPU: {cpu().model} ({', '.join(cpu().flags) or 'no AVX'}), {cpu().cores} cores", flush=True)
     if not args.no_profile:
-        traced = run_child(CHILD.format(seed=0, budget=60, profile_setup=PROFILED.format(
+        traced = run_child(CHILD.format(seed=0, budget=60, widths_setup="", profile_setup=PROFILED.format(
             bench=str(Path(__file__).resolve().parent))))
         print("profile (a 60 s run): " + describe(traced["profile"]), flush=True)
     if args.profile_only:
+        return
+    if args.widths:
+        for widths in args.widths:
+            run(args.seeds[0], args.budget, tuple(int(w) for w in widths.split(",")))
         return
     accs = [run(seed, args.budget)["accuracy"] for seed in args.seeds]
     print(f"mean test accuracy at {args.budget:.0f} s over seeds {args.seeds}: {sum(accs) / len(accs):.4f} "
