@@ -20,9 +20,9 @@ from convlens.api.schemas import PredictionFilter
 from convlens.ml.settings import settings
 from convlens.worker.kinds.layers import LAYER_COLUMNS
 
-# Training seconds (plus its evaluation) on a CPU without native bf16, where the preset's 12 float32 epochs take
-# 6-15 minutes: the clock keeps the whole demo within 5 minutes on 2 cores (probes and classification take
-# about a minute more) and still trains a model worth probing.
+# Training seconds (plus its evaluation) on a CPU without native bf16, where the preset's float32 epochs take
+# about three times as long: the clock keeps the whole demo within 5 minutes on 2 cores (probes and
+# classification take about a minute more), even on a slower or busier CPU, and still trains a model worth probing.
 FLOAT32_BUDGET_S = 180.0
 
 

@@ -57,14 +57,22 @@ def decode_threads() -> int:
 
 
 def training_choice() -> str:
-    """One line: the precision, threads and batch size training uses on this CPU, and why."""
+    """One line: the precision, kernels, threads, batch size and fast-preset widths training uses on this CPU, and
+    why."""
+    from convlens.ml.models.fast import default_widths  # the preset's own rule
+
     c = cpu()
+    policy = "mixed_bfloat16" if c.bf16 else "float32"
     why = ("it computes bf16 natively (AVX-512-BF16/AMX)" if c.bf16 else
            "it has no native bf16 (AVX2: bf16 would be emulated, slower than float32)")
-    return (f"training on {c.model} ({c.cores} cores): {'mixed_bfloat16' if c.bf16 else 'float32'} because {why}; "
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+    return (f"training on {c.model} ({c.cores} cores): {policy} because {why}; "
+            f"{'oneDNN kernels' if onednn else 'TensorFlow own kernels (TF_ENABLE_ONEDNN_OPTS=0)'}; "
             f"{c.cores} compute threads, one per core this process may use; images decoded by {decode_threads()} "
             "threads and augmented inside the compiled training step; batch size the preset's (the same on every CPU: "
-            "larger batches train faster per image but reach less accuracy per epoch); on a GPU: mixed_float16")
+            "larger batches reach less accuracy per epoch, and train no faster per image on AVX2); the fast preset's "
+            f"conv widths {'/'.join(map(str, default_widths(policy)))} (the widest whose epochs fit its budget in "
+            f"{policy}); on a GPU: mixed_float16")
 
 
 @lru_cache(maxsize=1)

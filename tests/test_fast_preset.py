@@ -10,7 +10,7 @@ from convlens.ml.analysis import layer_probes
 from convlens.ml.config import TrainConfig
 from convlens.ml.explain import compute_cam, conv_layers, default_layer
 from convlens.ml.models import get_preset, list_presets
-from convlens.ml.models.fast import init_whitening
+from convlens.ml.models.fast import FLOAT32_WIDTHS, WIDTHS, default_widths, init_whitening
 from convlens.ml.predict import predict_probs
 from convlens.ml.saved import load_trained
 from convlens.ml.train import train
@@ -30,6 +30,14 @@ def test_registered_with_named_conv_layers():
     assert model.get_layer("whiten").trainable is False
     assert model.get_layer("block2_conv2").output.shape[1:3] == (7, 7)
     assert model.output.shape[1:] == (10,)
+
+
+def test_widths_follow_the_precision_training_computes_in(fast_run):
+    assert default_widths("float32") == FLOAT32_WIDTHS and FLOAT32_WIDTHS < WIDTHS
+    assert default_widths("mixed_bfloat16") == default_widths("mixed_float16") == WIDTHS
+    model = load_trained(fast_run["paths"]["model"]).model  # trained on this machine, in its policy
+    widths = tuple(model.get_layer(f"block{i}_conv1").filters for i in (1, 2, 3))
+    assert widths == default_widths(fast_run["precision_policy"])
 
 
 def test_whitening_decorrelates_patches(cifar):

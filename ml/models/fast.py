@@ -13,13 +13,12 @@ weaker (5e-5, from an earlier tuning that never tried strong decay) cost 1.1 poi
 
 The recipe is a time budget, not an epoch count: training.TrainingClock drives the learning rate and the
 averaging by the wall clock and stops in time for the evaluation, whose augmentation level drops on slow
-machines. Measured training speeds (batch 512, bf16, seed 0, whole 600 s runs): on a 2-core AMD EPYC with
-AVX-512-BF16, widths 64/128/256 ReLU ~850 images/s (9.4 epochs, test accuracy 0.891) and 64/256/256 ReLU
-~490 (4.7 epochs, 0.879); GELU costs ~20% of the speed. On a 2-core AVX2-only EPYC, float32 (bf16 is emulated
-there, 10x slower), 64/128/256 manages ~150 images/s (under 2 epochs). Hence 64/128/256 with ReLU; the
-published recipe's GELU and 256-wide middle group are arguments of build_fast. A PyTorch transcription of this
-recipe on an H100 (bench/torch_reference.py, figures in the README) shows what the JPEG-decoded CIFAR-10 copy
-allows: 0.906 at the published recipe's size and epochs; 93% only with a 7x larger net, stronger augmentation
+machines. The conv widths follow the precision training computes in: 64/128/256 in bf16 or float16 (CPUs with
+native bf16, GPUs), 32/64/128 in float32 (AVX2-only CPUs), where the wider net trains a third as fast and sees too
+few epochs in the budget (the README's benchmark section has the measurements); ReLU, as GELU costs ~20% of the
+speed. The published recipe's GELU and 256-wide middle group are arguments of build_fast. A PyTorch transcription
+of this recipe on an H100 (bench/torch_reference.py, figures in the README) shows what the JPEG-decoded CIFAR-10
+copy allows: 0.906 at the published recipe's size and epochs; 93% only with a 7x larger net, stronger augmentation
 and 80 epochs, about 65x the compute of this preset's ten CPU minutes.
 
 Layers are named for the analyses: `whiten`, then `blockN_conv1`/`blockN_conv2`. At 32x32 input the last conv
@@ -35,15 +34,18 @@ from keras import layers
 from convlens.ml.models.layers import FusedBatchNorm, PartialIdentity
 from convlens.ml.models.registry import Preset, register_preset
 
-WIDTHS = (64, 128, 256)
+WIDTHS = (64, 128, 256)  # where training computes in bf16 or float16
+FLOAT32_WIDTHS = (32, 64, 128)  # where it computes in float32: a third of the time per image, three times the epochs
 ACTIVATION = "relu"
 BN_MOMENTUM = 0.4  # fast-moving statistics; Lookahead averages them anyway
 BIAS_SCALE = 8.0  # BatchNorm shifts learn 64x faster than the conv weights, as in the fast recipes
 
 
 def build_fast(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10,
-               widths: tuple[int, int, int] = WIDTHS, activation: str = ACTIVATION,
+               widths: tuple[int, int, int] | None = None, activation: str = ACTIVATION,
                bias_scale: float = BIAS_SCALE, identity_init: bool = True) -> keras.Model:
+    """The net; `widths` default to the ones the global precision policy affords (default_widths)."""
+    widths = widths or default_widths(keras.mixed_precision.global_policy().name)
     init = PartialIdentity() if identity_init else "glorot_uniform"
     inputs = keras.Input(input_shape, name="image")
     # 2x2 patches projected on their whitened principal components (and their negatives); set from data.
@@ -63,6 +65,11 @@ def build_fast(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int
     x = layers.Rescaling(1 / 9, name="logit_scale")(x)  # scaled logits, as in the fast recipes
     outputs = layers.Dense(num_classes, activation="softmax", use_bias=False, dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name="fast")
+
+
+def default_widths(policy: str) -> tuple[int, int, int]:
+    """The conv widths for a Keras precision policy: the widest net whose epochs fit the budget in it."""
+    return FLOAT32_WIDTHS if policy == "float32" else WIDTHS
 
 
 def init_whitening(model: keras.Model, x_train: np.ndarray, n: int = 5000, eps: float = 5e-4) -> None:
@@ -87,7 +94,8 @@ FAST = register_preset(
     Preset(
         name="fast",
         build=build_fast,
-        description="Whitened 64/128/256 conv net, Nesterov SGD, lookahead, flip+shift TTA (10 CPU minutes).",
+        description="Whitened conv net (64/128/256; 32/64/128 in float32), Nesterov SGD, lookahead, flip+shift TTA "
+                    "(10 CPU minutes).",
         recipe={
             # Ten minutes of training plus evaluation, whatever the machine: the clock sets the learning rate
             # and the weight averaging and stops training (20 epochs at most, for fast GPUs).

@@ -1,0 +1,37 @@
+"""What training picks from the CPU: oneDNN's kernels on every CPU unless the user turns them off, and the one
+line `convlens worker`/`run` print naming the precision and the fast preset's widths this CPU gets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from convlens.ml.hardware import cpu, training_choice
+
+ONEDNN_ON = "oneDNN custom operations are on"  # TensorFlow's own log line when it uses oneDNN's kernels
+
+
+def _tensorflow_log(**env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    proc = subprocess.run([sys.executable, "-c", "import convlens.ml, tensorflow"], capture_output=True, text=True,
+                          timeout=120, env={**base, "TF_CPP_MIN_LOG_LEVEL": "0", **env})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stderr
+
+
+def test_onednn_kernels_are_on_unless_the_user_says_no():
+    # TensorFlow alone enables them only on CPUs with AVX-512 VNNI/BF16 or AMX; convlens on AVX2 CPUs too.
+    assert ONEDNN_ON in _tensorflow_log()
+    assert ONEDNN_ON not in _tensorflow_log(TF_ENABLE_ONEDNN_OPTS="0")
+
+
+def test_the_training_line_names_what_this_cpu_gets():
+    line = training_choice()
+    c = cpu()
+    assert f"({c.cores} cores)" in line and "oneDNN kernels" in line
+    if c.bf16:
+        assert "mixed_bfloat16 because" in line and "conv widths 64/128/256" in line
+    else:
+        assert "float32 because" in line and "conv widths 32/64/128" in line
+    assert "\n" not in line
