@@ -28,19 +28,19 @@ from convlens.ml.train import train
 from convlens.ml.hardware import forward_flops
 from convlens.ml.models import get_preset
 {widths_setup}
-model_of = lambda name: get_preset(name).build((32, 32, 3), 10)
 {profile_setup}
 t0 = time.perf_counter()
 data = load_cifar10(settings().datasets_dir)
 r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempfile.mkdtemp(prefix="bench-fast-"),
           data=data, callbacks=extra)
+model = get_preset("fast").build((32, 32, 3), 10)  # built in the run's policy: its widths
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
     "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"],
-    "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model_of("fast")),
-    "profile": extra[0].shares if extra else None, "widths": [model_of("fast").get_layer(f"block{{i}}_conv1").filters
-                                                            for i in (1, 2, 3)]}}))
+    "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model),
+    "profile": extra[0].shares if extra else None,
+    "widths": [model.get_layer(f"block{{i}}_conv1").filters for i in (1, 2, 3)]}}))
 """
 # Other conv widths than the CPU's choice (ml.models.fast.default_widths), for comparing them side by side.
 WIDTHS = ("import functools; from convlens.ml.models import fast; "

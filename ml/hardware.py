@@ -34,6 +34,11 @@ class Cpu:
         return bool({"avx512_bf16", "amx_bf16"} & set(self.flags))
 
     @property
+    def policy(self) -> str:
+        """The Keras precision policy training uses on this CPU (ml.precision adds GPUs)."""
+        return "mixed_bfloat16" if self.bf16 else "float32"
+
+    @property
     def vector_bits(self) -> int:
         if "avx512f" in self.flags and self.vendor == "GenuineIntel":
             return 512
@@ -62,17 +67,16 @@ def training_choice() -> str:
     from convlens.ml.models.fast import default_widths  # the preset's own rule
 
     c = cpu()
-    policy = "mixed_bfloat16" if c.bf16 else "float32"
     why = ("it computes bf16 natively (AVX-512-BF16/AMX)" if c.bf16 else
            "it has no native bf16 (AVX2: bf16 would be emulated, slower than float32)")
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-    return (f"training on {c.model} ({c.cores} cores): {policy} because {why}; "
+    return (f"training on {c.model} ({c.cores} cores): {c.policy} because {why}; "
             f"{'oneDNN kernels' if onednn else 'TensorFlow own kernels (TF_ENABLE_ONEDNN_OPTS=0)'}; "
             f"{c.cores} compute threads, one per core this process may use; images decoded by {decode_threads()} "
             "threads and augmented inside the compiled training step; batch size the preset's (the same on every CPU: "
             "larger batches reach less accuracy per epoch, and train no faster per image on AVX2); the fast preset's "
-            f"conv widths {'/'.join(map(str, default_widths(policy)))} (the widest whose epochs fit its budget in "
-            f"{policy}); on a GPU: mixed_float16")
+            f"conv widths {'/'.join(map(str, default_widths(c.policy)))} (the widest whose epochs fit its budget in "
+            f"{c.policy}); on a GPU: mixed_float16")
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ def choose_policy(mixed: bool = True) -> str:
         return "float32"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    return "mixed_bfloat16" if cpu().bf16 else "float32"
+    return cpu().policy
 
 
 def set_policy(mixed: bool = True) -> str:

@@ -111,7 +111,7 @@ def provenance(seed: int | None = None, dataset: str | None = None, mixed_precis
     elif gpu:
         policy = "mixed_float16"
     else:
-        policy = "mixed_bfloat16" if hardware.cpu().bf16 else "float32"  # ml.precision's rule
+        policy = hardware.cpu().policy
     return Provenance(convlens=_version("convlens") or "unknown", commit=_commit(),
                       python=platform.python_version(), tensorflow=_version("tensorflow-cpu", "tensorflow"),
                       keras=_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,
