@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from convlens.ml.optimizer import warmup_schedule
 from convlens.ml.predict import predict_probs
 from convlens.ml.progress import ProgressEvent, ProgressFn
 from convlens.ml.saved import atomic_save_model, atomic_write_text
@@ -84,22 +85,20 @@ class TrainingClock(keras.callbacks.Callback):
     The evaluation may take at most `eval_share` of the budget, so on a slow machine the augmentation level
     drops rather than the training. That rate is only a forecast (a GELU variant once overran a 600 s budget
     by 15 s on it), so the evaluation times its first view and `affordable_level` settles the level on that.
-    `spent_s` is the time already used (data loading, an earlier run that was resumed). With `peak_lr`, the
-    clock also sets the learning rate: linear warm-up over `warmup_fraction` of the progress, then linear
-    decay to zero.
+    `spent_s` is the time already used (data loading, an earlier run that was resumed). Under a budget, a
+    WarmupLinear learning rate follows the clock's progress as well as the steps (ml.optimizer).
     """
 
     PLANNED_SPARE = 1.5  # on the forecast rate from the probe
     MEASURED_SPARE = 1.2  # on the rate the evaluation itself measured
 
     def __init__(self, total_steps: int, budget_s: float | None = None, spent_s: float = 0.0,
-                 eval_images: tuple[int, ...] = (0,), peak_lr: float | None = None, warmup_fraction: float = 0.0,
-                 margin_s: float = 20.0, eval_share: float = 0.2, probe_images: np.ndarray | None = None,
-                 done_steps: int = 0) -> None:
+                 eval_images: tuple[int, ...] = (0,), margin_s: float = 20.0, eval_share: float = 0.2,
+                 probe_images: np.ndarray | None = None, done_steps: int = 0) -> None:
         super().__init__()
         self.total = max(1, total_steps)
         self.budget_s, self.spent_s, self.eval_images, self.margin_s = budget_s, spent_s, eval_images, margin_s
-        self.peak_lr, self.warmup, self.eval_share = peak_lr, warmup_fraction, eval_share
+        self.eval_share = eval_share
         self.probe_images, self.forward_rate = probe_images, None
         self.steps = self.epoch_base = done_steps  # a resumed run starts past 0
         self.started = time.perf_counter()
@@ -148,17 +147,17 @@ class TrainingClock(keras.callbacks.Callback):
         """Budget used so far: before this run's training, plus its training."""
         return self.spent_s + time.perf_counter() - self.started
 
-    def progress(self) -> float:
-        by_steps = self.steps / self.total
+    def progress_by_time(self) -> float:
         allowed = self.train_seconds()
-        by_time = (time.perf_counter() - self.started) / allowed if allowed else 0.0
-        return min(1.0, max(by_steps, by_time))
+        return (time.perf_counter() - self.started) / allowed if allowed else 0.0
+
+    def progress(self) -> float:
+        return min(1.0, max(self.steps / self.total, self.progress_by_time()))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.peak_lr is not None:
-            p = self.progress()
-            up = p / self.warmup if self.warmup > 0 else 1.0
-            self.model.optimizer.learning_rate = self.peak_lr * max(0.0, min(up, (1 - p) / (1 - self.warmup)))
+        schedule = warmup_schedule(self.model.optimizer)
+        if self.budget_s is not None and schedule is not None:
+            schedule.time_progress.assign(min(1.0, self.progress_by_time()))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_base = self.steps

@@ -87,9 +87,7 @@ def train(
     eval_images = tuple(views * n_eval for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
         steps * epochs, recipe["time_budget_s"], spent_s=spent_s + time.perf_counter() - started,
-        eval_images=eval_images,
-        peak_lr=float(recipe["learning_rate"]) if recipe["schedule"] == "warmup_linear" else None,
-        warmup_fraction=float(recipe["warmup_fraction"]), probe_images=prep.x_train[:2048],
+        eval_images=eval_images, probe_images=prep.x_train[:2048],
         done_steps=steps * initial_epoch)
     # Event files per run (epoch scalars only: no graph, histograms or profile), so that
     # `tensorboard --logdir CONVLENS_HOME/runs` shows every run's curves side by side.
