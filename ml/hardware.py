@@ -68,13 +68,13 @@ def training_choice() -> str:
 
     c = cpu()
     why = ("it computes bf16 natively (AVX-512-BF16/AMX)" if c.bf16 else
-           "it has no native bf16 (AVX2: bf16 would be emulated, slower than float32)")
+           "it has no native bf16 (emulated bf16 trains 2-10x slower than float32)")
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
     return (f"training on {c.model} ({c.cores} cores): {c.policy} because {why}; "
             f"{'oneDNN kernels' if onednn else 'TensorFlow own kernels (TF_ENABLE_ONEDNN_OPTS=0)'}; "
             f"{c.cores} compute threads, one per core this process may use; images decoded by {decode_threads()} "
             "threads and augmented inside the compiled training step; batch size the preset's (the same on every CPU: "
-            "larger batches reach less accuracy per epoch, and train no faster per image on AVX2); the fast preset's "
+            "larger batches reach less accuracy per epoch, no faster per image in float32); the fast preset's "
             f"conv widths {'/'.join(map(str, default_widths(c.policy)))} (the widest whose epochs fit its budget in "
             f"{c.policy}); on a GPU: mixed_float16")
 
