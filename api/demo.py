@@ -98,8 +98,9 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
         typer.echo(plan.note)
         train = _run("train", plan.train_params)
         r = train["result"]
+        epochs = r["epochs_trained"] if r.get("epochs_trained") is not None else r["epochs_run"]  # a budget's part
         typer.echo(f"test accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}, "
-                   f"{r['epochs_run']} epochs in {r['timings']['fit_s']} s ({r['precision_policy']})")
+                   f"{epochs} epochs in {r['timings']['fit_s']} s ({r['precision_policy']})")
         print_table([{"class": m.class_name or "(all)", "metric": m.name, "value": m.value}
                      for m in queries.metrics(train["id"]) if m.split == "test"
                      and (m.class_name is None or m.name == "f1")])
