@@ -19,6 +19,7 @@ from convlens.api.output import print_table, ready_database
 from convlens.api.schemas import PredictionFilter
 from convlens.ml.settings import settings
 from convlens.worker.kinds.layers import LAYER_COLUMNS
+from convlens.worker.kinds.train import TrainResult
 
 # Training seconds (plus its evaluation) on a CPU without native bf16, where the preset's float32 epochs take
 # about three times as long: the clock keeps the whole demo within 5 minutes on 2 cores (probes and
@@ -97,10 +98,9 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
         _step("1. train the seed preset on CIFAR-10")
         typer.echo(plan.note)
         train = _run("train", plan.train_params)
-        r = train["result"]
-        epochs = r["epochs_trained"] if r.get("epochs_trained") is not None else r["epochs_run"]  # a budget's part
-        typer.echo(f"test accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}, "
-                   f"{epochs} epochs in {r['timings']['fit_s']} s ({r['precision_policy']})")
+        r = TrainResult.model_validate(train["result"])
+        typer.echo(f"test accuracy {r.accuracy:.4f}, macro F1 {r.macro_f1:.4f}, "
+                   f"{r.epochs} epochs in {r.timings['fit_s']} s ({r.precision_policy})")
         print_table([{"class": m.class_name or "(all)", "metric": m.name, "value": m.value}
                      for m in queries.metrics(train["id"]) if m.split == "test"
                      and (m.class_name is None or m.name == "f1")])

@@ -82,6 +82,11 @@ class TrainResult(BaseModel):
     confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
     pruned_at: int | None = Field(None, description="the epoch after which its sweep's pruner stopped it")
 
+    @property
+    def epochs(self) -> float:
+        """The epochs trained: a fraction where a time budget stopped training mid-epoch."""
+        return self.epochs_trained if self.epochs_trained is not None else self.epochs_run
+
     def summary(self) -> dict[str, float | None]:
         after = (self.calibration or {}).get("after")
         before = (self.calibration or {}).get("before")
@@ -89,7 +94,7 @@ class TrainResult(BaseModel):
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "thresholded_accuracy": self.thresholded_accuracy,
                 "val_accuracy": max(val) if val else None, "ece": after.ece if after else None,
                 "ece_before": before.ece if before else None, "temperature": self.temperature,
-                "epochs": self.epochs_trained if self.epochs_trained is not None else self.epochs_run,
+                "epochs": self.epochs,
                 "n_train": self.n_train, "fit_s": self.timings.get("fit_s")}
 
     @classmethod
@@ -146,9 +151,8 @@ def validate_training(kind: JobKind, params: dict[str, Any], strict_paths: bool)
 
 
 def describe_training(r: TrainResult) -> list[str]:
-    epochs = r.epochs_trained if r.epochs_trained is not None else r.epochs_run
     lines = [f"test accuracy {r.accuracy:.4f}  macro F1 {r.macro_f1:.4f}  "
-             f"with thresholds {r.thresholded_accuracy or 0:.4f}  epochs {epochs}  "
+             f"with thresholds {r.thresholded_accuracy or 0:.4f}  epochs {r.epochs}  "
              f"fit {r.timings.get('fit_s')} s  ({r.precision_policy})",
              f"model: {r.paths.get('model')}"]
     if r.calibration and {"before", "after"} <= set(r.calibration):
