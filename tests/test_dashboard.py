@@ -338,8 +338,8 @@ def test_a_sweep_from_the_form_grows_live_and_sorts(site):
     error.wait_for(timeout=10_000)
     assert "cannot be searched" in error.inner_text()
     w.problems = [p for p in w.problems if "422" not in p]  # that refusal, as expected
-    submit_form(w, "sweep", {"space": "learning_rate=log:1e-3:3e-2\nbatch_size=choice:32,64", "trials": "4",
-                             "parallel": "1", "epochs": "2", "limit": "600", "preset": "fast", "pruner": "none"})
+    submit_form(w, "sweep", {"space": "learning_rate=log:5e-4:5e-3\nbatch_size=choice:32,64", "trials": "4",
+                             "parallel": "1", "epochs": "2", "limit": "600", "preset": "seed", "pruner": "none"})
     sweep_id = job_id_from_url(w)
     rows = w.page.locator("#sweep-result #trials tbody tr")
     rows.first.wait_for(timeout=120_000)

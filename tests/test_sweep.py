@@ -27,7 +27,7 @@ from services import Worker, cli, cli_json, embedded_fleet, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.cifar]
 
-TINY = ["--preset", "fast", "--limit", "600", "--batch-size", "64"]
+TINY = ["--preset", "seed", "--limit", "600", "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,14 @@ def _restart_embedded_redis(env: dict, home: Path) -> None:
 def test_a_sweep_spreads_over_two_workers_and_loses_no_trial(fleet, tmp_path, cifar):
     env, home = fleet["env"], fleet["home"]
     sweep_id = cli(env, "submit", "sweep", "--trials", "6", "--parallel", "2", "--space",
-                   "learning_rate=log:1e-3:5e-2", "--space", "batch_size=choice:32,64", "--epochs", "2",
+                   "learning_rate=log:5e-4:5e-3", "--space", "batch_size=choice:32,64", "--epochs", "2",
                    "--pruner", "none", *TINY[:-2]).stdout.strip()
-    running = wait_for(lambda: len([t for t in _trials(home, sweep_id) if t.status == "running"
-                                    and (t.progress or {}).get("stage") == "train"]) == 2
-                       and _trials(home, sweep_id), 300, what="two trials training at once")
-    assert len(running) == 2  # --parallel 2: both workers busy, no third trial yet
+
+    def first_two_running() -> list[Job]:  # --parallel 2: both workers busy, no third trial yet
+        trials = _trials(home, sweep_id)
+        return trials if len(trials) == 2 and all(t.status == "running" for t in trials) else []
+
+    running = wait_for(first_two_running, 300, interval=0.2, what="the first two trials running at once")
     victim_trial = running[0]
     victim = next(w for w in fleet["workers"] if w.name == victim_trial.worker)
     os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole worker, mid-trial
@@ -108,7 +110,7 @@ def test_the_pruner_stops_a_diverging_trial(fleet):
     """A grid over three learning rates whose seed puts the diverging one (9.0) last: once two trials completed,
     an epoch of it (from the second on) falls below their median there and it stops, its epochs kept."""
     env, home = fleet["env"], fleet["home"]
-    space = ["learning_rate=choice:0.02,0.03,9.0"]
+    space = ["learning_rate=choice:0.002,0.003,9.0"]
 
     def order(seed: int) -> list[float]:
         p = SweepParams.model_validate({"space": space, "trials": 3, "sampler": "grid", "sampler_seed": seed})
