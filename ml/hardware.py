@@ -4,7 +4,8 @@ benchmarks compare achieved GFLOP/s against), and the work a model costs per ima
 The peak is computed, not measured (no library reports it): cores x clock x FMA units x float32 lanes x 2 flops
 per FMA. Two FMA units per core (every x86 server core since Haswell and Zen); 512-bit lanes on Intel cores
 with AVX-512, 256-bit on AMD's (Zen 4 runs AVX-512 as two 256-bit halves); bf16 (VDPBF16PS: two bf16 products
-into each float32 lane) doubles it.
+into each float32 lane) doubles it. Where the CPU has AMX (Intel Sapphire Rapids and later), oneDNN runs bf16
+convolutions and matmuls on its tile unit instead: 1,024 bf16 flops per cycle per core (Intel's figure for TMUL).
 """
 
 from __future__ import annotations
@@ -44,12 +45,20 @@ class Cpu:
             return 512
         return 256 if "avx2" in self.flags else 128
 
+    def _amx(self, policy: str) -> bool:
+        return policy == "mixed_bfloat16" and "amx_bf16" in self.flags
+
     def peak_gflops(self, policy: str) -> float:
         """The peak for a Keras precision policy ("float32", "mixed_bfloat16")."""
-        per_cycle = 2 * (self.vector_bits // 32) * 2 * (2 if policy == "mixed_bfloat16" and self.bf16 else 1)
+        if self._amx(policy):
+            per_cycle = 1024
+        else:
+            per_cycle = 2 * (self.vector_bits // 32) * 2 * (2 if policy == "mixed_bfloat16" and self.bf16 else 1)
         return self.cores * self.mhz / 1000 * per_cycle
 
     def peak_rule(self, policy: str) -> str:
+        if self._amx(policy):
+            return f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x 1,024 bf16 flops per cycle (AMX tiles)"
         bf16 = policy == "mixed_bfloat16" and self.bf16
         return (f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x 2 FMA units x {self.vector_bits // 32} float32 "
                 f"lanes x 2 flops{' x 2 (bf16 pairs)' if bf16 else ''}")

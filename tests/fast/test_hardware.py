@@ -35,3 +35,19 @@ def test_the_training_line_names_what_this_cpu_gets():
     else:
         assert "float32 because" in line and "conv widths 32/64/128" in line
     assert "\n" not in line
+
+
+def test_the_peak_follows_the_units_that_run_the_precision():
+    from convlens.ml.hardware import Cpu
+
+    def make(vendor: str, *flags: str) -> Cpu:
+        return Cpu(model="x", vendor=vendor, cores=2, mhz=2000.0, flags=flags)
+
+    avx2 = make("AuthenticAMD", "avx2", "fma")
+    zen4 = make("AuthenticAMD", "avx2", "fma", "avx512f", "avx512_bf16")
+    sapphire = make("GenuineIntel", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    assert avx2.peak_gflops("float32") == 2 * 2.0 * 2 * 8 * 2  # 2 FMA units x 8 float32 lanes x 2 flops
+    assert zen4.peak_gflops("mixed_bfloat16") == 2 * zen4.peak_gflops("float32") == 2 * 128.0
+    assert sapphire.peak_gflops("float32") == 2 * 2.0 * 2 * 16 * 2  # 512-bit lanes on Intel
+    assert sapphire.peak_gflops("mixed_bfloat16") == 2 * 2.0 * 1024  # AMX tiles
+    assert "AMX" in sapphire.peak_rule("mixed_bfloat16") and "AMX" not in zen4.peak_rule("mixed_bfloat16")
