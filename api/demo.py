@@ -123,7 +123,7 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
             typer.echo(f"accuracy on those {ev['labelled']} labelled images {ev['accuracy']:.4f}, macro F1 "
                        f"{ev['macro']['f1']:.4f}, ECE {ev['ece_before']:.4f} -> {ev['ece_after']:.4f}")
         typer.echo(f"Grad-CAM overlays: {res.get('overlay_dir')}")
-        typer.echo(f"training curves: {r['paths']['history_plot']}\nconfusion matrix: {r['paths']['confusion_plot']}"
+        typer.echo(f"training curves: {r.paths['history_plot']}\nconfusion matrix: {r.paths['confusion_plot']}"
                    f"\nlayer plot: {layers['result'].get('plot')}")
         typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; query it again with "
                    f"`convlens jobs list` and `convlens results metrics {train['id']}`, or look at it in the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import redis
@@ -78,3 +79,19 @@ def test_services_stop_refuses_while_workers_use_the_embedded_redis(embedded):
     assert "stopped 1 worker(s): embedded@convlens-test" in stopped.stdout
     worker.proc.wait(timeout=30)  # the worker exited on its own, and Redis stays stopped
     assert not (home / "redis.sock").exists() or not cli_json(env, "services", "status", "--json")["running"]
+
+
+@pytest.mark.cifar
+def test_the_demo_runs_end_to_end_with_nothing_configured(tmp_path):
+    """The README's main command on a small budget: its own worker and embedded Redis, the three steps, every
+    file it names written, and nothing left running."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVLENS_DATABASE_URL", "CONVLENS_BROKER_URL", "CONVLENS_ALLOWED_ROOTS")}
+    env["CONVLENS_HOME"] = str(tmp_path / "home")
+    out = cli(env, "demo", "--limit", "1000", "--images", "20", "--time-budget", "30", timeout=900).stdout
+    assert "demo finished" in out and "20 classified" in out, out
+    named = [line.split(": ", 1)[1] for line in out.splitlines()
+             if line.startswith(("training curves: ", "confusion matrix: ", "layer plot: ", "Grad-CAM overlays: "))]
+    assert len(named) == 4 and all(Path(p).exists() for p in named), named
+    assert "worker stopped, embedded Redis stopped" in out
+    assert not (tmp_path / "home" / "redis.sock").exists()
