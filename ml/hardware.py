@@ -45,23 +45,21 @@ class Cpu:
             return 512
         return 256 if "avx2" in self.flags else 128
 
-    def _amx(self, policy: str) -> bool:
-        return policy == "mixed_bfloat16" and "amx_bf16" in self.flags
+    def _per_cycle(self, policy: str) -> tuple[int, str]:
+        """Flops per cycle per core in a Keras precision policy, and how they are counted."""
+        if policy == "mixed_bfloat16" and "amx_bf16" in self.flags:
+            return 1024, "1,024 bf16 flops per cycle (AMX tiles)"
+        pairs = 2 if policy == "mixed_bfloat16" and self.bf16 else 1
+        lanes = self.vector_bits // 32
+        return 2 * lanes * 2 * pairs, (f"2 FMA units x {lanes} float32 lanes x 2 flops"
+                                       f"{' x 2 (bf16 pairs)' if pairs == 2 else ''}")
 
     def peak_gflops(self, policy: str) -> float:
         """The peak for a Keras precision policy ("float32", "mixed_bfloat16")."""
-        if self._amx(policy):
-            per_cycle = 1024
-        else:
-            per_cycle = 2 * (self.vector_bits // 32) * 2 * (2 if policy == "mixed_bfloat16" and self.bf16 else 1)
-        return self.cores * self.mhz / 1000 * per_cycle
+        return self.cores * self.mhz / 1000 * self._per_cycle(policy)[0]
 
     def peak_rule(self, policy: str) -> str:
-        if self._amx(policy):
-            return f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x 1,024 bf16 flops per cycle (AMX tiles)"
-        bf16 = policy == "mixed_bfloat16" and self.bf16
-        return (f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x 2 FMA units x {self.vector_bits // 32} float32 "
-                f"lanes x 2 flops{' x 2 (bf16 pairs)' if bf16 else ''}")
+        return f"{self.cores} cores x {self.mhz / 1000:.2f} GHz x {self._per_cycle(policy)[1]}"
 
 
 def decode_threads() -> int:
