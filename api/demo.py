@@ -10,15 +10,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import typer
+from pydantic import BaseModel
 
 from convlens.api import queries
 from convlens.api.follow import follow
 from convlens.api.output import print_table, ready_database
 from convlens.api.schemas import PredictionFilter
 from convlens.ml.settings import settings
-from convlens.worker.kinds.layers import LAYER_COLUMNS
+from convlens.worker.kinds.classify import ClassifyResult
+from convlens.worker.kinds.layers import LAYER_COLUMNS, LayersResult
 from convlens.worker.kinds.train import TrainResult
 
 # Training seconds (plus its evaluation) on a CPU without native bf16, where the preset's float32 epochs take
@@ -70,7 +73,11 @@ def _step(title: str) -> None:
     typer.secho(f"\n== {title}", bold=True)
 
 
-def _run(kind: str, params: dict) -> dict:
+R = TypeVar("R", bound=BaseModel)
+
+
+def _run(kind: str, params: dict, result: type[R]) -> tuple[str, R]:
+    """Submit a job, follow it to its end, and return its id and its kind's typed result."""
     from convlens.worker.tasks import submit
 
     job_id = submit(kind, params)
@@ -78,7 +85,7 @@ def _run(kind: str, params: dict) -> dict:
     job = follow(job_id)
     if job["status"] != "succeeded":
         raise RuntimeError(f"{kind} job {job_id} {job['status']}: {job.get('error')}")
-    return queries.get_job(job_id).model_dump(mode="json")
+    return job_id, result.model_validate(queries.get_job(job_id).result)
 
 
 def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float | None = None) -> int:
@@ -97,36 +104,33 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
     try:
         _step("1. train the seed preset on CIFAR-10")
         typer.echo(plan.note)
-        train = _run("train", plan.train_params)
-        r = TrainResult.model_validate(train["result"])
+        train_id, r = _run("train", plan.train_params, TrainResult)
         typer.echo(f"test accuracy {r.accuracy:.4f}, macro F1 {r.macro_f1:.4f}, "
                    f"{r.epochs} epochs in {r.timings['fit_s']} s ({r.precision_policy})")
         print_table([{"class": m.class_name or "(all)", "metric": m.name, "value": m.value}
-                     for m in queries.metrics(train["id"]) if m.split == "test"
+                     for m in queries.metrics(train_id) if m.split == "test"
                      and (m.class_name is None or m.name == "f1")])
 
         _step("2. layer-wise linear probes on that model")
-        layers = _run("layers", {"model": train["id"], "limit": 5000})
-        print_table(layers["result"]["rows"], LAYER_COLUMNS)
+        _, layers = _run("layers", {"model": train_id, "limit": 5000}, LayersResult)
+        print_table([row.model_dump() for row in layers.rows], LAYER_COLUMNS)
 
         _step(f"3. bulk-classify {n_images} exported test images with Grad-CAM")
         folder = out / "images"
         export_test_images(n_images, folder)
-        cls = _run("classify", {"folder": str(folder), "model": train["id"], "gradcam": True,
-                                "shard_size": max(1, n_images // 2)})
-        res = cls["result"]
-        wrong = queries.predictions(cls["id"], PredictionFilter(misclassified=True))
-        typer.echo(f"{res['classified']} classified ({len(wrong)} misclassified), {res['unreadable']} unreadable, "
-                   f"across {res['shards']} shards")
-        if res.get("evaluation"):  # the exported images lie in class folders: the job evaluated them
-            ev = res["evaluation"]
-            typer.echo(f"accuracy on those {ev['labelled']} labelled images {ev['accuracy']:.4f}, macro F1 "
-                       f"{ev['macro']['f1']:.4f}, ECE {ev['ece_before']:.4f} -> {ev['ece_after']:.4f}")
-        typer.echo(f"Grad-CAM overlays: {res.get('overlay_dir')}")
+        cls_id, res = _run("classify", {"folder": str(folder), "model": train_id, "gradcam": True,
+                                        "shard_size": max(1, n_images // 2)}, ClassifyResult)
+        wrong = queries.predictions(cls_id, PredictionFilter(misclassified=True))
+        typer.echo(f"{res.classified} classified ({len(wrong)} misclassified), {res.unreadable} unreadable, "
+                   f"across {res.shards} shards")
+        if ev := res.evaluation:  # the exported images lie in class folders: the job evaluated them
+            typer.echo(f"accuracy on those {ev.labelled} labelled images {ev.accuracy:.4f}, macro F1 "
+                       f"{ev.macro.f1:.4f}, ECE {ev.ece_before:.4f} -> {ev.ece_after:.4f}")
+        typer.echo(f"Grad-CAM overlays: {res.overlay_dir}")
         typer.echo(f"training curves: {r.paths['history_plot']}\nconfusion matrix: {r.paths['confusion_plot']}"
-                   f"\nlayer plot: {layers['result'].get('plot')}")
+                   f"\nlayer plot: {layers.plot}")
         typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; query it again with "
-                   f"`convlens jobs list` and `convlens results metrics {train['id']}`, or look at it in the "
+                   f"`convlens jobs list` and `convlens results metrics {train_id}`, or look at it in the "
                    "dashboard: run `convlens api` and open the login URL it prints")
         return 0
     except RuntimeError as exc:
