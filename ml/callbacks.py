@@ -83,8 +83,9 @@ class TrainingClock(keras.callbacks.Callback):
     the evaluation: `eval_images[level]` forward passes for each test-time augmentation level, at the rate
     measured on `probe_images` when training begins (with 50% to spare), plus a margin for saving and plots.
     The evaluation may take at most `eval_share` of the budget, so on a slow machine the augmentation level
-    drops rather than the training. That rate is only a forecast (a GELU variant once overran a 600 s budget
-    by 15 s on it), so the evaluation times its first view and `affordable_level` settles the level on that.
+    drops rather than the training. That rate is only a forecast (a model whose evaluation ran slower than its
+    probe overran its budget on it), so the evaluation times its first view and `affordable_level` settles the
+    level on that.
     `spent_s` is the time already used (data loading, an earlier run that was resumed). Under a budget, a
     WarmupLinear learning rate follows the clock's progress as well as the steps (ml.optimizer).
     """

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
 
 def settings() -> Settings:
     """The settings for the environment as it is now: built again whenever a CONVLENS_* variable changed (tests
-    and tools change them between runs), else the same object (building one costs ~3 ms, and hot paths such as
-    opening each image to classify read it)."""
+    and tools change them between runs), else the same object (building one parses and validates every field,
+    and hot paths such as opening each image to classify read it)."""
     return _settings(tuple(os.environ.get(name) for name in _VARIABLES))
 
 

@@ -74,9 +74,9 @@ class ClassifyResult(BaseModel):
 
 def refresh_planner_statistics(s: Session, rows: int) -> None:
     """PostgreSQL plans a job's filtered pages from table statistics; right after a large job's rows arrive they
-    are stale until autovacuum gets to them, and a page that walks an index for 1 ms can take 400 ms meanwhile.
-    ANALYZE samples a fixed number of rows (0.15 s at 60,000 rows, 0.27 s at 1,000,000), so it runs only when
-    the job's `rows` are a tenth of what the statistics last counted, as autovacuum's own rule has it, sooner."""
+    are stale until autovacuum gets to them, and a page that walks an index can take hundreds of times longer
+    meanwhile. ANALYZE samples a fixed number of rows, so its cost does not shrink with a small job: it runs only
+    when the job's `rows` are a tenth of what the statistics last counted, as autovacuum's own rule has it, sooner."""
     if s.get_bind().dialect.name != "postgresql":
         return
     counted = s.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'predictions'")) or 0
