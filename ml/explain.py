@@ -22,17 +22,32 @@ def conv_layers(model: keras.Model) -> list[str]:
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
+def wrapped_model(model: keras.Model) -> keras.Model | None:
+    """The model that a wrapper with no conv layer of its own calls as one layer in a chain, as an imported model
+    is (ml.imported: rescaling, the owner's model, maybe a softmax); Grad-CAM looks inside it."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) != 1 or conv_layers(model):
+        return None
+    chain = all(len(node.input_tensors) <= 1 for layer in model.layers for node in layer._inbound_nodes)
+    return inner[0] if chain else None
+
+
 def default_layer(model: keras.Model) -> str:
     """The Grad-CAM layer its preset chose (models are named after their preset), else the last conv layer."""
     from convlens.ml.models import get_preset, list_presets
 
+    if (inner := wrapped_model(model)) is not None:
+        return default_layer(inner)
     names = conv_layers(model)
     if model.name in list_presets():
         chosen = get_preset(model.name).gradcam_layer
         if chosen in names:
             return chosen
     if not names:
-        raise ValueError(f"model {model.name!r} has no convolutional layer")
+        hidden = any(isinstance(layer, keras.layers.TFSMLayer) for layer in model.layers)
+        raise ValueError(f"model {model.name!r} has no convolutional layer for Grad-CAM" + (
+            ": one imported from a TensorFlow SavedModel hides its layers; import its .keras file instead"
+            if hidden else ""))
     return names[-1]
 
 
@@ -42,6 +57,13 @@ class CamModel:
     def __init__(self, model: keras.Model, layer: str | None = None) -> None:
         self.model = model
         self.layer = layer or default_layer(model)
+        inner = wrapped_model(model)
+        # A wrapper: its layers up to the wrapped model run as they are, then the wrapped model's own CamModel
+        # (a softmax the wrapper adds after it changes no logit).
+        self.before = model.layers[1:model.layers.index(inner)] if inner is not None else []
+        self.wrapped = CamModel(inner, self.layer) if inner is not None else None
+        if self.wrapped is not None:
+            return
         head = model.layers[-1]
         self.softmax_dense = isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax
         outputs = [model.get_layer(self.layer).output, head.input if self.softmax_dense else model.output]
@@ -50,6 +72,10 @@ class CamModel:
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Activations are returned as computed (bf16 under mixed precision) so gradients reach them."""
+        if self.wrapped is not None:
+            for layer in self.before:
+                x = layer(x, training=False)
+            return self.wrapped(x)
         acts, pre = self.inner(x, training=False)
         if self.softmax_dense:
             logits = tf.matmul(tf.cast(pre, tf.float32), tf.cast(self.head.kernel, tf.float32))

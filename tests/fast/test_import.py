@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from helpers import image_folder
 
+from convlens.ml.explain import compute_cam, default_layer
 from convlens.ml.imported import ImportRefused, import_model
 from convlens.ml.saved import load_trained
 
@@ -61,16 +63,32 @@ def test_import_calibrate_and_classify_by_name(outside, tmp_path):
     assert result["outputs"] == "logits (softmax added)" and result["n_calibration"] == 20
     shown = json.loads(cli("models", "show", "pets", "--json").stdout)
     assert shown["ref"] == "pets:1" and shown["present"] and shown["thresholds"] and shown["n_calibration"] is None
-    classify = cli("run", "classify", str(folder), "--model", "pets", "--json")
+    classify = cli("run", "classify", str(folder), "--model", "pets", "--gradcam", "--json")
     assert classify.returncode == 0, classify.stderr
     job = json.loads(classify.stdout)
     assert job["result"]["classified"] == 40 and job["result"]["evaluation"]["labelled"] == 40
+    assert len(list(Path(job["result"]["overlay_dir"]).rglob("*.png"))) == 40
     # The wrapped model gives what the owner's model gives, softmaxed (pixels /255 in, 0-255 inside).
     trained = load_trained(shown["path"])
     x = np.random.default_rng(1).integers(0, 255, (5, 40, 40, 3)).astype(np.float32)
     ours = np.asarray(trained.model(x / 255.0))
     np.testing.assert_allclose(ours, np.asarray(keras.activations.softmax(model(x))), atol=1e-5)
     assert cli("models", "import", str(root / "pets.keras"), "--name", "pets", "--classes", "a,b,c").returncode == 1
+
+
+def test_grad_cam_looks_inside_the_imported_model(outside, tmp_path):
+    """The wrapper's maps are the owner's model's own on the same pixels (its conv layer, its logits)."""
+    root, model = outside
+    done = import_model(root / "pets.keras", CLASSES, "1", tmp_path / "pets")
+    wrapper = load_trained(done.path).model
+    x = np.random.default_rng(3).integers(0, 255, (6, 40, 40, 3)).astype(np.float32)
+    conv = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert default_layer(wrapper) == conv
+    ours, our_classes = compute_cam(wrapper, x / 255.0)
+    theirs, their_classes = compute_cam(model, x)
+    np.testing.assert_array_equal(our_classes, their_classes)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert ours.shape == (6, 40, 40) and np.ptp(ours) > 0
 
 
 def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
@@ -83,6 +101,8 @@ def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
     (tmp_path / "sm").rename(tmp_path / "moved")
     moved = load_trained(tmp_path / "moved" / done.path.name)
     np.testing.assert_allclose(np.asarray(moved.model(x / 255.0)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="hides its layers; import its .keras file instead"):
+        compute_cam(moved.model, x / 255.0)
 
 
 @pytest.mark.parametrize(("name", "classes", "says"), [
