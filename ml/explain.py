@@ -56,14 +56,16 @@ class CamModel:
 
     def __init__(self, model: keras.Model, layer: str | None = None) -> None:
         self.model = model
-        self.layer = layer or default_layer(model)
-        inner = wrapped_model(model)
-        # A wrapper: its layers up to the wrapped model run as they are, then the wrapped model's own CamModel
-        # (a softmax the wrapper adds after it changes no logit).
-        self.before = model.layers[1:model.layers.index(inner)] if inner is not None else []
-        self.wrapped = CamModel(inner, self.layer) if inner is not None else None
-        if self.wrapped is not None:
+        self.wrapped: CamModel | None = None
+        if (inner := wrapped_model(model)) is not None:
+            # A wrapper: its layers up to the wrapped model run as they are, then the wrapped model's own
+            # CamModel (a softmax the wrapper adds after it changes no logit).
+            self.before = [layer for layer in model.layers[:model.layers.index(inner)]
+                           if not isinstance(layer, keras.layers.InputLayer)]
+            self.wrapped = CamModel(inner, layer)
+            self.layer = self.wrapped.layer
             return
+        self.layer = layer or default_layer(model)
         head = model.layers[-1]
         self.softmax_dense = isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax
         outputs = [model.get_layer(self.layer).output, head.input if self.softmax_dense else model.output]
