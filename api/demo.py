@@ -53,8 +53,9 @@ def plan_training(has_bf16: bool, limit: int | None = None, time_budget_s: float
     if has_bf16:
         return DemoPlan(params, f"this CPU computes bf16 natively: training the full {epochs}-epoch recipe")
     return DemoPlan(params | {"time_budget_s": FLOAT32_BUDGET_S},
-                    f"this CPU lacks native bf16 (float32 only): training on a {FLOAT32_BUDGET_S:g} s budget "
-                    f"instead of the full {epochs} epochs (`convlens submit train` trains the full recipe)")
+                    f"this CPU lacks native bf16 (float32 only): training the {epochs}-epoch recipe on a "
+                    f"{FLOAT32_BUDGET_S:g} s budget, which stops it early only on a slow CPU (`convlens submit "
+                    "train` trains the full recipe)")
 
 
 def export_test_images(n: int, folder: Path, seed: int = 0) -> int:

@@ -15,6 +15,10 @@ from convlens.ml.data.splits import long_tailed_indices, stratified_split, strat
 from convlens.ml.settings import settings
 
 MIN_CALIBRATION_SPLIT = 100  # validation images below which none are set aside for conformal calibration
+# A preset's validation fraction is sized for CIFAR-10 (2% of 50,000: 1,000 images); on a smaller pool the split
+# keeps at least this many, or a tenth of the pool where that is fewer, so the temperature, the thresholds and
+# the conformal calibration still see enough images. A fraction the run sets is taken as it is.
+MIN_VALIDATION = 1000
 
 
 @dataclass
@@ -51,6 +55,14 @@ def training_pool(cfg: TrainConfig, data: ImageDataset) -> tuple[np.ndarray, np.
     return x, y
 
 
+def validation_fraction(cfg: TrainConfig, pool: int) -> float:
+    """The share of the training pool held out for validation (see MIN_VALIDATION)."""
+    fraction = float(cfg.recipe()["val_fraction"])
+    if cfg.val_fraction is not None or fraction == 0 or pool == 0:
+        return fraction
+    return max(fraction, min(MIN_VALIDATION, pool / 10) / pool)
+
+
 def prepare_data(
     cfg: TrainConfig,
     data: ImageDataset | None = None,
@@ -59,7 +71,7 @@ def prepare_data(
     """Train/validation/test arrays; `split` (indices into the training pool) overrides the validation split."""
     data = data or load_dataset(cfg)
     x, y = training_pool(cfg, data)
-    fraction = cfg.recipe()["val_fraction"]
+    fraction = validation_fraction(cfg, len(y))
     train_idx, val_idx = split if split is not None else stratified_split(y, fraction, cfg.seed)
     cal_idx = val_idx[:0]
     if len(val_idx) >= MIN_CALIBRATION_SPLIT:

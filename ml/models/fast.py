@@ -33,6 +33,7 @@ from keras import layers
 
 from convlens.ml.models.layers import FusedBatchNorm, PartialIdentity
 from convlens.ml.models.registry import Preset, register_preset
+from convlens.ml.models.whitening import whitening_filters
 
 WIDTHS = (64, 128, 256)  # where training computes in bf16 or float16
 FLOAT32_WIDTHS = (32, 64, 128)  # where it computes in float32: a third of the time per image, three times the epochs
@@ -72,22 +73,9 @@ def default_widths(policy: str) -> tuple[int, int, int]:
     return FLOAT32_WIDTHS if policy == "float32" else WIDTHS
 
 
-def init_whitening(model: keras.Model, x_train: np.ndarray, n: int = 5000, eps: float = 5e-4) -> None:
-    """Sets the frozen `whiten` layer from the eigenvectors of the 2x2x3 patch covariance of training images.
-
-    `eps` is relative to the mean pixel variance (the published recipe's 5e-4 is on standardised pixels), so
-    the weakest, high-frequency components are damped the same whatever the pixel scale.
-    """
-    rng = np.random.default_rng(0)
-    sample = x_train[rng.choice(len(x_train), min(n, len(x_train)), replace=False)].astype(np.float32) / 255.0
-    patches = np.lib.stride_tricks.sliding_window_view(sample, (2, 2, 3), axis=(1, 2, 3)).reshape(-1, 12)
-    mean = patches.mean(0)
-    cov = np.cov(patches - mean, rowvar=False)
-    eigval, eigvec = np.linalg.eigh(cov)
-    filters = eigvec / np.sqrt(eigval + eps * np.trace(cov) / len(cov))  # (12, 12): column k whitens component k
-    filters = np.concatenate([filters, -filters], axis=1)  # (12, 24)
-    kernel = filters.reshape(2, 2, 3, 24)
-    model.get_layer("whiten").set_weights([kernel.astype(np.float32), (-(mean @ filters)).astype(np.float32)])
+def init_whitening(model: keras.Model, x_train: np.ndarray) -> None:
+    """Sets the frozen `whiten` layer from the 2x2x3 patches of the training images (all 12 components)."""
+    model.get_layer("whiten").set_weights(list(whitening_filters(x_train, 2)))
 
 
 FAST = register_preset(

@@ -54,6 +54,18 @@ def test_recipe_layers_defaults_preset_and_run():
     assert one["translation"] == 0.0 and one["flip"]  # only the transform named changes
 
 
+def test_a_presets_small_validation_split_grows_on_a_small_pool():
+    from convlens.ml.prepare import validation_fraction
+
+    seed = TrainConfig(preset="seed")
+    assert seed.recipe()["val_fraction"] == 0.02
+    assert validation_fraction(seed, 50_000) * 50_000 == 1000  # CIFAR-10: the preset's 2%
+    assert validation_fraction(seed, 10_000) * 10_000 == 1000  # not 200
+    assert validation_fraction(seed, 2000) * 2000 == 200  # a tenth of a small pool
+    assert validation_fraction(TrainConfig(preset="seed", val_fraction=0.02), 2000) == 0.02  # the user's, as set
+    assert validation_fraction(TrainConfig(preset="seed", val_fraction=0.0), 2000) == 0.0
+
+
 def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVLENS_HOME", str(tmp_path))
     monkeypatch.setenv("CONVLENS_DATABASE_URL", "")
