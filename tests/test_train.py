@@ -74,6 +74,13 @@ def _whitened_start_learns_faster(cifar) -> None:
     assert accuracy["whitened"] > accuracy["keras"] + 0.05, accuracy  # float32: 0.59 against 0.46 on the EPYC
 
 
+def test_whitening_one_colour_images_gives_finite_filters():
+    from convlens.ml.models.whitening import whitening_filters
+
+    kernel, bias = whitening_filters(np.full((20, 32, 32, 3), 128, np.uint8), 3, components=16)
+    assert kernel.shape == (3, 3, 3, 32) and np.isfinite(kernel).all() and np.isfinite(bias).all()
+
+
 def test_short_training_beats_chance_and_writes_outputs(trained):
     r = trained["result"]
     assert r["metrics"]["test"]["accuracy"] > 0.35  # chance is 0.10

@@ -29,7 +29,9 @@ def whitening_filters(x_train: np.ndarray, size: int, components: int | None = N
     cov = np.cov(patches - mean, rowvar=False)
     eigval, eigvec = np.linalg.eigh(cov)  # ascending
     keep = slice(dims - (components or dims), dims)
-    filters = scale * eigvec[:, keep] / np.sqrt(eigval[keep] + eps * np.trace(cov) / dims)
+    # Images without any variation (one colour throughout) would divide by zero: damp by eps itself there.
+    damping = eps * (np.trace(cov) / dims or 1.0)
+    filters = scale * eigvec[:, keep] / np.sqrt(eigval[keep] + damping)
     filters = np.concatenate([filters, -filters], axis=1)
     kernel = filters.reshape(size, size, channels, -1)
     return kernel.astype(np.float32), (-(mean @ filters)).astype(np.float32)
