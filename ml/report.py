@@ -47,29 +47,39 @@ def kept_temperature(raw_val: np.ndarray, y_val: np.ndarray, raw_cal: np.ndarray
 
 
 def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha: float = 0.1) -> dict[str, Any]:
-    """Test (and validation) metrics at the test-time augmentation level the rest of the budget allows.
+    """Test (and validation) metrics; the test accuracy at the test-time augmentation level the budget allows.
+
+    What is saved with the model (temperature, thresholds, conformal calibration) is fitted on the plain view,
+    the one forward pass that classify, predict and the exported model make, and every figure that describes it
+    (calibration, thresholded and conformal test figures, the uncertainty comparison) is measured on that view
+    too: fitted on averaged views, a temperature and conformal quantiles would not hold for single passes. Only
+    metrics["test"] (accuracy, top-k, per class: no temperature changes an argmax) averages the views; with
+    test-time augmentation, metrics["test_one_view"] gives the single pass's.
 
     The validation half fits the temperature, then the thresholds on temperature-scaled probabilities; the
     calibration half (prep.x_cal) calibrates the conformal sets and judges the temperature: a T that does not
-    lower ECE there is dropped (T = 1), and the result says so. Test figures use the scaled probabilities.
-    `warnings` name the figures that rest on too little data.
+    lower ECE there is dropped (T = 1), and the result says so. `warnings` name the figures that rest on too
+    little data.
     """
     # The plain view of the test set times the evaluation; the augmentation level is settled on that rate.
     eval_start = time.perf_counter()
-    plain = predict_probs(model, prep.x_test)
+    raw_test = predict_probs(model, prep.x_test)
     tta = clock.affordable_level(len(prep.x_test) / max(1e-6, time.perf_counter() - eval_start), len(prep.x_test))
-    raw_test = predict_probs(model, prep.x_test, tta=tta, plain=plain)
+    viewed_test = predict_probs(model, prep.x_test, tta=tta, plain=raw_test)
     temperature, thresholds, calibration, metrics, warnings = 1.0, None, None, {}, []
     has_cal = prep.x_cal is not None and len(prep.x_cal) > 0
-    raw_cal = predict_probs(model, prep.x_cal, tta=tta) if has_cal else None
+    raw_cal = predict_probs(model, prep.x_cal) if has_cal else None
     val_probs = np.zeros((0, len(prep.class_names)), np.float32)
     if len(prep.x_val):
-        raw_val = predict_probs(model, prep.x_val, tta=tta)
+        raw_val = predict_probs(model, prep.x_val)
         temperature, warned = kept_temperature(raw_val, prep.y_val, raw_cal, prep.y_cal)
         warnings += warned
         val_probs = apply_temperature(raw_val, temperature)
     test_probs = apply_temperature(raw_test, temperature)
-    metrics["test"] = classification_metrics(prep.y_test, test_probs.argmax(1), prep.class_names, test_probs)
+    metrics["test"] = classification_metrics(prep.y_test, viewed_test.argmax(1), prep.class_names, viewed_test)
+    if tta:
+        metrics["test_one_view"] = classification_metrics(prep.y_test, raw_test.argmax(1), prep.class_names,
+                                                          raw_test)
     if len(prep.x_val):
         metrics["validation"] = classification_metrics(prep.y_val, val_probs.argmax(1), prep.class_names,
                                                        val_probs)

@@ -81,10 +81,11 @@ def train(
     model, initial_epoch, history, spent_s = _model(cfg, recipe, prep, steps, out_dir, resume)
     fuse_augmentation(model, AugmentConfig(**recipe["augment"]), cfg.seed)
 
-    # Forward passes of the evaluation at each test-time augmentation level (1, 2 or 6 views). The error gallery
-    # reuses the test probabilities; its 24 Grad-CAMs fall within the clock's margin.
+    # Forward passes of the evaluation at each test-time augmentation level: one view of every split, and 2 or 6
+    # of the test set (ml.report.evaluate). The error gallery reuses the test probabilities; its 24 Grad-CAMs fall
+    # within the clock's margin.
     n_eval = len(prep.x_test) + len(prep.x_val) + (len(prep.x_cal) if prep.x_cal is not None else 0)
-    eval_images = tuple(views * n_eval for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
+    eval_images = tuple(n_eval + (views - 1) * len(prep.x_test) for views in TTA_VIEWS[:int(recipe["tta"]) + 1])
     clock = TrainingClock(
         steps * epochs, recipe["time_budget_s"], spent_s=spent_s + time.perf_counter() - started,
         eval_images=eval_images, probe_images=prep.x_train[:2048],
