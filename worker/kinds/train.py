@@ -179,7 +179,8 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
 
         stop = StopWhen(ctx.should_stop) if ctx.should_stop else None  # a sweep's trial: pruned after an epoch
         result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress, callbacks=[stop] if stop else None)
-        metrics = [row for split in ("test", "validation", "test_thresholded") if split in result["metrics"]
+        metrics = [row for split in ("test", "test_one_view", "validation", "test_thresholded")
+                   if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
         metrics += calibration_rows(result, "calibration")
         return Output(
