@@ -45,8 +45,11 @@ def test_train_then_classify_inline_and_query_as_json(tmp_path):
     # With the seed preset's flip TTA the single pass's test figures are kept beside the averaged ones.
     assert r["tta_used"] == 1
     assert {m["split"] for m in metrics} == {"test", "test_one_view", "validation", "test_thresholded", "calibration"}
+    one_view = [m["value"] for m in metrics if m["split"] == "test_one_view" and m["name"] == "accuracy"]
+    assert one_view == [r["one_view_accuracy"]]
     shown = _cli(tmp_path, "jobs", "show", job["id"])
     assert "test accuracy" in shown.stdout and "model:" in shown.stdout
+    assert f"one pass (what classify, predict and the export give) {r['one_view_accuracy']:.4f}" in shown.stdout
     listed = json.loads(_cli(tmp_path, "jobs", "list", "--json").stdout)
     assert [j["kind"] for j in listed] == ["classify", "train"]
 

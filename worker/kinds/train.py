@@ -81,6 +81,9 @@ class TrainResult(BaseModel):
     uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
     confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
     pruned_at: int | None = Field(None, description="the epoch after which its sweep's pruner stopped it")
+    tta_used: int = Field(0, description="views averaged into `accuracy`: 0 one pass, 1 and its mirror, 2 and shifts")
+    one_view_accuracy: float | None = Field(None, description="the single pass's test accuracy (what classify, "
+                                            "predict and the exported model give) where `accuracy` averaged views")
 
     @property
     def epochs(self) -> float:
@@ -106,10 +109,11 @@ class TrainResult(BaseModel):
             confusion_matrix=test["confusion_matrix"],
             per_class_f1={c: v["f1"] for c, v in test["per_class"].items()},
             confused_pairs=result.get("errors", {}).get("confused_pairs", []),
+            one_view_accuracy=result["metrics"].get("test_one_view", {}).get("accuracy"),
             **{k: result[k] for k in ("epochs_run", "epochs_trained", "warnings", "best_epoch", "precision_policy",
                                       "timings", "history", "paths", "n_train", "n_val", "n_test", "class_names",
                                       "thresholds", "n_cal", "temperature", "calibration", "conformal",
-                                      "uncertainty") if k in result})
+                                      "uncertainty", "tta_used") if k in result})
 
 
 def metric_rows(metrics: dict[str, Any], class_names: list[str], split: str) -> list[MetricRow]:
@@ -155,6 +159,10 @@ def describe_training(r: TrainResult) -> list[str]:
              f"with thresholds {r.thresholded_accuracy or 0:.4f}  epochs {r.epochs}  "
              f"fit {r.timings.get('fit_s')} s  ({r.precision_policy})",
              f"model: {r.paths.get('model')}"]
+    if r.one_view_accuracy is not None:
+        views = ("", "each image and its mirror", "each image, its mirror and four shifted views")[r.tta_used]
+        lines.insert(1, f"test accuracy {r.accuracy:.4f} averages {views}; one pass (what classify, predict and "
+                        f"the export give) {r.one_view_accuracy:.4f}")
     if r.calibration and {"before", "after"} <= set(r.calibration):
         before, after = r.calibration["before"], r.calibration["after"]
         lines.append(f"temperature {r.temperature:.3f} (fitted on {r.n_val} validation images): on {r.n_test} test "
