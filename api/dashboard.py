@@ -142,6 +142,7 @@ def train_context(job: JobView) -> dict[str, Any]:
     cm = r["confusion_matrix"]
     peak = max((v for row in cm for v in row), default=1) or 1
     return {"r": r, "per_class": per_class, "summary": summary, "confusion": cm, "peak": peak,
+            "accuracy_views": getattr(job.result, "accuracy_views", ""),
             "f1_chart": _chart(job.id, str(job.finished_at), "f1")}
 
 

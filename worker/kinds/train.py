@@ -86,6 +86,11 @@ class TrainResult(BaseModel):
                                             "predict and the exported model give) where `accuracy` averaged views")
 
     @property
+    def accuracy_views(self) -> str:
+        """What `accuracy` averaged, in words."""
+        return ("one pass", "each image and its mirror", "each image, its mirror and four shifted views")[self.tta_used]
+
+    @property
     def epochs(self) -> float:
         """The epochs trained: a fraction where a time budget stopped training mid-epoch."""
         return self.epochs_trained if self.epochs_trained is not None else self.epochs_run
@@ -160,9 +165,8 @@ def describe_training(r: TrainResult) -> list[str]:
              f"fit {r.timings.get('fit_s')} s  ({r.precision_policy})",
              f"model: {r.paths.get('model')}"]
     if r.one_view_accuracy is not None:
-        views = ("", "each image and its mirror", "each image, its mirror and four shifted views")[r.tta_used]
-        lines.insert(1, f"test accuracy {r.accuracy:.4f} averages {views}; one pass (what classify, predict and "
-                        f"the export give) {r.one_view_accuracy:.4f}")
+        lines.insert(1, f"test accuracy {r.accuracy:.4f} averages {r.accuracy_views}; one pass (what classify, "
+                        f"predict and the export give) {r.one_view_accuracy:.4f}")
     if r.calibration and {"before", "after"} <= set(r.calibration):
         before, after = r.calibration["before"], r.calibration["after"]
         lines.append(f"temperature {r.temperature:.3f} (fitted on {r.n_val} validation images): on {r.n_test} test "
