@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from playwright.sync_api import expect
 
 from conftest import DATA_DIR
 from folders import make_messy_folder
@@ -266,8 +267,8 @@ def test_kfold_layers_compare_workers_and_metrics(site):
     w = login(site)
     w.open("/ui/workers")  # while those run: the worker is listed with what it runs
     assert site["worker"].name in w.page.locator("#worker-table").inner_text()
-    w.page.wait_for_function("document.querySelector('#worker-table').innerText.match(/kfold|layers|train/)",
-                             timeout=60_000)
+    # expect() matches inside Playwright's own script: a string predicate would be eval'd, which the CSP forbids
+    expect(w.page.locator("#worker-table")).to_contain_text(re.compile("kfold|layers|train"), timeout=60_000)
     w.shot(site, "workers")
     w.open("/")
     assert w.page.locator("#job-rows tr[data-active]").count() >= 1
