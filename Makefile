@@ -7,18 +7,23 @@ SHARED_DATA := $(abspath ../shared/datasets)
 export CONVLENS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-fast test-cifar test-services test-browser lint demo bench clean
+.PHONY: install lock test test-fast test-cifar test-services test-browser lint demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# Silences only setuptools' note that every editable install gets ("folders named like the package may shadow
 	@# it"): there is no `convlens` folder here. Any other packaging warning still prints.
-	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[cpu,dev,export]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -c constraints.txt -e '.[cpu,dev,export]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# After a dependency change and a green suite: pin what passed, so every fresh clone installs the same versions.
+lock: install
+	{ sed -n 1,2p constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: install
 	$(VENV)/bin/ruff check .
