@@ -15,14 +15,22 @@ from convlens.ml import plots
 from convlens.ml.data.cifar import ImageDataset
 from convlens.ml.data.pipeline import make_dataset
 from convlens.ml.data.splits import stratified_subset
-from convlens.ml.explain import conv_layers
+from convlens.ml.explain import conv_layers, unwrap
 from convlens.ml.progress import ProgressEvent, ProgressFn
 
 
 def pooled_features(model: keras.Model, layers: list[str], x: np.ndarray, batch: int = 500) -> list[np.ndarray]:
-    """Global-average-pooled activations of each layer, (N, channels) per layer, in one pass over x."""
-    outs = [keras.layers.GlobalAveragePooling2D()(model.get_layer(n).output) for n in layers]
-    extractor = keras.Model(model.inputs, outs)
+    """Global-average-pooled activations of each layer, (N, channels) per layer, in one pass over x; the layers
+    of the model an imported wrapper calls (ml.explain.unwrap), after the wrapper's own rescaling."""
+    before, inner = unwrap(model)
+    outs = [keras.layers.GlobalAveragePooling2D()(inner.get_layer(n).output) for n in layers]
+    extractor = keras.Model(inner.inputs, outs)
+    if before:
+        inputs = keras.Input(model.input_shape[1:])
+        y = inputs
+        for layer in before:
+            y = layer(y)
+        extractor = keras.Model(inputs, extractor([y]))
     feats = extractor.predict(make_dataset(x, None, 0, batch), verbose=0)
     feats = feats if isinstance(feats, list) else [feats]
     return [np.asarray(f, np.float32) for f in feats]
@@ -46,10 +54,12 @@ def layer_probes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """A row per layer: feature count, its own probe accuracy and the accuracy of all layers up to it."""
-    names = layers or conv_layers(model)
-    unknown = [n for n in names if n not in {layer.name for layer in model.layers}]
-    if unknown:
-        raise ValueError(f"unknown layers {unknown}; conv layers of this model: {conv_layers(model)}")
+    inner = unwrap(model)[1]
+    names = layers or conv_layers(inner)
+    unknown = [n for n in names if n not in {layer.name for layer in inner.layers}]
+    if unknown or not names:
+        raise ValueError(f"unknown layers {unknown}; conv layers of this model: {conv_layers(inner)}" if unknown
+                         else f"model {model.name!r} has no convolutional layer to probe")
     tr = stratified_subset(data.y_train, train_limit, seed) if train_limit else np.arange(len(data.y_train))
     te = stratified_subset(data.y_test, test_limit, seed) if test_limit else np.arange(len(data.y_test))
     f_train = pooled_features(model, names, data.x_train[tr])

@@ -32,6 +32,14 @@ def wrapped_model(model: keras.Model) -> keras.Model | None:
     return inner[0] if chain else None
 
 
+def unwrap(model: keras.Model) -> tuple[list[keras.layers.Layer], keras.Model]:
+    """(the wrapper's layers that run before the model it wraps, that model); ([], model) for any other model."""
+    if (inner := wrapped_model(model)) is None:
+        return [], model
+    return [layer for layer in model.layers[:model.layers.index(inner)]
+            if not isinstance(layer, keras.layers.InputLayer)], inner
+
+
 def default_layer(model: keras.Model) -> str:
     """The Grad-CAM layer its preset chose (models are named after their preset), else the last conv layer."""
     from convlens.ml.models import get_preset, list_presets
@@ -57,11 +65,10 @@ class CamModel:
     def __init__(self, model: keras.Model, layer: str | None = None) -> None:
         self.model = model
         self.wrapped: CamModel | None = None
-        if (inner := wrapped_model(model)) is not None:
+        self.before, inner = unwrap(model)
+        if inner is not model:
             # A wrapper: its layers up to the wrapped model run as they are, then the wrapped model's own
             # CamModel (a softmax the wrapper adds after it changes no logit).
-            self.before = [layer for layer in model.layers[:model.layers.index(inner)]
-                           if not isinstance(layer, keras.layers.InputLayer)]
             self.wrapped = CamModel(inner, layer)
             self.layer = self.wrapped.layer
             return

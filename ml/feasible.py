@@ -55,7 +55,8 @@ def _names(config: Any) -> list[str]:
     found: list[str] = []
     if isinstance(config, dict):
         inner = config.get("config")
-        if "class_name" in config and isinstance(inner, dict) and isinstance(inner.get("name"), str):
+        if "class_name" in config and isinstance(inner, dict) and isinstance(inner.get("name"), str) and \
+                "DTypePolicy" not in str(config["class_name"]):  # a layer's dtype policy is named too ("float32")
             found.append(inner["name"])
         for value in config.values():
             found += _names(value)
@@ -73,6 +74,6 @@ def saved_layer_names(model_path: Path) -> list[str] | None:
             info = archive.getinfo("config.json")
             if info.file_size > MAX_CONFIG:
                 return None
-            return _names(json.loads(archive.read(info)))
+            return list(dict.fromkeys(_names(json.loads(archive.read(info)))))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None

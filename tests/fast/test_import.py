@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from helpers import image_folder
 
+from convlens.ml.analysis import layer_probes, pooled_features
+from convlens.ml.data.cifar import ImageDataset
 from convlens.ml.explain import compute_cam, default_layer
 from convlens.ml.imported import ImportRefused, import_model
 from convlens.ml.saved import load_trained
@@ -68,6 +70,14 @@ def test_import_calibrate_and_classify_by_name(outside, tmp_path):
     job = json.loads(classify.stdout)
     assert job["result"]["classified"] == 40 and job["result"]["evaluation"]["labelled"] == 40
     assert len(list(Path(job["result"]["overlay_dir"]).rglob("*.png"))) == 40
+    # Probes on the imported model: its own conv layer, on the folder's images resized to its 40x40 input.
+    probes = cli("run", "layers", "--model", "pets", "--dataset", str(folder), "--limit", "20", "--json")
+    assert probes.returncode == 0, probes.stderr
+    conv = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert [r["layer"] for r in json.loads(probes.stdout)["result"]["rows"]] == [conv]
+    unknown = cli("run", "layers", "--model", "pets", "--layer", "nope")
+    assert unknown.returncode != 0 and "unknown layers nope; this model's layers: " in unknown.stderr
+    assert conv in unknown.stderr and "float32" not in unknown.stderr  # layer names, not their dtype policies
     # The wrapped model gives what the owner's model gives, softmaxed (pixels /255 in, 0-255 inside).
     trained = load_trained(shown["path"])
     x = np.random.default_rng(1).integers(0, 255, (5, 40, 40, 3)).astype(np.float32)
@@ -89,6 +99,23 @@ def test_grad_cam_looks_inside_the_imported_model(outside, tmp_path):
     np.testing.assert_array_equal(our_classes, their_classes)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert ours.shape == (6, 40, 40) and np.ptp(ours) > 0
+
+
+def test_layer_probes_look_inside_the_imported_model(outside, tmp_path):
+    """The wrapper's probed features are the owner's conv layer's, pooled, on the same pixels; a probe job runs."""
+    root, model = outside
+    wrapper = load_trained(import_model(root / "pets.keras", CLASSES, "1", tmp_path / "pets").path).model
+    conv = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    x = np.random.default_rng(4).integers(0, 255, (30, 40, 40, 3)).astype(np.uint8)
+    (ours,) = pooled_features(wrapper, [conv], x)
+    theirs = keras.Model(model.input, keras.layers.GlobalAveragePooling2D()(model.get_layer(conv).output))
+    np.testing.assert_allclose(ours, np.asarray(theirs(x.astype(np.float32))), rtol=1e-4, atol=1e-5)
+    y = np.arange(30) % 2
+    data = ImageDataset(x, y, x, y, CLASSES)
+    rows = layer_probes(wrapper, data, train_limit=None, test_limit=None)["rows"]
+    assert [r["layer"] for r in rows] == [conv] and rows[0]["features"] == 4
+    with pytest.raises(ValueError, match="conv layers of this model: \\['" + conv):
+        layer_probes(wrapper, data, layers=["nope"])
 
 
 def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
