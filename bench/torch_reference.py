@@ -17,7 +17,7 @@ residual path around the second and third.
         --runs "64-128-256/relu/9/0;64-256-256/gelu/10/0"
 
 prints one JSON line per run. bench/pack_cifar.py shrinks the dataset losslessly (184 MB to 96 MB) for the
-GPU machine's transfer limit. Figures measured on an H100 are in the README (Benchmarks).
+GPU machine's transfer limit. Figures measured on an H100 are in docs/benchmarks.md.
 """
 import argparse
 import json

@@ -15,9 +15,9 @@ The recipe is a time budget, not an epoch count: training.TrainingClock drives t
 averaging by the wall clock and stops in time for the evaluation, whose augmentation level drops on slow
 machines. The conv widths follow the precision training computes in: 64/128/256 in bf16 or float16 (CPUs with
 native bf16, GPUs), 32/64/128 in float32 (AVX2-only CPUs), where the wider net trains a third as fast and sees too
-few epochs in the budget (the README's benchmark section has the measurements); ReLU, as GELU costs ~20% of the
+few epochs in the budget (docs/benchmarks.md has the measurements); ReLU, as GELU costs ~20% of the
 speed. The published recipe's GELU and 256-wide middle group are arguments of build_fast. A PyTorch transcription
-of this recipe on an H100 (bench/torch_reference.py, figures in the README) shows what the JPEG-decoded CIFAR-10
+of this recipe on an H100 (bench/torch_reference.py, figures in docs/benchmarks.md) shows what the JPEG-decoded CIFAR-10
 copy allows: 0.906 at the published recipe's size and epochs; 93% only with a 7x larger net, stronger augmentation
 and 80 epochs, about 65x the compute of this preset's ten CPU minutes.
 

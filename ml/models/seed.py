@@ -45,7 +45,7 @@ SEED = register_preset(
         recipe={
             # 2 epochs from whitened patches: 0.700 / 0.700 / 0.704 test accuracy (seeds 0 / 1 / 2) against the
             # reference code's 0.692 in 10 epochs (3 epochs: 0.733 / 0.730); from Keras' own initialisation 5 epochs
-            # were needed (the README's benchmark section says on which CPU, with the runs tried).
+            # were needed (docs/benchmarks.md says on which CPU, with the runs tried).
             "epochs": 2,
             "batch_size": 64,
             "learning_rate": 3e-3,
