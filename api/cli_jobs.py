@@ -10,7 +10,6 @@ import threading
 import types
 import typing
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,7 +22,6 @@ from convlens.api.output import fail, print_json, ready_database, require_tensor
 from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
 from convlens.ml.provenance import Provenance
-from convlens.worker import registry
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
@@ -65,10 +63,6 @@ def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
     finish_output(job_id, as_json)
 
 
-def _short(text: str) -> bool:
-    return len(text) < 32 and queries.SHORT_ID.fullmatch(text) is not None
-
-
 def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: bool,
             timeout: float | None = None, after: list[str] | None = None, labels: JobLabels | None = None) -> None:
     """Runs the job here (`run`) or queues it (`submit`); params are validated where the job row is created."""
@@ -82,12 +76,6 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
             typer.echo(training_choice(), err=True)
     ready_database()
     params = {k: v for k, v in params.items() if v is not None}
-    # A short id (as printed everywhere) names its job; a model given as a path stays a path.
-    model = params.get("model")
-    if isinstance(model, str) and _short(model.removesuffix(":best")) and not Path(model).exists() \
-            and registry.resolve(model) is None:  # a registered name that looks like hex is the model
-        params["model"] = queries.resolve_id(model.removesuffix(":best")) + model[len(model.removesuffix(":best")):]
-    after = [queries.resolve_id(a) if _short(a) else a for a in after or []]
     try:
         if mode == "run":
             job_id = steps.create_job(kind, params, may_wait=False, labels=labels)

@@ -13,6 +13,7 @@ from convlens.api.job_search import JobSearch, cell, parse_columns
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
 from convlens.api.schemas import JobView
 from convlens.db.models import JOB_STATUSES
+from convlens.worker.job_ids import resolve_id
 from convlens.worker.kinds import KINDS
 
 jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
@@ -24,7 +25,7 @@ TABLE_WIDTH = 100  # columns a default table fits in (`--wide` lifts it)
 def existing_job(job_id: str) -> JobView:
     """The job an id or a unique prefix of 4+ characters names; unknown or ambiguous: one line, exit 2 (an
     unknown id is a mistake, not an empty result)."""
-    return queries.get_job(queries.resolve_id(job_id))
+    return queries.get_job(resolve_id(job_id))
 
 
 @jobs_app.command("list")

@@ -12,6 +12,7 @@ from convlens.api import queries
 from convlens.api.auth import problem
 from convlens.api.schemas import ErrorBody, JobView, PredictionFilter, parse_cursor
 from convlens.ml.params import value_problem
+from convlens.worker.job_ids import resolve_id
 
 
 def error_doc(description: str) -> dict[str, Any]:
@@ -48,7 +49,7 @@ QueryText = Annotated[str, AfterValidator(_text)]
 def job_or_404(job_id: str) -> JobView:
     """The job the path names, by its id or a unique prefix of 4+ characters (404 for none, a malformed id
     included; 422 listing them for several)."""
-    job = queries.get_job(queries.resolve_id(job_id))
+    job = queries.get_job(resolve_id(job_id))
     if job is None:  # gone between the two reads
         raise problem(404, f"job {job_id} not found")
     return job

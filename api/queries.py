@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import func, select, tuple_
 
 from convlens.api.job_search import JobSearch
@@ -11,30 +9,8 @@ from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
-from convlens.worker.errors import AmbiguousId, JobNotFound
 from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
 from convlens.worker.paths import localized, overlay_path
-
-SHORT_ID = re.compile(r"[0-9a-f]{4,32}")
-
-
-def resolve_id(text: str) -> str:
-    """The full id of the one job whose id starts with `text` (4 to 32 hex digits: the short ids the CLI prints).
-
-    Raises JobNotFound for none, AmbiguousId (listing them) for several.
-    """
-    if not SHORT_ID.fullmatch(text):
-        raise JobNotFound(f"job {text} not found (an id, or its first 4 or more characters: `convlens jobs list`)")
-    with session_scope() as s:
-        found = s.scalars(select(Job.id).where(Job.id.startswith(text, autoescape=True)).order_by(Job.id)
-                          .limit(6)).all()
-    if not found:
-        raise JobNotFound(f"job {text} not found (`convlens jobs list` shows the ids)")
-    if len(found) > 1:
-        more = ", ..." if len(found) > 5 else ""
-        raise AmbiguousId(f"{text} is the start of {'more than 5' if more else len(found)} job ids "
-                          f"({', '.join(found[:5])}{more}): give more characters")
-    return found[0]
 
 
 def job_view(job: Job, with_result: bool = True) -> JobView:

@@ -64,9 +64,9 @@ class JobRequest(JobLabels):
 
     kind: KindName = Field(description="the job kind; its params are described by the schemas named *Params")
     params: dict[str, Any] = {}
-    after: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
-        [], max_length=32, description="jobs that must succeed first: the job waits (status waiting) and fails if "
-        "one of them fails or is cancelled")
+    after: list[Annotated[str, Field(pattern=r"^[0-9a-f]{4,32}$")]] = Field(
+        [], max_length=32, description="jobs that must succeed first (ids, or their first 4 or more characters): the "
+        "job waits (status waiting) and fails if one of them fails or is cancelled")
 
 
 class HistoryView(BaseModel):

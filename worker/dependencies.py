@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from convlens.db.models import Job, JobStatus, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
+from convlens.worker.job_ids import expand
 from convlens.worker.kinds import PART_KINDS
 from convlens.worker.paths import JOB_ID
 
@@ -30,7 +31,7 @@ def _describe(job: Job) -> str:
 
 def check_after(ids: list[str]) -> list[str]:
     """The ids a new job waits for, each checked to name an existing top-level job."""
-    ids = list(dict.fromkeys(ids))
+    ids = list(dict.fromkeys(expand(job_id) for job_id in ids))
     if len(ids) > MAX_AFTER:
         raise DependencyRefused(f"--after: at most {MAX_AFTER} jobs, not {len(ids)}", field="after")
     with session_scope() as s:

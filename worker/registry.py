@@ -20,6 +20,7 @@ from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
 from convlens.worker.artifacts import artifact_store, resolve_model
 from convlens.worker.errors import JobError
+from convlens.worker.job_ids import expand
 from convlens.worker.paths import JOB_ID, REF_HELP, check_model, local
 
 REF = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,127})(?::(?P<version>[0-9]{1,9})|@(?P<alias>[a-z0-9_-]{1,64}))?")
@@ -131,10 +132,12 @@ def resolve_ref(ref: str) -> str:
     if ref.endswith(":best"):
         from convlens.worker.sweeps import best_trial
 
-        return best_trial(ref)
+        return best_trial(f"{expand(ref.removesuffix(':best'))}:best")
     if JOB_ID.fullmatch(ref) or ref.endswith(".keras"):
         return ref
-    job_id = resolve(ref)
+    job_id = resolve(ref)  # a registered name, even one that looks like hex, before a short job id
+    if job_id is None and expand(ref) != ref:
+        job_id = expand(ref)
     if job_id is None:
         raise UnknownModel(f"--model {ref}: no registered model of that name; a model is {REF_HELP}", field="model")
     return job_id

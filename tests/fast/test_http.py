@@ -164,3 +164,15 @@ def test_labels_search_and_history_over_http(client):
     reader = {"Authorization": f"Bearer {create_token('reader', 'read').token}"}
     assert client.patch(f"/jobs/{mine}", json={"note": "x"}, headers=reader).status_code == 403
     assert client.get(f"/jobs/{mine}").json()["note"] == "so so"
+
+
+def test_a_job_waits_for_another_named_by_its_short_id(client):
+    """The short ids the CLI and dashboard print name jobs in a request too (`after`), resolved where jobs are made."""
+    first = client.post("/jobs", json={"kind": "train", "params": {"epochs": 1}}).json()["id"]
+    second = client.post("/jobs", json={"kind": "train", "params": {"epochs": 1}, "after": [first[:8]]})
+    assert second.status_code == 201, second.text
+    assert second.json()["status"] == "waiting"
+    with session_scope() as s:
+        assert s.get(Job, second.json()["id"]).waits_for == [first]
+    unknown = client.post("/jobs", json={"kind": "train", "params": {}, "after": ["ffff"]})
+    assert unknown.status_code == 422 and unknown.json()["detail"]["message"] == "--after ffff: no such job"

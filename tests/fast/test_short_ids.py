@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from convlens.api.queries import resolve_id
 from convlens.db.models import Job
 from convlens.db.session import ensure_current, session_scope
+from convlens.worker import dependencies, registry
 from convlens.worker.errors import AmbiguousId, JobNotFound
+from convlens.worker.job_ids import resolve_id
 
 IDS = ["abcd1234" + "0" * 24, "abcd5678" + "0" * 24, "ef01" + "1" * 28]
 
@@ -51,3 +52,18 @@ def test_the_cli_takes_short_ids(home):
     assert IDS[0] in ambiguous.stderr and IDS[1] in ambiguous.stderr
     refused = cli("submit", "layers", "--model", "abcd")  # checked before anything is written or queued
     assert refused.returncode == 2 and "abcd is the start of 2 job ids" in refused.stderr
+
+
+def test_short_ids_name_models_sweeps_and_dependencies_for_http_and_cli_alike(home):
+    """--model, SWEEP:best and --after are resolved where every job is created (worker.steps), not by the CLI."""
+    sweep = "5eed" + "2" * 28
+    with session_scope() as s:
+        s.add(Job(id=sweep, kind="sweep", status="succeeded", params={}, result={"best": {"job_id": IDS[2]}}))
+    assert registry.resolve_ref("ef01") == IDS[2] and registry.resolve_ref("5eed:best") == IDS[2]
+    with pytest.raises(AmbiguousId, match="abcd is the start of 2 job ids"):
+        registry.resolve_ref("abcd")
+    with pytest.raises(registry.UnknownModel, match="--model ffff: no registered model of that name"):
+        registry.resolve_ref("ffff")
+    assert dependencies.check_after(["ef01", IDS[0], "ef011"]) == [IDS[2], IDS[0]]
+    with pytest.raises(dependencies.DependencyRefused, match="--after ffff: no such job"):
+        dependencies.check_after(["ffff"])
