@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ def export(trained: TrainedModel, fmt: str, out_dir: Path, check_images: np.ndar
         model.export(str(path), format="tf_saved_model", verbose=False)
     elif fmt == "onnx":
         path = out_dir / "model.onnx"
-        model.export(str(path), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # Keras' bundled tf2onnx probes the removed np.object: noise for the user
+            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            model.export(str(path), format="onnx", verbose=False)
     else:
         import tensorflow as tf
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -32,7 +33,10 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["savedmodel", "onnx", "tflite"])
 def test_each_format_agrees_with_keras_in_its_own_runtime(trained, tmp_path, fmt):
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    report = export(trained, fmt, tmp_path / fmt, images)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        report = export(trained, fmt, tmp_path / fmt, images)
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)]  # nothing the user can act on
     assert report.images == 64 and report.top1_agreement == 1.0 and report.max_probability_difference < 1e-3
     meta = json.loads((tmp_path / fmt / "convlens-model.json").read_text())
     assert meta["class_names"] == ["cat", "dog", "fox"] and meta["temperature"] == 1.7
