@@ -136,8 +136,9 @@ def resolve_ref(ref: str) -> str:
     if JOB_ID.fullmatch(ref) or ref.endswith(".keras"):
         return ref
     job_id = resolve(ref)  # a registered name, even one that looks like hex, before a short job id
-    if job_id is None and expand(ref) != ref:
-        job_id = expand(ref)
+    if job_id is None:
+        expanded = expand(ref)
+        job_id = expanded if expanded != ref else None
     if job_id is None:
         raise UnknownModel(f"--model {ref}: no registered model of that name; a model is {REF_HELP}", field="model")
     return job_id
