@@ -13,5 +13,11 @@ class JobNotFound(JobError):
     http_status = 404
 
 
+class AlreadyFinished(JobError):
+    """A cancel of a job that has ended (and left nothing running): nothing was changed."""
+
+    http_status = 409
+
+
 class AmbiguousId(JobError):
     """A short id that more than one job's id starts with."""

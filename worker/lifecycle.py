@@ -24,7 +24,7 @@ from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
 from convlens.ml.progress import ProgressEvent, epoch_figures
 from convlens.ml.settings import settings
-from convlens.worker.errors import JobNotFound
+from convlens.worker.errors import AlreadyFinished, JobNotFound
 from convlens.worker.paths import relocatable
 
 TRANSIENT: tuple[type[BaseException], ...] = (OperationalError,)
@@ -195,14 +195,19 @@ def composite_ancestors(job_id: str) -> list[str]:
 
 
 def mark_cancelled(job_id: str) -> list[str]:
-    """Marks the job and its unfinished descendants cancelled; returns every id to revoke."""
+    """Marks the job and its unfinished descendants cancelled; returns every id to revoke. AlreadyFinished
+    when the job has ended and none of them is left running."""
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
-        if job.status not in FINISHED:
+        finished = job.status in FINISHED
+        if not finished:
             job.status, job.finished_at = "cancelled", utcnow()
-        return [job.id, *cancel_descendants(s, job_id)]
+        descendants = cancel_descendants(s, job_id)
+        if finished and not descendants:
+            raise AlreadyFinished(f"job {job_id} already {job.status}: nothing to cancel")
+        return [job.id, *descendants]
 
 
 class Reporter:

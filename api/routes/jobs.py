@@ -56,7 +56,8 @@ def get_job(job: ExistingJob, _: Reader) -> JobView:
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView, responses={
-    **NOT_FOUND, 403: error_doc("not the token's own job (only admin tokens cancel any job)")})
+    **NOT_FOUND, 403: error_doc("not the token's own job (only admin tokens cancel any job)"),
+    409: error_doc("the job has already ended: nothing to cancel")})
 def cancel_job(job: ExistingJob, who: Submitter) -> JobView:
     from convlens.worker.tasks import cancel
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -178,3 +181,17 @@ def test_a_job_waits_for_another_named_by_its_short_id(client):
         assert s.get(Job, second.json()["id"]).waits_for == [first]
     unknown = client.post("/jobs", json={"kind": "train", "params": {}, "after": ["ffff"]})
     assert unknown.status_code == 422 and unknown.json()["detail"]["message"] == "--after ffff: no such job"
+
+
+def test_cancelling_an_ended_job_changes_nothing_and_says_so(client):
+    """HTTP and the CLI give the same verdict (409 / exit 2, one line); the job keeps its status."""
+    done = "d0" + "0" * 30
+    with session_scope() as s:
+        s.add(Job(id=done, kind="train", status="succeeded", params={}))
+    said = f"job {done} already succeeded: nothing to cancel"
+    r = client.post(f"/jobs/{done}/cancel")
+    assert r.status_code == 409 and r.json()["detail"]["message"] == said
+    cli = subprocess.run([sys.executable, "-m", "convlens.api.cli", "jobs", "cancel", done[:6]], capture_output=True,
+                         text=True, timeout=120)  # the fixture's CONVLENS_HOME
+    assert cli.returncode == 2 and cli.stderr.strip() == f"error: {said}"
+    assert client.get(f"/jobs/{done}").json()["status"] == "succeeded"
