@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from convlens.ml import plots
 from convlens.ml.data.cifar import ImageDataset
+from convlens.ml.data.images import resize_all
 from convlens.ml.data.pipeline import make_dataset
 from convlens.ml.data.splits import stratified_subset
 from convlens.ml.explain import conv_layers, unwrap
@@ -20,8 +21,10 @@ from convlens.ml.progress import ProgressEvent, ProgressFn
 
 
 def pooled_features(model: keras.Model, layers: list[str], x: np.ndarray, batch: int = 500) -> list[np.ndarray]:
-    """Global-average-pooled activations of each layer, (N, channels) per layer, in one pass over x; the layers
-    of the model an imported wrapper calls (ml.explain.unwrap), after the wrapper's own rescaling."""
+    """Global-average-pooled activations of each layer, (N, channels) per layer, in one pass over x (resized to
+    the model's input: CIFAR-10 for a model imported at another size); the layers of the model an imported
+    wrapper calls (ml.explain.unwrap), after the wrapper's own rescaling."""
+    x = resize_all(x, model.input_shape[1:3])
     before, inner = unwrap(model)
     outs = [keras.layers.GlobalAveragePooling2D()(inner.get_layer(n).output) for n in layers]
     extractor = keras.Model(inner.inputs, outs)

@@ -8,7 +8,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +34,6 @@ class ImageDataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
-
-    def at_size(self, size: tuple[int, int]) -> ImageDataset:
-        """The same images resized (bilinear) to (height, width): what a model of another input size sees."""
-        from convlens.ml.data.images import resize
-
-        if self.x_train.shape[1:3] == tuple(size):
-            return self
-        return replace(self, x_train=np.stack([resize(im, tuple(size)) for im in self.x_train]),
-                       x_test=np.stack([resize(im, tuple(size)) for im in self.x_test]))
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -149,6 +149,13 @@ def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
+def resize_all(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A stack of uint8 RGB images at (height, width); the same array when they already are."""
+    if images.shape[1:3] == tuple(size):
+        return images
+    return np.stack([resize(im, tuple(size)) for im in images])
+
+
 @dataclass
 class DecodedBatch:
     paths: list[Path]

@@ -87,8 +87,7 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult, t
         trained = load_trained_cached(resolve_model(p.model))
         if p.dataset != "cifar10":
             unchanged(p.dataset)
-        data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0])).at_size(
-            trained.input_size)  # CIFAR-10 resized for a model imported at another size
+        data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0]))
         result = LayersResult.model_validate(layer_probes(
             trained.model, data, layers=p.layers, train_limit=p.limit, test_limit=p.test_limit, out_dir=ctx.out_dir,
             progress=ctx.progress))
