@@ -71,7 +71,7 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
     if mode == "run":
         require_tensorflow()
         if not as_json and kind in ("train", "kfold", "study", "sweep"):  # the kinds that train here
-            from convlens.ml.hardware import training_choice
+            from convlens.ml.precision import training_choice
 
             typer.echo(training_choice(), err=True)
     ready_database()

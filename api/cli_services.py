@@ -26,7 +26,7 @@ def worker(queues: Annotated[str, typer.Option(help="comma-separated: gpu,cpu")]
     """Start a Celery worker (TensorFlow loads in its child processes only)."""
     require_tensorflow()
     ready_database()
-    from convlens.ml.hardware import training_choice
+    from convlens.ml.precision import training_choice
 
     typer.echo(training_choice(), err=True)
     env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -147,8 +147,8 @@ def db_current() -> None:
 def demo(limit: Annotated[int | None, typer.Option(help="train on a subset (default: all 50,000)")] = None,
          images: Annotated[int, typer.Option(help="test images exported and bulk-classified")] = 300,
          time_budget: Annotated[float | None, typer.Option(
-             help="seconds for training plus its evaluation (default: the full recipe where the CPU computes bf16 "
-             "natively, else 120)", min=1)] = None) -> None:
+             help="seconds for training plus its evaluation (default: the full recipe where the CPU trains in bf16, "
+             "else 180)", min=1)] = None) -> None:
     """The main job end to end: worker, training, layer analysis, bulk classification with Grad-CAM."""
     from convlens.api.demo import run_demo
 

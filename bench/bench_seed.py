@@ -3,7 +3,8 @@
 (a) the original report's recipe exactly: seed model, 10 epochs, batch 32, float32 /255.0 arrays,
     Adam, balanced class weights, early stopping (patience 3) on the test set; with TensorFlow's defaults (it
     imports Keras before convlens, which would turn on oneDNN's kernels where TensorFlow leaves them off).
-(b) `convlens`'s default seed preset (ml.train.train), bf16 where the CPU supports it.
+(b) `convlens`'s default seed preset (ml.train.train), in the precision ml.precision chooses
+(bf16 where the CPU has it and a probe measured it faster than float32).
 Each also prints its training images/s and achieved GFLOP/s against this CPU's peak (ml.hardware), and, from a
 second short run traced by the TensorFlow profiler (bench/_profile.py), where its training steps' CPU time goes.
 Usage: python bench/bench_seed.py [--only a|b] [--no-profile]

@@ -31,13 +31,8 @@ class Cpu:
 
     @property
     def bf16(self) -> bool:
-        """Whether it computes bf16 natively (AVX-512-BF16 or AMX); elsewhere training runs in float32."""
+        """Whether it has bf16 instructions (AVX-512-BF16 or AMX); ml.precision measures whether they pay."""
         return bool({"avx512_bf16", "amx_bf16"} & set(self.flags))
-
-    @property
-    def policy(self) -> str:
-        """The Keras precision policy training uses on this CPU (ml.precision adds GPUs)."""
-        return "mixed_bfloat16" if self.bf16 else "float32"
 
     @property
     def vector_bits(self) -> int:
@@ -66,24 +61,6 @@ def decode_threads() -> int:
     """Threads decoding images beside the model: one per core (PIL releases the GIL while it decodes), and two
     at least, so one decodes while the other hands a batch over."""
     return max(2, cpu().cores)
-
-
-def training_choice() -> str:
-    """One line: the precision, kernels, threads, batch size and fast-preset widths training uses on this CPU, and
-    why."""
-    from convlens.ml.models.fast import default_widths  # the preset's own rule
-
-    c = cpu()
-    why = ("it computes bf16 natively (AVX-512-BF16/AMX)" if c.bf16 else
-           "it has no native bf16 (emulated bf16 trains 2-10x slower than float32)")
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-    return (f"training on {c.model} ({c.cores} cores): {c.policy} because {why}; "
-            f"{'oneDNN kernels' if onednn else 'TensorFlow own kernels (TF_ENABLE_ONEDNN_OPTS=0)'}; "
-            f"{c.cores} compute threads, one per core this process may use; images decoded by {decode_threads()} "
-            "threads and augmented inside the compiled training step; batch size the preset's (the same on every CPU: "
-            "larger batches reach less accuracy per epoch, no faster per image in float32); the fast preset's "
-            f"conv widths {'/'.join(map(str, default_widths(c.policy)))} (the widest whose epochs fit its budget in "
-            f"{c.policy}); on a GPU: mixed_float16")
 
 
 @lru_cache(maxsize=1)

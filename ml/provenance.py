@@ -111,7 +111,9 @@ def provenance(seed: int | None = None, dataset: str | None = None, mixed_precis
     elif gpu:
         policy = "mixed_float16"
     else:
-        policy = hardware.cpu().policy
+        from convlens.ml.precision import cpu_choice  # TensorFlow: only where a job runs
+
+        policy = cpu_choice().policy
     return Provenance(convlens=_version("convlens") or "unknown", commit=_commit(),
                       python=platform.python_version(), tensorflow=_version("tensorflow-cpu", "tensorflow"),
                       keras=_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,

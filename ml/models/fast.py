@@ -11,13 +11,13 @@ The optimiser matches the published one's per-step sizes in Keras terms (mean lo
 512 and momentum 0.85, lr 0.75 and weight decay 0.0089 shrink the weights by ~0.7% a step. A weight decay 180x
 weaker (5e-5, from an earlier tuning that never tried strong decay) cost 1.1 points of accuracy.
 
-The recipe is a time budget, not an epoch count: training.TrainingClock drives the learning rate and the
-averaging by the wall clock and stops in time for the evaluation, whose augmentation level drops on slow
-machines. The conv widths follow the precision training computes in: 64/128/256 in bf16 or float16 (CPUs with
-native bf16, GPUs), 32/64/128 in float32 (AVX2-only CPUs), where the wider net trains a third as fast and sees too
-few epochs in the budget (docs/benchmarks.md has the measurements); ReLU, as GELU costs ~20% of the
-speed. The published recipe's GELU and 256-wide middle group are arguments of build_fast. A PyTorch transcription
-of this recipe on an H100 (bench/torch_reference.py, figures in docs/benchmarks.md) shows what the JPEG-decoded CIFAR-10
+The recipe is a time budget, not an epoch count: training.TrainingClock drives the learning rate and the averaging
+by the wall clock and stops in time for the evaluation, whose augmentation level drops on slow machines. The conv
+widths follow the precision training computes in (ml.precision): 64/128/256 in bf16 or float16 (CPUs whose native
+bf16 is faster, GPUs), 32/64/128 in float32 (the other CPUs), where the wider net trains a third as fast and sees
+too few epochs in the budget (docs/benchmarks.md has the measurements); ReLU, as GELU costs ~20% of the speed. The
+published recipe's GELU and 256-wide middle group are arguments of build_fast. A PyTorch transcription of this
+recipe on an H100 (bench/torch_reference.py, figures in docs/benchmarks.md) shows what the JPEG-decoded CIFAR-10
 copy allows: 0.906 at the published recipe's size and epochs; 93% only with a 7x larger net, stronger augmentation
 and 80 epochs, about 65x the compute of this preset's ten CPU minutes.
 

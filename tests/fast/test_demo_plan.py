@@ -1,17 +1,17 @@
-"""The demo's training plan: the full recipe only where bf16 is native, on the clock elsewhere."""
+"""The demo's training plan: the full recipe only where training runs in bf16, on the clock in float32."""
 
 from convlens.api.demo import FLOAT32_BUDGET_S, plan_training
 from convlens.ml.models import get_preset
 
 
-def test_a_cpu_without_bf16_trains_on_the_clock():
-    plan = plan_training(has_bf16=False)
+def test_a_cpu_training_in_float32_trains_on_the_clock():
+    plan = plan_training(trains_bf16=False)
     assert plan.train_params == {"preset": "seed", "time_budget_s": FLOAT32_BUDGET_S}
-    assert "lacks native bf16" in plan.note and "\n" not in plan.note
+    assert "trains in float32" in plan.note and "\n" not in plan.note
 
 
-def test_a_cpu_with_bf16_trains_the_full_recipe():
-    plan = plan_training(has_bf16=True)
+def test_a_cpu_training_in_bf16_trains_the_full_recipe():
+    plan = plan_training(trains_bf16=True)
     assert plan.train_params == {"preset": "seed"}
     assert f"{get_preset('seed').recipe['epochs']}-epoch" in plan.note
 

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from convlens.ml.hardware import cpu, training_choice
+from convlens.ml.hardware import cpu
+from convlens.ml.precision import cpu_choice, training_choice
 
 ONEDNN_ON = "oneDNN custom operations are on"  # TensorFlow's own log line when it uses oneDNN's kernels
 
@@ -30,8 +31,8 @@ def test_the_training_line_names_what_this_cpu_gets():
     line = training_choice()
     c = cpu()
     assert f"({c.cores} cores)" in line and "oneDNN kernels" in line
-    if c.bf16:
-        assert "mixed_bfloat16 because" in line and "conv widths 64/128/256" in line
+    if cpu_choice().policy == "mixed_bfloat16":
+        assert c.bf16 and "mixed_bfloat16 because" in line and "conv widths 64/128/256" in line
     else:
         assert "float32 because" in line and "conv widths 32/64/128" in line
     assert "\n" not in line
