@@ -97,7 +97,9 @@ def _read(path: Path) -> dict[str, float]:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return known if isinstance(known, dict) else {}
+    if not isinstance(known, dict):
+        return {}
+    return {k: v for k, v in known.items() if isinstance(v, int | float) and v > 0}  # a damaged entry: measure again
 
 
 def _probe(dtype: str, steps: int = 6) -> float:

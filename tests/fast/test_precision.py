@@ -49,6 +49,8 @@ def test_a_cpu_without_bf16_instructions_trains_in_float32_unmeasured(cache, mon
 
 
 def test_the_probe_runs_once_per_machine_and_leaves_seeded_training_alone(cache):
+    cache.parent.mkdir(parents=True)  # another machine's figure sharing the folder, and this one's damaged
+    cache.write_text(json.dumps({"another CPU": 2.5, precision.machine_key(): "fast"}))
     keras.utils.set_random_seed(0)
     before = (keras.random.uniform((4,)).numpy(), tf.random.uniform((4,)).numpy(), np.random.rand(4))
     keras.utils.set_random_seed(0)
@@ -58,7 +60,7 @@ def test_the_probe_runs_once_per_machine_and_leaves_seeded_training_alone(cache)
         np.testing.assert_array_equal(a, b)
     assert 0.01 < gain < 100
     stored = json.loads(cache.read_text())
-    assert stored == {precision.machine_key(): round(gain, 3)}
+    assert stored == {"another CPU": 2.5, precision.machine_key(): round(gain, 3)}
     cache.write_text(json.dumps({precision.machine_key(): 7.0}))  # a second call reads, it does not measure again
     assert precision.bf16_gain() == 7.0
     if not cpu().bf16:
