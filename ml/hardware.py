@@ -10,6 +10,7 @@ convolutions and matmuls on its tile unit instead: 1,024 bf16 flops per cycle pe
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -61,6 +62,49 @@ def decode_threads() -> int:
     """Threads decoding images beside the model: one per core (PIL releases the GIL while it decodes), and two
     at least, so one decodes while the other hands a batch over."""
     return max(2, cpu().cores)
+
+
+BF16_GAIN = 1.2  # bf16 must train this much faster than float32 to be worth its coarser arithmetic
+
+
+def machine_key() -> str:
+    """What ml.precision's bf16 probe depends on: the CPU as this process sees it, TensorFlow and its kernels."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    c, tf_version = cpu(), "unknown"
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            tf_version = version(name)
+            break
+        except PackageNotFoundError:
+            continue
+    return "|".join([c.model, ",".join(c.flags), str(c.cores), tf_version,
+                     "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
+
+
+def probe_cache() -> Path:
+    """Where the probe's figures are kept: this user's cache folder (the XDG convention), not a convlens home."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convlens" / "precision.json"
+
+
+def measured_gains() -> dict[str, float]:
+    """The probe's figures by machine_key (float32 time / bf16 time); a damaged entry is left out, to measure again."""
+    try:
+        known = json.loads(probe_cache().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {k: v for k, v in known.items() if isinstance(v, int | float) and v > 0}
+
+
+def known_policy() -> str | None:
+    """The CPU's training precision without loading TensorFlow: float32 without bf16 instructions, else what the
+    probe measured here; None where it has not run yet."""
+    if not cpu().bf16:
+        return "float32"
+    gain = measured_gains().get(machine_key())
+    return None if gain is None else "mixed_bfloat16" if gain >= BF16_GAIN else "float32"
 
 
 @lru_cache(maxsize=1)

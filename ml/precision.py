@@ -15,15 +15,13 @@ import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from convlens.ml.hardware import cpu, decode_threads
+from convlens.ml.hardware import BF16_GAIN, cpu, decode_threads, machine_key, measured_gains, probe_cache
 
-BF16_GAIN = 1.2  # bf16 must train this much faster than float32 to be worth its coarser arithmetic
 PROBE_SHAPE = (64, 16, 16, 64)  # batch, height, width, channels: the size of the presets' middle layers
 NO_BF16 = "it has no native bf16 (emulated bf16 trains 2-10x slower than float32)"
 
@@ -63,13 +61,13 @@ def cpu_choice() -> PrecisionChoice:
 
 def bf16_gain() -> float:
     """float32 time / bf16 time of the probe on this machine, measured once per CPU, TensorFlow and kernel choice."""
-    key, path = machine_key(), cache_dir() / "precision.json"
+    key, path = machine_key(), probe_cache()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # One process measures while the others wait: two probes at once would slow each other down.
         with open(path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            known = _read(path)
+            known = measured_gains()
             if key not in known:
                 known[key] = round(_probe("float32") / _probe("bfloat16"), 3)
                 tmp = path.with_suffix(".tmp")
@@ -78,28 +76,6 @@ def bf16_gain() -> float:
             return float(known[key])
     except OSError:  # no writable cache folder: measure for this process only
         return _probe("float32") / _probe("bfloat16")
-
-
-def machine_key() -> str:
-    """What the probe's result depends on: the CPU as this process sees it, TensorFlow and its kernels."""
-    c = cpu()
-    return "|".join([c.model, ",".join(c.flags), str(c.cores), tf.__version__,
-                     "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
-
-
-def cache_dir() -> Path:
-    """This user's cache folder for facts about the machine (the XDG convention), not a convlens home's."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convlens"
-
-
-def _read(path: Path) -> dict[str, float]:
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(known, dict):
-        return {}
-    return {k: v for k, v in known.items() if isinstance(v, int | float) and v > 0}  # a damaged entry: measure again
 
 
 def _probe(dtype: str, steps: int = 6) -> float:

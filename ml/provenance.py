@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -111,9 +112,12 @@ def provenance(seed: int | None = None, dataset: str | None = None, mixed_precis
     elif gpu:
         policy = "mixed_float16"
     else:
-        from convlens.ml.precision import cpu_choice  # TensorFlow: only where a job runs
+        policy = hardware.known_policy()
+        if policy is None and "tensorflow" in sys.modules:  # where TensorFlow is loaded already, measure now
+            from convlens.ml.precision import cpu_choice
 
-        policy = cpu_choice().policy
+            policy = cpu_choice().policy
+        policy = policy or "not measured yet (mixed_bfloat16 where bf16 is faster, else float32)"
     return Provenance(convlens=_version("convlens") or "unknown", commit=_commit(),
                       python=platform.python_version(), tensorflow=_version("tensorflow-cpu", "tensorflow"),
                       keras=_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,

@@ -57,7 +57,8 @@ def test_whole_worker_killed_job_resumes_on_another(tmp_path):
     second = None
     try:
         first.wait_ready()
-        job_id = cli(env, "submit", "train", "--limit", "4000", "--epochs", "4", "--batch-size", "64",
+        # Epochs of seconds even on a fast CPU in float32, so that the kill lands mid-training.
+        job_id = cli(env, "submit", "train", "--limit", "8000", "--epochs", "4", "--batch-size", "64",
                      "--patience", "0").stdout.strip()
         wait_for(lambda: (j := _job(tmp_path, job_id)).status == "running" and (j.progress or {}).get("epoch", 0) >= 2,
                  300, what="training to reach epoch 2")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convlens.ml import precision
+from convlens.ml import hardware, precision
 from convlens.ml.hardware import Cpu, cpu
 
 
@@ -32,7 +32,7 @@ def bf16_cpu(monkeypatch) -> None:
 def test_bf16_is_chosen_only_where_it_was_measured_faster(cache, monkeypatch, gain, policy):
     bf16_cpu(monkeypatch)
     cache.parent.mkdir(parents=True)
-    cache.write_text(json.dumps({precision.machine_key(): gain}))
+    cache.write_text(json.dumps({hardware.machine_key(): gain}))
     choice = precision.cpu_choice()
     assert choice.policy == policy
     assert f"{gain:.2f}x as fast as float32" in choice.reason
@@ -50,7 +50,7 @@ def test_a_cpu_without_bf16_instructions_trains_in_float32_unmeasured(cache, mon
 
 def test_the_probe_runs_once_per_machine_and_leaves_seeded_training_alone(cache):
     cache.parent.mkdir(parents=True)  # another machine's figure sharing the folder, and this one's damaged
-    cache.write_text(json.dumps({"another CPU": 2.5, precision.machine_key(): "fast"}))
+    cache.write_text(json.dumps({"another CPU": 2.5, hardware.machine_key(): "fast"}))
     keras.utils.set_random_seed(0)
     before = (keras.random.uniform((4,)).numpy(), tf.random.uniform((4,)).numpy(), np.random.rand(4))
     keras.utils.set_random_seed(0)
@@ -60,8 +60,8 @@ def test_the_probe_runs_once_per_machine_and_leaves_seeded_training_alone(cache)
         np.testing.assert_array_equal(a, b)
     assert 0.01 < gain < 100
     stored = json.loads(cache.read_text())
-    assert stored == {"another CPU": 2.5, precision.machine_key(): round(gain, 3)}
-    cache.write_text(json.dumps({precision.machine_key(): 7.0}))  # a second call reads, it does not measure again
+    assert stored == {"another CPU": 2.5, hardware.machine_key(): round(gain, 3)}
+    cache.write_text(json.dumps({hardware.machine_key(): 7.0}))  # a second call reads, it does not measure again
     assert precision.bf16_gain() == 7.0
     if not cpu().bf16:
         assert precision.cpu_choice().policy == "float32"
