@@ -63,5 +63,6 @@ def test_the_probe_runs_once_per_machine_and_leaves_seeded_training_alone(cache)
     assert stored == {"another CPU": 2.5, hardware.machine_key(): round(gain, 3)}
     cache.write_text(json.dumps({hardware.machine_key(): 7.0}))  # a second call reads, it does not measure again
     assert precision.bf16_gain() == 7.0
-    if not cpu().bf16:
-        assert precision.cpu_choice().policy == "float32"
+    # Provenance reads the same verdict without TensorFlow (planning steps must not load it).
+    assert hardware.known_policy() == precision.cpu_choice().policy == (
+        "mixed_bfloat16" if cpu().bf16 else "float32")
