@@ -20,7 +20,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from convlens.ml.hardware import BF16_GAIN, cpu, decode_threads, machine_key, measured_gains, probe_cache
+from convlens.ml.hardware import (
+    BF16_GAIN,
+    cpu,
+    decode_threads,
+    machine_key,
+    measured_gains,
+    policy_for,
+    probe_cache,
+)
 
 PROBE_SHAPE = (64, 16, 16, 64)  # batch, height, width, channels: the size of the presets' middle layers
 NO_BF16 = "it has no native bf16 (emulated bf16 trains 2-10x slower than float32)"
@@ -53,10 +61,10 @@ def cpu_choice() -> PrecisionChoice:
     if not cpu().bf16:
         return PrecisionChoice("float32", NO_BF16)
     gain = bf16_gain()
-    rate = f"its bf16 trained a probe {gain:.2f}x as fast as float32"
-    if gain >= BF16_GAIN:
-        return PrecisionChoice("mixed_bfloat16", f"{rate} (AVX-512-BF16/AMX; measured once, cached)")
-    return PrecisionChoice("float32", f"{rate} (bf16 needs {BF16_GAIN}x to pay; measured once, cached)")
+    rate, policy = f"its bf16 trained a probe {gain:.2f}x as fast as float32", policy_for(gain)
+    if policy == "mixed_bfloat16":
+        return PrecisionChoice(policy, f"{rate} (AVX-512-BF16/AMX; measured once, cached)")
+    return PrecisionChoice(policy, f"{rate} (bf16 needs {BF16_GAIN}x to pay; measured once, cached)")
 
 
 def bf16_gain() -> float:
