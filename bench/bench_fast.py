@@ -6,7 +6,7 @@ Prints per run: test accuracy, train+eval wall time, peak RSS, training images/s
 a short run traced by the TensorFlow profiler (bench/_profile.py), where its training steps' CPU time goes.
 Usage: python bench/bench_fast.py [--seeds 0 1 2] [--budget 600] [--short-budgets 150 300]
        [--no-profile | --profile-only]
-       [--widths 64,128,256 32,64,128]
+       [--widths 64,128,256 32,64,128] [--epochs 40]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from convlens.ml.models import get_preset
 {profile_setup}
 t0 = time.perf_counter()
 data = load_cifar10(settings().datasets_dir)
-r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}), tempfile.mkdtemp(prefix="bench-fast-"),
-          data=data, callbacks=extra)
+r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}, epochs={epochs}),
+          tempfile.mkdtemp(prefix="bench-fast-"), data=data, callbacks=extra)
 model = get_preset("fast").build((32, 32, 3), 10)  # built in the run's policy: its widths
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
@@ -50,9 +50,10 @@ WIDTHS = ("import functools; from convlens.ml.models import fast; "
 PROFILED = "import sys; sys.path.insert(0, {bench!r}); from _profile import ProfileWindow; extra = [ProfileWindow()]"
 
 
-def run(seed: int, budget: float, widths: tuple[int, ...] | None = None) -> dict:
+def run(seed: int, budget: float, widths: tuple[int, ...] | None = None, epochs: int | None = None) -> dict:
     setup = WIDTHS.format(widths=widths) if widths else ""
-    r = run_child(CHILD.format(seed=seed, budget=budget, profile_setup="extra = []", widths_setup=setup))
+    r = run_child(CHILD.format(seed=seed, budget=budget, epochs=epochs, profile_setup="extra = []",
+                               widths_setup=setup))
     print(f"seed {seed}, budget {budget:.0f} s, widths {'/'.join(map(str, r['widths']))}: test accuracy "
           f"{r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
           f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
@@ -73,24 +74,25 @@ def main() -> None:
     parser.add_argument("--widths", nargs="+", metavar="W1,W2,W3",
                         help="instead of the seeds and budgets: one run of the first seed per set of conv widths, "
                              "side by side (default: the widths this CPU gets)")
+    parser.add_argument("--epochs", type=int, help="the most epochs the clock may run (default: the preset's 20)")
     args = parser.parse_args()
     from convlens.ml.hardware import cpu
 
     print(f"CPU: {cpu().model} ({', '.join(cpu().flags) or 'no AVX'}), {cpu().cores} cores", flush=True)
     if not args.no_profile:
-        traced = run_child(CHILD.format(seed=0, budget=60, widths_setup="", profile_setup=PROFILED.format(
+        traced = run_child(CHILD.format(seed=0, budget=60, epochs=None, widths_setup="", profile_setup=PROFILED.format(
             bench=str(Path(__file__).resolve().parent))))
         print("profile (a 60 s run): " + describe(traced["profile"]), flush=True)
     if args.profile_only:
         return
     if args.widths:
         for widths in args.widths:
-            run(args.seeds[0], args.budget, tuple(int(w) for w in widths.split(",")))
+            run(args.seeds[0], args.budget, tuple(int(w) for w in widths.split(",")), args.epochs)
         return
-    accs = [run(seed, args.budget)["accuracy"] for seed in args.seeds]
+    accs = [run(seed, args.budget, epochs=args.epochs)["accuracy"] for seed in args.seeds]
     print(f"mean test accuracy at {args.budget:.0f} s over seeds {args.seeds}: {sum(accs) / len(accs):.4f} "
           "(target >= 0.94, floor 0.93)", flush=True)
-    short = {b: run(args.seeds[0], b)["accuracy"] for b in args.short_budgets}
+    short = {b: run(args.seeds[0], b, epochs=args.epochs)["accuracy"] for b in args.short_budgets}
     reached = sorted(b for b, acc in {**short, args.budget: accs[0]}.items() if acc >= 0.90)
     print("accuracy by budget (seed {}): {}; 90% reached within: {}".format(
         args.seeds[0], ", ".join(f"{b:.0f} s: {a:.4f}" for b, a in {**short, args.budget: accs[0]}.items()),

@@ -67,19 +67,23 @@ def decode_threads() -> int:
 BF16_GAIN = 1.2  # bf16 must train this much faster than float32 to be worth its coarser arithmetic
 
 
-def machine_key() -> str:
-    """What ml.precision's bf16 probe depends on: the CPU as this process sees it, TensorFlow and its kernels."""
+def package_version(*names: str) -> str | None:
+    """The installed version of the first of `names` (a package's alternative distributions) that is installed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    c, tf_version = cpu(), "unknown"
-    for name in ("tensorflow", "tensorflow-cpu"):
+    for name in names:
         try:
-            tf_version = version(name)
-            break
+            return version(name)
         except PackageNotFoundError:
             continue
-    return "|".join([c.model, ",".join(c.flags), str(c.cores), tf_version,
-                     "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
+    return None
+
+
+def machine_key() -> str:
+    """What ml.precision's bf16 probe depends on: the CPU as this process sees it, TensorFlow and its kernels."""
+    c = cpu()
+    return "|".join([c.model, ",".join(c.flags), str(c.cores), package_version("tensorflow", "tensorflow-cpu") or
+                     "unknown", "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
 
 
 def probe_cache() -> Path:

@@ -4,7 +4,6 @@ a fingerprint of the data. Nothing here imports TensorFlow (versions come from t
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from convlens.ml import hardware
-from convlens.ml.hardware import FLAGS
+from convlens.ml.hardware import FLAGS, package_version
 from convlens.ml.settings import settings
 
 
@@ -33,15 +32,6 @@ class Provenance(BaseModel):
     dataset: str | None = None
     dataset_fingerprint: str | None = Field(None, description="sha256 of the CIFAR-10 files read, or of an image "
                                                               "folder's listing (relative paths, sizes, mtimes)")
-
-
-def _version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 @lru_cache(maxsize=1)
@@ -118,8 +108,8 @@ def provenance(seed: int | None = None, dataset: str | None = None, mixed_precis
 
             policy = cpu_choice().policy
         policy = policy or "not measured yet (mixed_bfloat16 where bf16 is faster, else float32)"
-    return Provenance(convlens=_version("convlens") or "unknown", commit=_commit(),
-                      python=platform.python_version(), tensorflow=_version("tensorflow-cpu", "tensorflow"),
-                      keras=_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,
+    return Provenance(convlens=package_version("convlens") or "unknown", commit=_commit(),
+                      python=platform.python_version(), tensorflow=package_version("tensorflow-cpu", "tensorflow"),
+                      keras=package_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,
                       seed=seed, dataset=dataset,
                       dataset_fingerprint=fingerprint(dataset) if dataset and with_fingerprint else None)
