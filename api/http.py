@@ -103,9 +103,13 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
 
 @app.exception_handler(ConvlensError)
 def _user_error(request: Request, exc: ConvlensError) -> Response:
-    """Every error a user can act on, from any layer, translated here once."""
-    errors = [{"field": exc.field, "message": str(exc)}] if exc.field else None
-    return _http_error(request, problem(exc.http_status, str(exc), errors))
+    """Every error a user can act on, from any layer, translated here once: a message that names the field as
+    the CLI does (`--after X: ...`) names it as the request does (`after X: ...`)."""
+    message, flag = str(exc), f"--{exc.field}"
+    if exc.field and message.startswith(flag):
+        message = exc.field + message[len(flag):]
+    errors = [{"field": exc.field, "message": message}] if exc.field else None
+    return _http_error(request, problem(exc.http_status, message, errors))
 
 
 @app.exception_handler(RequestValidationError)

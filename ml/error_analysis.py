@@ -26,7 +26,11 @@ def highest_loss_gallery(
     model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: list[str], path: Path, n: int = 24,
     probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The n test images with the highest cross-entropy, with true/predicted labels and Grad-CAM overlays."""
+    """The n test images with the highest cross-entropy, with true/predicted labels and Grad-CAM overlays.
+
+    Ranked and labelled by one forward pass (`probs`: the plain view), the pass a Grad-CAM explains and classify,
+    predict and the export give; the confused pairs count the test metrics' averaged views instead.
+    """
     if probs is None:
         probs = predict_probs(model, x)
     loss = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))

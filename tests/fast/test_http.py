@@ -180,7 +180,7 @@ def test_a_job_waits_for_another_named_by_its_short_id(client):
     with session_scope() as s:
         assert s.get(Job, second.json()["id"]).waits_for == [first]
     unknown = client.post("/jobs", json={"kind": "train", "params": {}, "after": ["ffff"]})
-    assert unknown.status_code == 422 and unknown.json()["detail"]["message"] == "--after ffff: no such job"
+    assert unknown.status_code == 422 and unknown.json()["detail"]["message"] == "after ffff: no such job"
 
 
 def test_cancelling_an_ended_job_changes_nothing_and_says_so(client):
