@@ -36,6 +36,7 @@ r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}, epochs
 model = get_preset("fast").build((32, 32, 3), 10)  # built in the run's policy: its widths
 print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
+    "evaluate_s": r["timings"]["evaluate_s"], "report_s": r["timings"]["report_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),
     "epochs": round(r["steps_run"] * r["recipe"]["batch_size"] / r["n_train"], 2), "tta": r["tta_used"],
     "images": r["steps_run"] * r["recipe"]["batch_size"], "forward_flops": forward_flops(model),
@@ -55,8 +56,9 @@ def run(seed: int, budget: float, widths: tuple[int, ...] | None = None, epochs:
     r = run_child(CHILD.format(seed=seed, budget=budget, epochs=epochs, profile_setup="extra = []",
                                widths_setup=setup))
     print(f"seed {seed}, budget {budget:.0f} s, widths {'/'.join(map(str, r['widths']))}: test accuracy "
-          f"{r['accuracy']:.4f}, train+eval {r['train_eval_s']} s "
-          f"(process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, {r['images_per_s']} training images/s, "
+          f"{r['accuracy']:.4f}, train+eval {r['train_eval_s']} s (fit {r['fit_s']} s, evaluation {r['evaluate_s']} s, "
+          f"report {r['report_s']} s; process {r['wall_s']} s), peak RSS {r['peak_rss_mb']} MB, "
+          f"{r['images_per_s']} training images/s, "
           f"{r['epochs']} epochs, TTA level {r['tta']}, {r['policy']}", flush=True)
     print("    " + speed(r["images"], r["fit_s"], r["forward_flops"], r["policy"]), flush=True)
     return r

@@ -117,7 +117,9 @@ def train(
 
     if progress is not None:
         progress(ProgressEvent(stage="evaluate"))
+    eval_start = time.perf_counter()
     evaluation = evaluate(model, prep, clock, cfg.alpha)
+    report_start = time.perf_counter()
     epochs_trained = clock.steps / steps
     warnings = list(evaluation["warnings"])
     if recipe["time_budget_s"] is not None and epochs_trained < 1:
@@ -127,9 +129,10 @@ def train(
         "preset": cfg.preset, "config": cfg.model_dump(), "recipe": recipe, "precision_policy": policy,
         "class_weights": {prep.class_names[c]: w for c, w in weights.items()} if weights else None,
         "steps_run": clock.steps, "epochs_trained": round(epochs_trained, 2), "warnings": warnings,
-        "timings": {"fit_s": round(fit_s, 2)},
+        "timings": {"fit_s": round(fit_s, 2), "evaluate_s": round(report_start - eval_start, 2)},
     })
-    result["timings"]["total_s"] = round(time.perf_counter() - started, 2)
+    result["timings"] |= {"report_s": round(time.perf_counter() - report_start, 2),
+                          "total_s": round(time.perf_counter() - started, 2)}
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))
     for leftover in ("checkpoint.keras", "checkpoint.json"):
         (out_dir / leftover).unlink(missing_ok=True)
