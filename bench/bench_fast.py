@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--widths", nargs="+", metavar="W1,W2,W3",
                         help="instead of the seeds and budgets: one run of the first seed per set of conv widths, "
                              "side by side (default: the widths this CPU gets)")
-    parser.add_argument("--epochs", type=int, help="the most epochs the clock may run (default: the preset's 20)")
+    parser.add_argument("--epochs", type=int, help="the most epochs the clock may run (default: the preset's)")
     args = parser.parse_args()
     from convlens.ml.hardware import cpu
 
