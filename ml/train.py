@@ -131,8 +131,8 @@ def train(
         "steps_run": clock.steps, "epochs_trained": round(epochs_trained, 2), "warnings": warnings,
         "timings": {"fit_s": round(fit_s, 2), "evaluate_s": round(report_start - eval_start, 2)},
     })
-    result["timings"] |= {"report_s": round(time.perf_counter() - report_start, 2),
-                          "total_s": round(time.perf_counter() - started, 2)}
+    done = time.perf_counter()
+    result["timings"] |= {"report_s": round(done - report_start, 2), "total_s": round(done - started, 2)}
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))
     for leftover in ("checkpoint.keras", "checkpoint.json"):
         (out_dir / leftover).unlink(missing_ok=True)
