@@ -79,11 +79,16 @@ def package_version(*names: str) -> str | None:
     return None
 
 
+def tensorflow_version() -> str | None:
+    """TensorFlow's version, whichever of its distributions (the CPU-only one or the full one) is installed."""
+    return package_version("tensorflow-cpu", "tensorflow")
+
+
 def machine_key() -> str:
     """What ml.precision's bf16 probe depends on: the CPU as this process sees it, TensorFlow and its kernels."""
     c = cpu()
-    return "|".join([c.model, ",".join(c.flags), str(c.cores), package_version("tensorflow", "tensorflow-cpu") or
-                     "unknown", "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
+    return "|".join([c.model, ",".join(c.flags), str(c.cores), tensorflow_version() or "unknown",
+                     "onednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "eigen"])
 
 
 def probe_cache() -> Path:

@@ -109,7 +109,7 @@ def provenance(seed: int | None = None, dataset: str | None = None, mixed_precis
             policy = cpu_choice().policy
         policy = policy or "not measured yet (mixed_bfloat16 where bf16 is faster, else float32)"
     return Provenance(convlens=package_version("convlens") or "unknown", commit=_commit(),
-                      python=platform.python_version(), tensorflow=package_version("tensorflow-cpu", "tensorflow"),
+                      python=platform.python_version(), tensorflow=hardware.tensorflow_version(),
                       keras=package_version("keras"), cpu=cpu, cpu_flags=list(flags), gpu=gpu, precision_policy=policy,
                       seed=seed, dataset=dataset,
                       dataset_fingerprint=fingerprint(dataset) if dataset and with_fingerprint else None)
