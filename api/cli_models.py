@@ -88,7 +88,8 @@ def export(
         fail(f"--format {format_!r}: one of {', '.join(FORMATS)}")
     job_id = registry.resolve_ref(ref)
     view = registry.show(job_id)
-    trained = load_trained(registry.model_file(job_id, strict_paths=False))
+    model = registry.model_file(job_id, strict_paths=False)
+    trained = load_trained(model.path, model.registered)
     images = _check_images(trained.input_size, check_folder, check_images)
     report = export(trained, format_, out or Path(f"{view.name}-{view.version}-{format_}"), images)
     if as_json:

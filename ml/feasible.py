@@ -3,9 +3,7 @@ folds against the images per class, probe layer names against a saved model's ow
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,10 @@ import numpy as np
 from convlens.ml.config import TrainConfig
 from convlens.ml.data.images import file_paths
 from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
+from convlens.ml.keras_file import read_config
 
 CIFAR_TRAIN_PER_CLASS = 5000
 FOLDER_TEST_FRACTION = 0.2  # ml.data.folders.load_image_folder's default
-MAX_CONFIG = 16 << 20  # bytes of a .keras file's config.json read at most
 
 
 def pool_class_counts(cfg: TrainConfig) -> list[int]:
@@ -66,14 +64,7 @@ def _names(config: Any) -> list[str]:
     return found
 
 
-def saved_layer_names(model_path: Path) -> list[str] | None:
-    """The layer names in a .keras file's config.json, read from the zip without loading the model; None when
-    the file is not a readable .keras archive (the worker then says why)."""
-    try:
-        with zipfile.ZipFile(model_path) as archive:
-            info = archive.getinfo("config.json")
-            if info.file_size > MAX_CONFIG:
-                return None
-            return list(dict.fromkeys(_names(json.loads(archive.read(info)))))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
+def saved_layer_names(model_path: Path) -> list[str]:
+    """The layer names in a .keras file's config.json, read from the checked archive without loading the model
+    (ml.keras_file: a hostile file is refused with the reason)."""
+    return list(dict.fromkeys(_names(read_config(model_path))))

@@ -7,8 +7,6 @@ other)."""
 
 from __future__ import annotations
 
-import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +15,10 @@ import numpy as np
 
 from convlens.ml.calibration import apply_temperature, calibration_metrics
 from convlens.ml.conformal import Calibration
+from convlens.ml.data.confined import copy_tree_confined
 from convlens.ml.data.folders import load_image_folder
 from convlens.ml.errors import ConvlensError
+from convlens.ml.keras_file import ModelFileRefused, private_copy
 from convlens.ml.predict import predict_probs
 from convlens.ml.report import MIN_CALIBRATION, kept_temperature
 from convlens.ml.saved import save_trained
@@ -56,7 +56,7 @@ def _core(source: Path, out_dir: Path) -> tuple[keras.layers.Layer, tuple[int | 
         import tensorflow as tf
 
         copy = out_dir / "savedmodel"  # the imported model refers to its own copy, not to the user's folder
-        shutil.copytree(source, copy, dirs_exist_ok=True)
+        copy_tree_confined(source, copy)
         try:
             signature = tf.saved_model.load(str(copy)).signatures["serving_default"]
         except (KeyError, ValueError, OSError) as exc:
@@ -71,11 +71,11 @@ def _core(source: Path, out_dir: Path) -> tuple[keras.layers.Layer, tuple[int | 
                             "TensorFlow SavedModel")
     if not name.endswith(".keras"):
         raise ImportRefused(f"{source}: not a Keras model (.keras) or a TensorFlow SavedModel folder")
-    if not zipfile.is_zipfile(source):
-        raise ImportRefused(f"{source}: not a .keras archive (a .keras file is a zip of the model's config and "
-                            "weights)")
     try:  # safe_mode: a Lambda layer's Python code is refused, not run
-        model = keras.models.load_model(source, compile=False, safe_mode=True)
+        with private_copy(source) as copy:
+            model = keras.models.load_model(copy, compile=False, safe_mode=True)
+    except ModelFileRefused as exc:
+        raise ImportRefused(str(exc)) from None
     except ValueError as exc:
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ImportRefused(f"{source}: holds Python code (a Lambda layer), which is not run; rebuild it "

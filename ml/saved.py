@@ -6,8 +6,6 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +14,7 @@ import keras
 
 import convlens.ml.models  # noqa: F401  registers the custom layers that saved models refer to
 from convlens.ml.conformal import Calibration
-from convlens.ml.errors import ConvlensError
+from convlens.ml.keras_file import ModelFileRefused, private_copy, read_sidecar
 from convlens.ml.model_layout import sidecar_path
 
 
@@ -64,63 +62,61 @@ def save_trained(
     return path
 
 
-def load_trained_cached(path: Path | str) -> TrainedModel:
+def load_trained_cached(path: Path | str, registered: bool = False) -> TrainedModel:
     """load_trained, reused while the model file and its sidecar are unchanged (a worker classifying many
     shards with one model loads it once)."""
     path = Path(path)
     try:
         stamp = (path.stat().st_mtime_ns, sidecar_path(path).stat().st_mtime_ns)
     except OSError:
-        return load_trained(path)  # says what is missing
-    return _cached(str(path), stamp)
+        return load_trained(path, registered)  # says what is missing
+    return _cached(str(path), stamp, registered)
 
 
 @lru_cache(maxsize=2)
-def _cached(path: str, stamp: tuple[int, int]) -> TrainedModel:
-    return load_trained(path)
+def _cached(path: str, stamp: tuple[int, int], registered: bool) -> TrainedModel:
+    return load_trained(path, registered)
 
 
-@contextmanager
-def _repointed(path: Path) -> Iterator[Path]:
-    """The model file with each imported SavedModel layer pointed at the copy beside it (the layer's config names
-    the folder it was imported into, which is elsewhere once the model is in another home or machine's cache)."""
-    folder = str(path.parent / "savedmodel")
-    with zipfile.ZipFile(path) as archive:
+def _repoint(copy: Path, folder: Path) -> None:
+    """Points each imported SavedModel layer of the private copy at the SavedModel beside the registered model
+    (the layer's config names the folder it was imported into, elsewhere once the model is in another home or
+    machine's cache)."""
+    with zipfile.ZipFile(copy) as archive:
         config = json.loads(archive.read("config.json"))
-        layers = [layer for layer in config.get("config", {}).get("layers", [])
-                  if layer.get("class_name") == "TFSMLayer"]
-        if all(layer["config"].get("filepath") == folder for layer in layers):
-            yield path
-            return
-        for layer in layers:
-            layer["config"]["filepath"] = folder
-        fd, copy = tempfile.mkstemp(suffix=".keras", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w") as patched:
-                for item in archive.infolist():
-                    patched.writestr(item, json.dumps(config) if item.filename == "config.json"
-                                     else archive.read(item.filename))
-            yield Path(copy)
-        finally:
-            os.unlink(copy)
+        members = [(item, archive.read(item.filename)) for item in archive.infolist()]
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") == "TFSMLayer":
+            layer["config"]["filepath"] = str(folder)
+    with zipfile.ZipFile(copy, "w") as patched:
+        for item, data in members:
+            patched.writestr(item, json.dumps(config) if item.filename == "config.json" else data)
 
 
-def load_trained(path: Path | str) -> TrainedModel:
+def load_trained(path: Path | str, registered: bool = False) -> TrainedModel:
+    """The model at path with its sidecar, both read as untrusted files (ml.keras_file) and the model loaded
+    with Keras' safe mode on. `registered`: the path came from convlens's own registry, not from a user; only
+    then may the model wrap a SavedModel that `convlens models import` copied beside it (a SavedModel is a
+    TensorFlow graph, which safe mode cannot vet), whatever a sidecar says."""
     path = Path(path)
-    if not path.is_file():
-        raise ConvlensError(f"{path}: model file not found")
-    meta_path = sidecar_path(path)
-    if not meta_path.is_file():
-        raise ConvlensError(f"{meta_path}: model metadata (class names, thresholds) not found")
-    meta = json.loads(meta_path.read_text())
+    meta = read_sidecar(sidecar_path(path))
+    savedmodel = bool(meta.get("savedmodel"))
+    if savedmodel and not registered:
+        raise ModelFileRefused(f"{path}: wraps a TensorFlow SavedModel, which is loaded only as a registered "
+                               "model (`convlens models import` on the server, then --model NAME)")
+    with private_copy(path) as copy:
+        if savedmodel:
+            _repoint(copy, path.parent / "savedmodel")
+        try:
+            model = keras.models.load_model(copy, compile=False, safe_mode=not savedmodel)
+        except Exception as exc:  # Keras raises many types for a bad or hostile file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+                first = "it holds Python code (a Lambda layer), which convlens never runs"
+            raise ModelFileRefused(f"{path}: cannot load model: {first}") from None
     try:
-        if meta.get("savedmodel"):
-            with _repointed(path) as repointed:
-                model = keras.models.load_model(repointed, compile=False, safe_mode=False)
-        else:
-            model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad file
-        raise ConvlensError(f"{path}: cannot load model: {exc}") from exc
-    calibration = Calibration.model_validate(meta["calibration"]) if meta.get("calibration") else None
-    return TrainedModel(model, meta["class_names"], meta.get("thresholds"), meta.get("preset", ""), path,
-                        float(meta.get("temperature", 1.0)), calibration)
+        calibration = Calibration.model_validate(meta["calibration"]) if meta.get("calibration") else None
+        return TrainedModel(model, [str(c) for c in meta["class_names"]], meta.get("thresholds"),
+                            str(meta.get("preset", "")), path, float(meta.get("temperature", 1.0)), calibration)
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        raise ModelFileRefused(f"{sidecar_path(path)}: model metadata is malformed") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -265,7 +266,16 @@ def _upsert(s: Session, table: Table, rows: list[dict], keys: list[str], update:
     s.execute(statement, rows)
 
 
-def resolve_model(ref: str) -> Path:
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file on this machine, and whether convlens's registry named it (only a registered model may wrap
+    an imported SavedModel: ml.saved.load_trained) rather than a user's path."""
+
+    path: Path
+    registered: bool
+
+
+def resolve_model(ref: str) -> ModelFile:
     """The model file of a checked reference on this machine: a train job's registered model (fetched from the
     artifact store when another machine wrote it), or the path itself."""
     if JOB_ID.fullmatch(ref):
@@ -275,19 +285,19 @@ def resolve_model(ref: str) -> Path:
         if row is None:
             raise JobError(f"model {ref!r}: no train job with that id has a model")
         try:
-            return artifact_store().fetch_model(row.path)
+            return ModelFile(artifact_store().fetch_model(row.path), registered=True)
         except ArtifactMissing as exc:
             raise JobError(f"model {ref!r}: {exc}") from None
     path = Path(ref)
     if not path.is_absolute():  # params stored before paths were checked at creation
-        return Path(check_model(ref))
+        return ModelFile(Path(check_model(ref)), registered=False)
     try:
         real = unchanged(ref)
     except PathRefused as exc:
         raise JobError(str(exc)) from None
     if not real.is_file():
         raise JobError(f"model {ref!r}: no such .keras file")
-    return real
+    return ModelFile(real, registered=False)
 
 
 class Migrated(BaseModel):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 from convlens.db.models import Job, ModelAlias, TrainedModelRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
-from convlens.worker.artifacts import artifact_store, resolve_model
+from convlens.worker.artifacts import ModelFile, artifact_store, resolve_model
 from convlens.worker.errors import JobError
 from convlens.worker.job_ids import expand
 from convlens.worker.paths import JOB_ID, REF_HELP, check_model, local
@@ -197,7 +196,7 @@ def delete_model(ref: str) -> str:
         return f"{row.name}:{row.version}"
 
 
-def model_file(ref: str, strict_paths: bool) -> Path:
+def model_file(ref: str, strict_paths: bool) -> ModelFile:
     """The model file a reference names, checked as a job's --model is (strict: a request from HTTP)."""
     try:
         return resolve_model(check_model(resolve_ref(ref), require_roots=strict_paths))

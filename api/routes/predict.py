@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from convlens.api.auth import Submitter, problem
 from convlens.api.deps import BODY_ERRORS, MAX_FILE_BYTES, MAX_FILES, MAX_REQUEST_BYTES, QueryText, error_doc
 from convlens.worker import registry
+from convlens.worker.artifacts import ModelFile
 from convlens.worker.paths import JOB_ID
 
 router = APIRouter(tags=["predict"])
@@ -59,9 +60,9 @@ async def predict(request: Request, _: Submitter, model: QueryText, gradcam: boo
         if len(data) > MAX_FILE_BYTES:
             raise problem(413, f"{f.filename}: over the limit of {MAX_FILE_BYTES:,} bytes a file")
         uploads.append((f.filename or "upload", data))
-    path = registry.model_file(ref, strict_paths=True)
+    model_file = registry.model_file(ref, strict_paths=True)
     try:
-        predictions = await run_in_threadpool(_classify, path, uploads, gradcam, top_k, alpha)
+        predictions = await run_in_threadpool(_classify, model_file, uploads, gradcam, top_k, alpha)
     except ImportError:
         raise problem(503, "this API host has no TensorFlow: install convlens[cpu] (or [gpu]) on it to predict") \
             from None
@@ -70,12 +71,13 @@ async def predict(request: Request, _: Submitter, model: QueryText, gradcam: boo
     return PredictResponse(model=label, predictions=predictions)
 
 
-def _classify(model_path: Path, uploads: list[tuple[str, bytes]], gradcam: bool, top_k: int,
+def _classify(model_file: ModelFile, uploads: list[tuple[str, bytes]], gradcam: bool, top_k: int,
               alpha: float) -> list[UploadPrediction]:
     from convlens.ml.classify import SetOptions, classify_files
     from convlens.ml.saved import load_trained_cached
 
-    trained = load_trained_cached(model_path)  # kept loaded between requests while the file is unchanged
+    # Kept loaded between requests while the file is unchanged.
+    trained = load_trained_cached(model_file.path, model_file.registered)
     with tempfile.TemporaryDirectory(prefix="convlens-predict-") as tmp:
         inbox, overlays = Path(tmp) / "in", Path(tmp) / "overlays"
         inbox.mkdir()

@@ -73,10 +73,10 @@ def test_another_home_reads_what_one_published(homes, store, tmp_path, monkeypat
     assert fetched.is_relative_to(b / "cache") and fetched.read_bytes() == plot.read_bytes()
     assert b"".join(artifact_store().chunks(key)) == plot.read_bytes()
     assert b"".join(artifact_store().chunks(str(a / key))) == plot.read_bytes()  # an absolute path of a's home
-    loaded = resolve_model(job_id)
+    loaded = resolve_model(job_id).path
     assert loaded.name == "model.keras" and loaded.with_suffix(".json").is_file()
     assert loaded.read_bytes() == model.read_bytes() and loaded.is_relative_to(b / "cache" / "trees")
-    assert resolve_model(job_id) == loaded  # by content: fetched once
+    assert resolve_model(job_id).path == loaded  # by content: fetched once
     from convlens.ml.saved import load_trained
     assert load_trained(loaded).class_names == ["cat", "dog"]
     with pytest.raises(ArtifactMissing, match="not in the artifact store"):

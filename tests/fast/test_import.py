@@ -19,6 +19,7 @@ from convlens.ml.analysis import layer_probes, pooled_features
 from convlens.ml.data.cifar import ImageDataset
 from convlens.ml.explain import compute_cam, default_layer
 from convlens.ml.imported import ImportRefused, import_model
+from convlens.ml.keras_file import ModelFileRefused
 from convlens.ml.saved import load_trained
 
 CLASSES = ["cat", "dog"]
@@ -123,10 +124,14 @@ def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
     done = import_model(root / "pets-savedmodel", CLASSES, "1", tmp_path / "sm")
     x = np.random.default_rng(2).integers(0, 255, (3, 40, 40, 3)).astype(np.float32)
     expected = np.asarray(keras.activations.softmax(model(x)))
-    np.testing.assert_allclose(np.asarray(load_trained(done.path).model(x / 255.0)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(load_trained(done.path, registered=True).model(x / 255.0)), expected,
+                               atol=1e-5)
+    # Named by path (as a job's --model or /predict?model=PATH would): a SavedModel graph is never loaded so.
+    with pytest.raises(ModelFileRefused, match="loaded only as a registered model"):
+        load_trained(done.path)
     # Moved (another home, or another machine's cache): it reads the SavedModel copy beside it.
     (tmp_path / "sm").rename(tmp_path / "moved")
-    moved = load_trained(tmp_path / "moved" / done.path.name)
+    moved = load_trained(tmp_path / "moved" / done.path.name, registered=True)
     np.testing.assert_allclose(np.asarray(moved.model(x / 255.0)), expected, atol=1e-5)
     with pytest.raises(ValueError, match="hides its layers; import its .keras file instead"):
         compute_cam(moved.model, x / 255.0)
@@ -138,7 +143,7 @@ def test_a_savedmodel_imports_to_the_same_outputs(outside, tmp_path):
     ("weights.pkl", CLASSES, "a pickle is not loaded"),
     ("legacy.h5", CLASSES, "legacy HDF5"),
     ("pets.keras", ["a", "b", "c"], "outputs 2 values per image, but 3 classes"),
-    ("nowhere.keras", CLASSES, "not a .keras archive"),
+    ("nowhere.keras", CLASSES, "file not found"),
 ])
 def test_what_cannot_be_imported_says_why(outside, tmp_path, name, classes, says):
     root, _ = outside

@@ -127,7 +127,8 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         from convlens.ml.saved import load_trained_cached
 
         p: ClassifyParams = ctx.params
-        trained = load_trained_cached(resolve_model(p.model))
+        model = resolve_model(p.model)
+        trained = load_trained_cached(model.path, model.registered)
         root = folder_root(p.folder)
         files = [str(root / f) for f in ctx.part_params["files"]] if is_run_key(p.folder) else ctx.part_params["files"]
         freeze_long_lived()  # the model and TensorFlow stay: full collections need not walk them every shard

@@ -53,14 +53,14 @@ def _check_layer_names(model: str, layers: list[str]) -> None:
     from convlens.ml.feasible import saved_layer_names
 
     try:
-        path = resolve_model(model)
+        path = resolve_model(model).path
     except JobError:
         return  # no model registered under that id yet: the run says so
     names = saved_layer_names(path)
-    unknown = [n for n in layers if names is not None and n not in names]
+    unknown = [n for n in layers if n not in names]
     if unknown:
         raise refused(LayersParams, "layers", f"unknown layers {', '.join(unknown)}; this model's layers: "
-                                              f"{', '.join(names or [])}", layers)
+                                              f"{', '.join(names)}", layers)
 
 
 LAYER_COLUMNS = ["layer", "features", "probe_accuracy", "cumulative_layers", "cumulative_accuracy"]
@@ -84,7 +84,8 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult, t
         from convlens.ml.saved import load_trained_cached
 
         p: LayersParams = ctx.params
-        trained = load_trained_cached(resolve_model(p.model))
+        model = resolve_model(p.model)
+        trained = load_trained_cached(model.path, model.registered)
         if p.dataset != "cifar10":
             unchanged(p.dataset)
         data = load_dataset(TrainConfig(dataset=p.dataset, image_size=trained.input_size[0]))
