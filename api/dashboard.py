@@ -33,7 +33,7 @@ from convlens.ml import plots
 from convlens.ml.progress import history_columns
 from convlens.worker.kinds import KINDS, PART_KINDS
 from convlens.worker.kinds.train import TrainResult
-from convlens.worker.paths import JOB_ID, overlay_path
+from convlens.worker.paths import JOB_ID, local, overlay_path
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -242,7 +242,8 @@ def thumbnail(job_id: str, prediction_id: int, _: Reader) -> Response:
 
     job, row = _prediction(job_id, prediction_id)
     try:
-        with decoded(row.path, within=job.params["folder"], max_pixels=THUMB_PIXELS, draft=(THUMB, THUMB)) as img:
+        with decoded(local(row.path), within=local(job.params["folder"]), max_pixels=THUMB_PIXELS,
+                     draft=(THUMB, THUMB)) as img:
             image = img.copy() if img.width * img.height <= THUMB * THUMB else img.resize(_thumb_size(img.size))
     except (ImageReadError, KeyError, TypeError) as exc:
         raise problem(404, f"image of prediction {prediction_id} cannot be shown: "

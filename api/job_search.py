@@ -22,6 +22,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from convlens.db.models import Job, JobTag
 from convlens.ml.errors import ConvlensError
+from convlens.ml.params import value_problem
 
 Op = Literal["=", "!=", "<", "<=", ">", ">=", "~"]
 COLUMNS = {"name": Job.name, "status": Job.status, "kind": Job.kind, "id": Job.id, "created_at": Job.created_at}
@@ -44,6 +45,15 @@ class Key:
 
     def __str__(self) -> str:
         return f"{self.source}.{self.name}" if self.source in ("params", "metrics") else self.name
+
+
+def search_text_problem(text: str) -> str | None:
+    """Why a search text cannot be searched for, or None: a NUL, which PostgreSQL cannot hold in text, and
+    control characters, which no stored name or value holds."""
+    problem = value_problem(text)
+    if problem is None and any(ord(c) < 32 or ord(c) == 127 for c in text):
+        problem = "contains a control character"
+    return problem
 
 
 def parse_key(text: str, what: str = "key") -> Key:
@@ -192,6 +202,11 @@ class JobSearch:
     @classmethod
     def parse(cls, filter_text: str | None = None, sort: str | None = None,
               tags: list[str] | None = None) -> JobSearch:
+        """The search that the API's query and the dashboard's both parse: every text is checked here first
+        (a NUL or control character is refused with its field, on either database)."""
+        for field, text in (("filter", filter_text), ("sort", sort), *(("tag", t) for t in tags or ())):
+            if text is not None and (problem := search_text_problem(text)):
+                raise SearchError(f"{field}: {problem}", field=field)
         key = None
         if sort:
             key = (parse_key(sort.strip().removeprefix("-"), "sort"), sort.strip().startswith("-"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -61,14 +62,30 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-SECRET_IN_URL = re.compile(r"(token=)[^&\s]*", re.IGNORECASE)
+# A token's 43 URL-safe characters (secrets.token_urlsafe(32)); ids are 32 hex characters, kept.
+SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{40,}")
+
+
+def without_secrets(path: str) -> str:
+    """A request's path with its query as the app parses it (percent-decoded names: `%74oken` is `token`),
+    every value of a parameter whose name holds "token", and anything shaped like a token, replaced."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return SECRET_LIKE.sub("[hidden]", base)
+    kept = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        hidden = "token" in re.sub(r"[^a-z]", "", name.lower()) or SECRET_LIKE.search(value)
+        kept.append((SECRET_LIKE.sub("[hidden]", name), "[hidden]" if hidden else value))
+    return f"{SECRET_LIKE.sub('[hidden]', base)}?{urlencode(kept, safe='[]')}"
 
 
 class NoSecrets(logging.Filter):
-    """Blanks `token=...` in access-log lines: a login URL must not leave its secret in the server's log."""
+    """Blanks tokens in access-log lines (uvicorn's arguments: client, method, path, version, status): a login
+    URL must not leave its secret in the server's log, however its parameter is spelled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(SECRET_IN_URL.sub(r"\1[hidden]", a) if isinstance(a, str) else a
-                                for a in record.args)
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            args = list(record.args)
+            args[2] = without_secrets(args[2])
+            record.args = tuple(args)
         return True

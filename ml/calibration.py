@@ -77,10 +77,7 @@ def calibration_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, temperature: float, path: Path) -> Path:
     """The reliability diagram of the test set before and after temperature scaling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from convlens.ml.pyplot import plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
     edges = np.linspace(0, 1, BINS + 1)

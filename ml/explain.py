@@ -9,13 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from convlens.ml.pyplot import plt
 
 
 def conv_layers(model: keras.Model) -> list[str]:

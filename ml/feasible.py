@@ -3,13 +3,13 @@ folds against the images per class, probe layer names against a saved model's ow
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convlens.ml.config import TrainConfig
+from convlens.ml.data.folders import class_folders
 from convlens.ml.data.images import file_paths
 from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
 from convlens.ml.keras_file import read_config
@@ -25,8 +25,8 @@ def pool_class_counts(cfg: TrainConfig) -> list[int]:
         y = np.repeat(np.arange(10), CIFAR_TRAIN_PER_CLASS)
     else:
         root = Path(cfg.dataset)
-        folders = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
-        y = np.repeat(np.arange(len(folders)), [len(file_paths(Path(d.path))) for d in folders])
+        folders = class_folders(root)
+        y = np.repeat(np.arange(len(folders)), [len(file_paths(d)) for d in folders])
         y = y[stratified_split(y, FOLDER_TEST_FRACTION, cfg.seed)[0]]
     if cfg.long_tail_ratio:
         y = y[long_tailed_indices(y, cfg.long_tail_ratio, cfg.seed)]

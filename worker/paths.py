@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from convlens.ml.data.folders import class_folders
 from convlens.ml.errors import ConvlensError
 from convlens.ml.settings import settings
 
@@ -128,8 +129,12 @@ def check_folder(folder: str, require_roots: bool = False) -> Path:
 
 
 def check_dataset(dataset: str, require_roots: bool = False) -> str:
-    """'cifar10' (the server's own copy) or a checked image folder's real path."""
-    return dataset if dataset == "cifar10" else str(check_folder(dataset, require_roots))
+    """'cifar10' (the server's own copy) or a checked image folder's real path (no class folder a symlink)."""
+    if dataset == "cifar10":
+        return dataset
+    real = check_folder(dataset, require_roots)
+    class_folders(real)
+    return str(real)
 
 
 def check_model(ref: str, require_roots: bool = False) -> str:

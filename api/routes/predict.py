@@ -4,8 +4,11 @@ classify job runs (ml.classify.classify_files over the uploads written to a priv
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
@@ -20,6 +23,37 @@ from convlens.worker.artifacts import ModelFile
 from convlens.worker.paths import JOB_ID
 
 router = APIRouter(tags=["predict"])
+# Requests classified at once in this process, and how many may wait their turn (more are answered 429): each
+# may decode images of up to 64 megapixels and draw their Grad-CAM overlays, hundreds of MB apiece, so running
+# them one at a time bounds the API's memory by one request's, not by how many strangers send at once.
+AT_ONCE = 1
+MAX_WAITING = 8
+
+
+class Gate:
+    """A turn to classify in this process (an asyncio semaphore with a bounded queue)."""
+
+    def __init__(self) -> None:
+        self.turns = asyncio.Semaphore(AT_ONCE)
+        self.waiting = 0
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self.waiting >= MAX_WAITING:
+            raise problem(429, f"{MAX_WAITING} predictions are waiting their turn on this API host: try again "
+                               "shortly, or classify many images with a classify job", headers={"Retry-After": "5"})
+        self.waiting += 1
+        try:
+            await self.turns.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.turns.release()
+
+
+gate = Gate()
 
 
 class UploadPrediction(BaseModel):
@@ -40,6 +74,7 @@ class PredictResponse(BaseModel):
 
 @router.post("/predict", response_model=PredictResponse, responses={
     **BODY_ERRORS, 404: error_doc("no such model"), 411: error_doc("no Content-Length"),
+    429: error_doc(f"{MAX_WAITING} predictions already waiting on this host (Retry-After)"),
     413: error_doc(f"over {MAX_REQUEST_BYTES >> 20} MiB in all, {MAX_FILE_BYTES >> 20} MiB a file or {MAX_FILES} "
                    "files"),
     503: error_doc("this API host has no TensorFlow")})
@@ -62,7 +97,8 @@ async def predict(request: Request, _: Submitter, model: QueryText, gradcam: boo
         uploads.append((f.filename or "upload", data))
     model_file = registry.model_file(ref, strict_paths=True)
     try:
-        predictions = await run_in_threadpool(_classify, model_file, uploads, gradcam, top_k, alpha)
+        async with gate.turn():
+            predictions = await run_in_threadpool(_classify, model_file, uploads, gradcam, top_k, alpha)
     except ImportError:
         raise problem(503, "this API host has no TensorFlow: install convlens[cpu] (or [gpu]) on it to predict") \
             from None

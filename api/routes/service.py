@@ -27,6 +27,7 @@ def health() -> Health:
 @router.get("/", response_class=HTMLResponse, responses={
     200: {"content": {"text/html": {}}, "description": "the dashboard's jobs page"},
     401: {"content": {"text/html": {}}, "description": "no session, or a bad token in the login URL"},
+    429: {"content": {"text/html": {}}, "description": "too many failed logins from this address (Retry-After)"},
     422: {"content": {"text/html": {}}, "description": "a bad filter"}})
 def home(request: Request, token: str | None = None, status: Status | None = None, kind: KindName | None = None,
          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:

@@ -99,7 +99,7 @@ def open_confined(path: str | os.PathLike[str], within: str | os.PathLike[str] |
     name = os.fspath(path)
     real = os.path.realpath(name)
     if within is not None:
-        root = os.fspath(within)
+        root = os.path.realpath(within)  # a relative one would be resolved against the process's folder
         if os.path.commonpath([real, root]) != root:
             raise FileRefused(name, f"lies outside {root} (a symlink out of the folder); not read")
     folder, base = os.path.split(real)

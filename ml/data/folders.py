@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,20 @@ from convlens.ml.data.splits import stratified_split
 from convlens.ml.errors import DatasetError
 
 
+def class_folders(root: Path) -> list[Path]:
+    """root's sub-folders, sorted: one a class. A symlinked one is refused, naming it: it could lead anywhere
+    (a class `b` -> /usr would walk the whole system and train a class of no images)."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise DatasetError(f"{root}: cannot be read ({exc.strerror})") from None
+    linked = [e.name for e in entries if e.is_symlink() and e.is_dir()]
+    if linked:
+        raise DatasetError(f"{root}: class folder {', '.join(linked)} is a symlink, which is not entered; put the "
+                           "images in a real folder")
+    return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+
+
 def load_image_folder(
     root: Path, size: tuple[int, int] = (32, 32), test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[ImageDataset, list[tuple[Path, str]]]:
@@ -20,7 +35,7 @@ def load_image_folder(
     root = Path(root).resolve()
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    class_dirs = class_folders(root)
     if len(class_dirs) < 2:
         raise DatasetError(f"{root}: needs at least two class folders, found {len(class_dirs)}")
     xs, ys, errors = [], [], []

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from convlens.ml.data.folders import class_folders
 from convlens.ml.params import JobParams, refused
 from convlens.worker.kinds.base import Context, JobKind, ModelRecord, Output
 from convlens.worker.paths import PathRefused, check_folder, unchanged
@@ -64,7 +65,7 @@ class Import(JobKind, name="import", params=ImportParams, result=ImportResult,
                           "them (--classes-from FOLDER), one of the two", p.classes)
         if p.classes_from is not None:
             root = check_folder(p.classes_from, require_roots=strict_paths)
-            validated["classes"] = sorted(d.name for d in root.iterdir() if d.is_dir())
+            validated["classes"] = [d.name for d in class_folders(root)]
             validated["classes_from"] = None
         if len(validated["classes"]) < 2 or len(set(validated["classes"])) != len(validated["classes"]):
             raise refused(ImportParams, "classes", "at least two classes, each named once", validated["classes"])
