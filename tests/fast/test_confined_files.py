@@ -17,18 +17,10 @@ from PIL import Image
 from sqlalchemy import select
 
 from convlens.db.models import Prediction
-from convlens.db.session import ensure_current, session_scope
+from convlens.db.session import session_scope
 from convlens.ml.data.confined import open_confined
 from convlens.ml.errors import FileRefused
 from convlens.worker import steps
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONVLENS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CONVLENS_DATABASE_URL", raising=False)
-    ensure_current()
-    return tmp_path / "home"
 
 
 def test_convlens_own_files_are_never_opened_by_a_user_named_path(home, tmp_path):

@@ -26,16 +26,6 @@ from convlens.worker.paths import check_dataset
 TOKEN = "Q" * 20 + "-_" + "z" * 21  # 43 URL-safe characters, as secrets.token_urlsafe(32) makes
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    from convlens.db.session import ensure_current
-
-    monkeypatch.setenv("CONVLENS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CONVLENS_DATABASE_URL", raising=False)
-    ensure_current()
-    return tmp_path / "home"
-
-
 @pytest.mark.parametrize("claim", [True, False])
 def test_a_lambda_model_never_runs_whatever_its_sidecar_claims(tmp_path, claim):
     import keras
