@@ -173,7 +173,7 @@ class ApiServer:
         import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, timeout=30, headers=headers, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 30, **kwargs})
 
     def stop(self) -> None:
         self.proc.terminate()

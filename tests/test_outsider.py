@@ -1,6 +1,8 @@
-"""What an outsider broke (issue 22), each as a regression test against a real `convlens api`, real workers and
+"""What outsiders broke (issues 22 and 45), each as a regression test against a real `convlens api`, real workers and
 both databases: swapped files that must serve nothing and split nothing, bounded decoding in the API, strict
-cursors and filters, checks made at submit, a body cap, no lock inherited across a fork, and a full disk."""
+cursors and filters, checks made at submit, a body cap, no lock inherited across a fork, a full disk; a model file
+that is code, a sidecar linked to the database, a zip bomb, parallel huge uploads, NUL in the dashboard's search,
+tokens in the access log and a symlinked class folder."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from convlens.db.session import session_scope
 from services import ApiServer, Worker, cli, cli_json, private_site, tmpfs, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent / "fast"))
-from helpers import image_folder, saved_model  # noqa: E402
+from helpers import image_folder, lambda_model, saved_model, zip_bomb  # noqa: E402
 
 pytestmark = pytest.mark.services
 
@@ -186,6 +188,117 @@ def test_docs_are_served_from_this_server(site):
     assert "<script>" not in page.text  # no inline script: the CSP applies here too
     assert c.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
     assert c.get("/static/docs.js").status_code == 200
+
+
+def _png(size: tuple[int, int] = (32, 32)) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _db_locks(pid: int, db: Path) -> list[str]:
+    """The POSIX locks `pid` holds on the database file (SQLite's), from /proc/locks."""
+    inode = os.stat(db).st_ino
+    return [line for line in Path("/proc/locks").read_text().splitlines()
+            if f" {pid} " in line and line.split()[5].endswith(f":{inode}")]
+
+
+def test_a_model_file_is_code_and_never_runs(site):
+    """A Lambda model with a sidecar claiming a SavedModel, through /predict and through a classify job."""
+    c, root, home = site["client"], site["root"], site["home"]
+    marker = root / "up" / f"ran-{site['db']}"
+    for claim in (True, False):
+        evil = lambda_model(root / "up" / f"evil-{claim}.keras", ["cat", "dog"], marker, savedmodel_claim=claim)
+        says = "loaded only as a registered model" if claim else "holds Python code"
+        r = c.post(f"/predict?model={evil}", files={"file": ("a.png", _png(), "image/png")})
+        assert r.status_code == 422 and says in r.json()["detail"]["message"], (r.status_code, r.text)
+        made = c.post("/jobs", json={"kind": "classify", "params": {"folder": str(root / "images" / "dog"),
+                                                                    "model": str(evil)}})
+        if made.status_code == 201:
+            job = wait_for(lambda m=made: (j := c.get(f"/jobs/{m.json()['id']}").json())["status"] in
+                           ("succeeded", "failed") and j, 300, what="the classify job")
+            assert job["status"] == "failed" and says in job["error"], job
+        else:
+            assert made.status_code == 422 and says in made.text, made.text
+        assert not marker.exists()
+    # The sidecar a symlink to the database (SQLite): refused, and the API keeps its locks on it.
+    side = saved_model(root / "up" / "side.keras", ["cat", "dog"])
+    side.with_suffix(".json").unlink()
+    db = home / "convlens.db"
+    side.with_suffix(".json").symlink_to(db if site["db"] == "sqlite" else home / "first-login-url.txt")
+    held = _db_locks(site["api"].proc.pid, db) if site["db"] == "sqlite" else []
+    r = c.post(f"/predict?model={side}", files={"file": ("a.png", _png(), "image/png")})
+    assert r.status_code == 422 and "outside" in r.json()["detail"]["message"], (r.status_code, r.text)
+    if site["db"] == "sqlite":
+        assert held and _db_locks(site["api"].proc.pid, db) == held, (held, _db_locks(site["api"].proc.pid, db))
+    made = c.post("/jobs", json={"kind": "classify", "params": {"folder": str(root / "images" / "dog"),
+                                                                "model": str(site["model"])}})
+    assert made.status_code == 201
+    assert cli_json(site["env"], "jobs", "show", made.json()["id"])["id"] == made.json()["id"]
+
+
+def test_a_zip_bomb_model_is_refused_at_once(site):
+    c, root, api = site["client"], site["root"], site["api"]
+    bomb = zip_bomb(root / "up" / "bomb.keras")
+    bomb.with_suffix(".json").write_text('{"class_names": ["cat", "dog"]}')
+    before, started = _rss(api.proc.pid), time.monotonic()
+    r = c.post(f"/predict?model={bomb}", files={"file": ("a.png", _png(), "image/png")})
+    took = time.monotonic() - started
+    assert r.status_code == 422 and "zip bomb" in r.json()["detail"]["message"], r.text
+    assert took < 1.0 and _rss(api.proc.pid) - before < 50e6, (took, _rss(api.proc.pid) - before)
+
+
+def test_parallel_huge_uploads_to_predict_keep_the_api_bounded(site):
+    c, api, model = site["client"], site["api"], site["model"]
+    assert c.post(f"/predict?model={model}", files={"file": ("a.png", _png(), "image/png")}).status_code == 200
+    big = _png(BIG)
+    before, peak, done = _rss(api.proc.pid), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss(api.proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(api.client(api.token, timeout=300).post(
+        f"/predict?model={model}&gradcam=true", files=[("file", ("a.png", big, "image/png")),
+                                                       ("file", ("b.png", big, "image/png"))])))
+        for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    sampler.join()
+    assert [r.status_code for r in results] == [200] * 4, [r.text[:200] for r in results]
+    assert all(p["overlay_png"] for r in results for p in r.json()["predictions"])
+    grown = (peak[0] - before) / 1e6
+    print(f"API RSS {before / 1e6:.0f} MB -> peak {peak[0] / 1e6:.0f} MB: 4 parallel /predict of 2 x 63.9 MP")
+    assert grown < 900, grown
+
+
+def test_hostile_strings_get_one_line_and_never_reach_the_log(site):
+    c, root, api = site["client"], site["root"], site["api"]
+    for query in ('filter=params.x%20%3D%20%22%00%22', "tag=%00", "tag=a%01b"):
+        for page in ("/ui/jobs/rows", "/jobs"):
+            r = c.get(f"{page}?{query}")
+            assert r.status_code == 422 and "contains a" in r.text, (page, query, r.status_code, r.text[:300])
+    secret = "S" * 43
+    for spelling in ("token", "%74oken", "tok%65n", "token%00"):
+        assert site["api"].client().get(f"/?{spelling}={secret}").status_code in (401, 429)
+    time.sleep(0.5)  # the access log is written after the response
+    log = api.log.read_text()
+    assert "/?token=[hidden]" in log and secret not in log
+    # A class folder symlinked out of the dataset is refused at submit, naming it.
+    image_folder(root / "ds", per_class=3)
+    if not (root / "ds" / "b").exists():
+        (root / "ds" / "b").symlink_to("/usr")
+    r = c.post("/jobs", json={"kind": "train", "params": {"dataset": str(root / "ds"), "epochs": 1}})
+    assert r.status_code == 422 and "class folder b is a symlink" in r.json()["detail"]["message"], r.text
 
 
 def _embedded_env(home: Path, **extra: str) -> dict[str, str]:

@@ -117,3 +117,34 @@ def test_no_spelling_of_a_token_reaches_the_access_log(query):
     line = record.getMessage()
     assert TOKEN not in line and "[hidden]" in line, line
     assert without_secrets("/ui/jobs/0123456789abcdef0123456789abcdef") == "/ui/jobs/0123456789abcdef0123456789abcdef"
+
+
+def test_thumbnails_of_a_folder_stored_relative_to_the_home_are_served(home, tmp_path):
+    """A study's classify child names its sample as `runs/ID/sample` (relative): every thumbnail was a 500."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from convlens.api.http import app
+    from convlens.api.tokens import create_token
+    from convlens.db.models import Prediction
+    from convlens.db.session import session_scope
+    from convlens.worker import steps
+
+    owner = "0123456789abcdef0123456789abcdef"
+    image_folder(home / "runs" / owner / "sample", per_class=2)
+    model = saved_model(tmp_path / "m.keras", ["cat", "dog"])
+    job_id = steps.create_job("classify", {"folder": f"runs/{owner}/sample", "model": str(model)},
+                              strict_paths=False)
+    steps.execute_inline(job_id)
+    with session_scope() as s:
+        ids = list(s.scalars(select(Prediction.id).where(Prediction.job_id == job_id)))
+    assert len(ids) == 4
+    client = TestClient(app, headers={"Authorization": f"Bearer {create_token('reader', 'read').token}"})
+    for pid in ids:
+        r = client.get(f"/ui/jobs/{job_id}/images/{pid}")
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG"), (r.status_code, r.text[:200])
+    for query in ('filter=params.x%20%3D%20%22%00%22', "tag=%00", "tag=a%1Bb", "sort=name%00"):
+        r = client.get(f"/ui/jobs/rows?{query}")
+        assert r.status_code == 422 and "contains a" in r.text, (query, r.status_code, r.text[:300])
+        api = client.get(f"/jobs?{query}")
+        assert api.status_code == 422, (query, api.status_code, api.text[:300])
