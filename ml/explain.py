@@ -6,6 +6,9 @@ The class score is the pre-softmax logit when the model ends in a softmax Dense 
 
 from __future__ import annotations
 
+import functools
+import threading
+import weakref
 from pathlib import Path
 
 import keras
@@ -13,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from convlens.ml.feasible import SPATIAL_CLASSES
 from convlens.ml.pyplot import plt
 
 
@@ -38,58 +42,111 @@ def unwrap(model: keras.Model) -> tuple[list[keras.layers.Layer], keras.Model]:
             if not isinstance(layer, keras.layers.InputLayer)], inner
 
 
+SPATIAL = tuple(getattr(keras.layers, name) for name in SPATIAL_CLASSES)
+SOFTMAX_HEADS = (keras.layers.Softmax,)
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer in order, the layers of nested models (Functional, Sequential, an import's wrapper) in place
+    of the model that holds them."""
+    found: list[keras.layers.Layer] = []
+    for layer in model.layers:
+        found += all_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return found
+
+
+def _last_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that makes the model's output, looked for inside a nested model that ends it."""
+    last = model.layers[-1]
+    return _last_layer(last) if isinstance(last, keras.Model) else last
+
+
 def default_layer(model: keras.Model) -> str:
-    """The Grad-CAM layer its preset chose (models are named after their preset), else the last conv layer."""
+    """The Grad-CAM layer its preset chose (models are named after their preset), else the last spatial
+    convolution anywhere in the model, nested models included."""
     from convlens.ml.models import get_preset, list_presets
 
-    if (inner := wrapped_model(model)) is not None:
-        return default_layer(inner)
-    names = conv_layers(model)
-    if model.name in list_presets():
-        chosen = get_preset(model.name).gradcam_layer
-        if chosen in names:
-            return chosen
+    layers = all_layers(model)
+    names = [layer.name for layer in layers if isinstance(layer, SPATIAL)]
+    for m in [model, *(layer for layer in model.layers if isinstance(layer, keras.Model))]:
+        if m.name in list_presets() and get_preset(m.name).gradcam_layer in names:
+            return get_preset(m.name).gradcam_layer
     if not names:
-        hidden = any(isinstance(layer, keras.layers.TFSMLayer) for layer in model.layers)
+        hidden = any(isinstance(layer, keras.layers.TFSMLayer) for layer in layers)
         raise ValueError(f"model {model.name!r} has no convolutional layer for Grad-CAM" + (
             ": one imported from a TensorFlow SavedModel hides its layers; import its .keras file instead"
             if hidden else ""))
     return names[-1]
 
 
+# Which thread is computing a map, and what its hooks caught: the hooked layers stay hooked, and a forward pass
+# of another thread (a classify job's predictions) records nothing.
+_caught = threading.local()
+
+
+# Each hooked layer's slots: which tensor (its input or output) each map being computed wants, by slot name.
+_slots: weakref.WeakKeyDictionary[keras.layers.Layer, dict[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _hook(layer: keras.layers.Layer, slot: str, want_input: bool) -> None:
+    """Makes layer record its input or output tensor under `slot` during a map's forward pass: gradients are
+    then taken with respect to that very tensor, whatever graph (nested models, Sequential) holds the layer.
+    pytorch-grad-cam's forward hooks, which Keras has no API for."""
+    if layer not in _slots:
+        original, wanted = layer.call, {}
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):  # noqa: ANN202
+            out = original(*args, **kwargs)
+            store = getattr(_caught, "tensors", None)
+            if store is not None:
+                for name, wants_input in wanted.items():
+                    store[(id(layer), name)] = args[0] if wants_input else out
+            return out
+
+        layer.call = call
+        _slots[layer] = wanted
+    _slots[layer][slot] = want_input
+
+
 class CamModel:
-    """Maps images to (activations of `layer`, class logits) in one forward pass."""
+    """Maps images to (activations of `layer`, class logits) in one forward pass of the model itself."""
 
     def __init__(self, model: keras.Model, layer: str | None = None) -> None:
         self.model = model
-        self.wrapped: CamModel | None = None
-        self.before, inner = unwrap(model)
-        if inner is not model:
-            # A wrapper: its layers up to the wrapped model run as they are, then the wrapped model's own
-            # CamModel (a softmax the wrapper adds after it changes no logit).
-            self.wrapped = CamModel(inner, layer)
-            self.layer = self.wrapped.layer
-            return
         self.layer = layer or default_layer(model)
-        head = model.layers[-1]
-        self.softmax_dense = isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax
-        outputs = [model.get_layer(self.layer).output, head.input if self.softmax_dense else model.output]
-        self.inner = keras.Model(model.inputs, outputs)
-        self.head = head
+        found = [candidate for candidate in all_layers(model) if candidate.name == self.layer]
+        if not found:
+            raise ValueError(f"no layer {self.layer!r} in model {model.name!r}")
+        self.head = _last_layer(model)
+        # The class score is the logit: the input of a final softmax layer, or of a softmax Dense's activation.
+        self.softmax_dense = isinstance(self.head, keras.layers.Dense) and \
+            self.head.activation is keras.activations.softmax
+        self.takes_softmax_input = isinstance(self.head, SOFTMAX_HEADS) or (
+            isinstance(self.head, keras.layers.Activation) and self.head.activation is keras.activations.softmax)
+        self.target = found[-1]
+        _hook(self.target, "output", want_input=False)
+        if self.softmax_dense or self.takes_softmax_input:
+            _hook(self.head, "input", want_input=True)
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Activations are returned as computed (bf16 under mixed precision) so gradients reach them."""
-        if self.wrapped is not None:
-            for layer in self.before:
-                x = layer(x, training=False)
-            return self.wrapped(x)
-        acts, pre = self.inner(x, training=False)
+        _caught.tensors = {}
+        try:
+            out = self.model(x, training=False)
+            caught = _caught.tensors
+        finally:
+            _caught.tensors = None
+        acts = caught[(id(self.target), "output")]
         if self.softmax_dense:
-            logits = tf.matmul(tf.cast(pre, tf.float32), tf.cast(self.head.kernel, tf.float32))
+            pre = tf.cast(caught[(id(self.head), "input")], tf.float32)
+            logits = tf.matmul(pre, tf.cast(self.head.kernel, tf.float32))
             if self.head.use_bias:
                 logits += tf.cast(self.head.bias, tf.float32)
+        elif self.takes_softmax_input:
+            logits = tf.cast(caught[(id(self.head), "input")], tf.float32)
         else:
-            logits = tf.cast(pre, tf.float32)
+            logits = tf.cast(out, tf.float32)
         return acts, logits
 
 

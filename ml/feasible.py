@@ -49,22 +49,37 @@ def folds_problem(cfg: TrainConfig, folds: int) -> str | None:
     return None
 
 
-def _names(config: Any) -> list[str]:
-    found: list[str] = []
+SPATIAL_CLASSES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")  # what Grad-CAM can explain (ml.explain)
+
+
+def _layers(config: Any) -> list[tuple[str, str]]:
+    """(class name, layer name) of every layer in a model config, nested models' layers included."""
+    found: list[tuple[str, str]] = []
     if isinstance(config, dict):
         inner = config.get("config")
         if "class_name" in config and isinstance(inner, dict) and isinstance(inner.get("name"), str) and \
                 "DTypePolicy" not in str(config["class_name"]):  # a layer's dtype policy is named too ("float32")
-            found.append(inner["name"])
+            found.append((str(config["class_name"]), inner["name"]))
         for value in config.values():
-            found += _names(value)
+            found += _layers(value)
     elif isinstance(config, list):
         for value in config:
-            found += _names(value)
+            found += _layers(value)
     return found
 
 
 def saved_layer_names(model_path: Path) -> list[str]:
     """The layer names in a .keras file's config.json, read from the checked archive without loading the model
     (ml.keras_file: a hostile file is refused with the reason)."""
-    return list(dict.fromkeys(_names(read_config(model_path))))
+    return list(dict.fromkeys(name for _, name in _layers(read_config(model_path))))
+
+
+def gradcam_problem(model_path: Path) -> str | None:
+    """Why Grad-CAM cannot explain the model at model_path (read from its config, no TensorFlow), or None."""
+    classes = {cls for cls, _ in _layers(read_config(model_path))}
+    if classes & set(SPATIAL_CLASSES):
+        return None
+    if "TFSMLayer" in classes:
+        return ("this model was imported from a TensorFlow SavedModel, which hides its layers: import its .keras "
+                "file instead to explain it")
+    return "this model has no convolutional layer (Conv2D) whose feature map Grad-CAM could weigh"

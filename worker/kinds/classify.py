@@ -13,9 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
+from convlens.ml.feasible import gradcam_problem
 from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
-from convlens.ml.params import JobParams
+from convlens.ml.params import JobParams, refused
 from convlens.worker.artifacts import artifact_store, resolve_model
+from convlens.worker.errors import JobError
 from convlens.worker.heap import freeze_long_lived
 from convlens.worker.kinds.base import Context, Done, JobKind, Output, table_lines
 from convlens.worker.kinds.layers import ModelRef
@@ -104,6 +106,13 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
         if not (is_run_key(validated["folder"]) and not strict_paths):  # not one convlens stored (a sample)
             validated["folder"] = str(check_folder(validated["folder"], require_roots=strict_paths))
         validated["model"] = check_model(validated["model"], require_roots=strict_paths)
+        try:
+            model = resolve_model(validated["model"]).path
+        except JobError:
+            return validated  # no model registered under that id yet: the run says so
+        problem = gradcam_problem(model)  # also refuses a file that is no readable Keras model, in one line
+        if validated.get("gradcam") and problem:
+            raise refused(ClassifyParams, "gradcam", problem, True)
         return validated
 
     def plan(self, ctx: Context) -> list[dict[str, Any]]:
