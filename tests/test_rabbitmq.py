@@ -79,3 +79,35 @@ def test_rabbitmq_runs_cancels_and_redelivers_at_once(rabbit, tmp_path):
     # No worker left: the wait warns, naming the queue nobody consumes.
     waiting = cli(env, "submit", "train", "--limit", "100", "--wait", "--timeout", "25", check=False, timeout=120)
     assert waiting.returncode == 3 and "no live worker" in waiting.stderr and "gpu" in waiting.stderr, waiting.stderr
+
+
+def test_a_message_rabbitmq_lost_is_sent_again_and_no_recovery_pass_fails(rabbit, tmp_path):
+    """The queue purged while nobody consumes it (a lost message); then one worker with a fast recovery loop, a
+    job running and another waiting behind it: the lost one is re-sent, every pass succeeds (issue 46)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "fast"))
+    from helpers import image_folder, saved_model
+
+    env, pg = rabbit
+    env = {**env, "CONVLENS_STALE_AFTER_S": "3"}
+    image_folder(tmp_path / "images", per_class=20)
+    model = saved_model(tmp_path / "m.keras", ["cat", "dog"])
+    vhost = env["CONVLENS_BROKER_URL"].rsplit("/", 1)[1]
+    lost = cli(env, "submit", "classify", str(tmp_path / "images"), "--model", str(model)).stdout.strip()
+    for queue in ("gpu", "cpu"):
+        subprocess.run(["rabbitmqctl", "purge_queue", "-p", vhost, queue], capture_output=True, timeout=60)
+    worker = Worker(env, "lonely@convlens-test", tmp_path)
+    try:
+        worker.wait_ready()
+        busy = cli(env, "submit", "train", "--limit", "2000", "--epochs", "3").stdout.strip()
+        behind = cli(env, "submit", "classify", str(tmp_path / "images"), "--model", str(model)).stdout.strip()
+        for job_id in (lost, busy, behind):
+            done = cli_json(env, "jobs", "wait", job_id, "--timeout", "400", timeout=500)
+            assert done["status"] == "succeeded", done
+        log = worker.log.read_text()
+        assert "'resent': 1" in log or "'resent': 2" in log, log[-3000:]
+        assert "recovery pass failed" not in log and "Traceback" not in log, log[-3000:]
+    finally:
+        worker.stop()

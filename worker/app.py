@@ -11,6 +11,7 @@ from kombu import Queue
 
 from convlens.ml.settings import settings
 from convlens.worker.broker import broker_url
+from convlens.worker.queues import QUEUES, QueueName
 
 
 def make_app() -> Celery:
@@ -22,8 +23,8 @@ def make_app() -> Celery:
     # RabbitMQ: quorum queues (durable, replicated on a cluster); Celery then sets QoS per consumer, as they need.
     arguments = {"x-queue-type": "quorum"} if url.startswith("amqp") else None
     app.conf.update(
-        task_queues=[Queue(name, queue_arguments=arguments) for name in ("gpu", "cpu")],
-        task_default_queue="cpu",
+        task_queues=[Queue(name, queue_arguments=arguments) for name in QUEUES],
+        task_default_queue=QueueName.CPU,
         # A worker killed mid-task leaves the message unacknowledged, so it is delivered again.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from kombu.exceptions import ChannelError, OperationalError
+from kombu.exceptions import OperationalError
 
 from convlens.worker.app import app
-
-QUEUES = ("gpu", "cpu")
+from convlens.worker.transport import transport
 
 
 @dataclass
@@ -27,18 +26,7 @@ class WorkerInfo:
 
 def queue_depths() -> dict[str, int | None]:
     """Messages waiting in each queue (None: the broker could not be reached)."""
-    depths: dict[str, int | None] = dict.fromkeys(QUEUES)
-    try:
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            for name in QUEUES:
-                try:
-                    depths[name] = conn.default_channel.queue_declare(queue=name, passive=True).message_count
-                except ChannelError:  # the broker has never seen the queue: nothing waits in it
-                    depths[name] = 0
-    except (OperationalError, OSError, ConnectionError):
-        return dict.fromkeys(QUEUES)
-    return depths
+    return transport().depths()
 
 
 def live_workers(timeout: float = 1.0) -> list[WorkerInfo]:

@@ -11,7 +11,6 @@ message is harmless because a job is claimed by one process only (`lifecycle.sta
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import timedelta
@@ -25,28 +24,9 @@ from convlens.ml.settings import settings
 from convlens.worker import lifecycle, tasks
 from convlens.worker.broker import ensure_embedded_redis
 from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
+from convlens.worker.transport import transport
 
 log = logging.getLogger("convlens.recovery")
-QUEUES = ("gpu", "cpu")
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priority levels in lists named QUEUE + SEP + level
-
-
-def broker_task_ids(taken_since: float) -> set[str]:
-    """Task ids of every message waiting in a queue, or taken by a worker since `taken_since` (a Unix time).
-
-    A message taken earlier and still unacknowledged belongs to a worker that died before it could claim its
-    job (a live one would have): the broker keeps it for the visibility timeout (hours), so it counts as lost.
-    """
-    with tasks.app.connection_for_read() as conn:
-        client = conn.default_channel.client
-        messages = [json.loads(m) for q in QUEUES for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9)))
-                    for m in client.lrange(key, 0, -1)]
-        tags = client.zrangebyscore("unacked_index", taken_since, "+inf")  # kombu's delivery times
-        if tags:
-            messages += [json.loads(v)[0] for v in client.hmget("unacked", tags) if v]  # [message, exchange, key]
-    return {m.get("headers", {}).get("id") for m in messages}
-
-
 def recover() -> dict[str, int]:
     """One reconciliation pass; returns how many jobs it re-queued, failed, re-sent and aggregated."""
     conf, now = settings(), utcnow()
@@ -89,8 +69,9 @@ def recover() -> dict[str, int]:
     for job_id in advance:
         tasks.send_advance(job_id)
         counts["advanced"] += 1
-    if queued or aggregate:
-        waiting = broker_task_ids(cutoff.timestamp())
+    # None: the broker holds more than can be read, and nothing is sent twice on a guess.
+    waiting = transport().task_ids(cutoff.timestamp()) if queued or aggregate else None
+    if waiting is not None:
         for job in queued:
             if job.id not in waiting:
                 _send(job)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressEvent, ProgressFn
+from convlens.worker.queues import QueueName
 
 
 @dataclass
@@ -143,7 +144,9 @@ class JobKind:
     @property
     def queues(self) -> tuple[str, ...]:
         """Every queue its work goes through (a worker must consume each for the job to finish)."""
-        return ("cpu", "gpu") if self.composite else tuple(dict.fromkeys((self.entry_queue, self.queue)))
+        if self.composite:
+            return (QueueName.CPU, QueueName.GPU)
+        return tuple(dict.fromkeys((self.entry_queue, self.queue)))
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         """The params as stored on the job row; pydantic's ValidationError (a ValueError) when bad."""
