@@ -82,7 +82,10 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
         else:
             from convlens.worker.tasks import submit
 
-            job_id = submit(kind, params, after=after, labels=labels)
+            submitted = submit(kind, params, after=after, labels=labels)
+            job_id = submitted.job_id
+            if submitted.unsent:
+                typer.echo(f"job {job_id}: {submitted.unsent}", err=True)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     if mode == "run":

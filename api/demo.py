@@ -85,7 +85,7 @@ def _run(kind: str, params: dict, result: type[R]) -> tuple[str, R]:
     """Submit a job, follow it to its end, and return its id and its kind's typed result."""
     from convlens.worker.tasks import submit
 
-    job_id = submit(kind, params)
+    job_id = submit(kind, params).job_id
     typer.echo(f"{kind} job {job_id}")
     job = follow(job_id)
     if job["status"] != "succeeded":

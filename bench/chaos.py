@@ -69,7 +69,7 @@ def start_worker(n: int) -> subprocess.Popen:
 
 workers = {n: start_worker(n) for n in range(args.workers)}
 started = time.monotonic()
-ids = [submit("classify", {"folder": str(folder), "model": str(model), "shard_size": args.images // 2})
+ids = [submit("classify", {"folder": str(folder), "model": str(model), "shard_size": args.images // 2}).job_id
        for _ in range(args.jobs)]
 print(f"{args.jobs} classify jobs submitted ({args.images} images, 2 shards each) in "
       f"{time.monotonic() - started:.0f} s; {args.workers} workers", flush=True)

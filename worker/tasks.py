@@ -7,14 +7,17 @@ would not count, still leads to it; aggregating twice is harmless.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import kombu.exceptions
 import redis
+from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy.exc import OperationalError
 
 from convlens.db.models import JobStatus
 from convlens.worker import dependencies, lifecycle, steps
 from convlens.worker.app import app
-from convlens.worker.broker import ensure_embedded_redis
+from convlens.worker.broker import broker_url, ensure_embedded_redis
 from convlens.worker.kinds import get_kind
 from convlens.worker.labels import JobLabels
 
@@ -108,17 +111,38 @@ def send_released() -> None:
         send_job(job_id, kind_name)
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    unsent: str | None = None  # why its message could not be sent now; recovery sends it once the broker is back
+
+
+# Sending a submit's message: one quick retry, so an unreachable broker is said in seconds, not after kombu's
+# default back-off.
+SUBMIT_RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+
+
 def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_by: str | None = None,
-           after: list[str] | None = None, labels: JobLabels | None = None) -> str:
+           after: list[str] | None = None, labels: JobLabels | None = None) -> Submitted:
     """Validates params, records the job and enqueues its first step (or leaves it waiting for `after` and
-    its model's train job); returns the job id."""
+    its model's train job). The job row is the outbox: a message the broker could not take now is sent by the
+    workers' recovery once it can (a queued job whose message no queue holds is sent again), so a submit with
+    the broker away stores the job and says so instead of failing half-way."""
     job_id = steps.create_job(kind_name, params, strict_paths, submitted_by, after, labels=labels)
-    ensure_embedded_redis()
-    if lifecycle.status_of(job_id) == JobStatus.QUEUED:
-        send_job(job_id, kind_name)
-    else:
-        send_released()  # what it waits for may have ended while it was being stored
-    return job_id
+    try:
+        ensure_embedded_redis()
+        if lifecycle.status_of(job_id) == JobStatus.QUEUED:
+            # ignore_result: nobody waits on Celery's result (the jobs table is the record), and subscribing to
+            # it would be one more connection to fail.
+            job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue,
+                            retry_policy=SUBMIT_RETRY, ignore_result=True)
+        else:
+            send_released()  # what it waits for may have ended while it was being stored
+    except (kombu.exceptions.OperationalError, redis.ConnectionError, OSError) as exc:
+        where, why = maybe_sanitize_url(broker_url()), str(exc).splitlines()[0]
+        return Submitted(job_id, f"the broker ({where}) cannot be reached now ({why}): the job is stored as queued "
+                                 "and will be sent when a worker's recovery reaches it")
+    return Submitted(job_id)
 
 
 def cancel(job_id: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import ValidationError
 
 from convlens.api import queries
@@ -19,19 +19,24 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.post("/jobs", status_code=201, response_model=JobView, responses={
-    **BODY_ERRORS, 403: error_doc("the token may not submit, or a path outside the allowed roots")})
-def create_job(req: JobRequest, who: Submitter) -> JobView:
+    **BODY_ERRORS, 403: error_doc("the token may not submit, or a path outside the allowed roots"),
+    202: {"model": JobView, "description": "stored as queued, but the broker could not be reached: the Warning "
+                                           "header says so, and the workers' recovery sends it once it can"}})
+def create_job(req: JobRequest, who: Submitter, response: Response) -> JobView:
     from convlens.worker.tasks import submit
 
     try:
-        job_id = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after,
+        submitted = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after,
                         labels=JobLabels(name=req.name, tags=req.tags, note=req.note))
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
         raise problem(422, f"bad params for a {req.kind} job: " + "; ".join(
             f"{e['field']}: {e['message']}" for e in errors), errors) from None
-    return queries.get_job(job_id)
+    if submitted.unsent:  # stored, not yet sent: accepted, with what happened
+        response.status_code = 202
+        response.headers["Warning"] = f'199 convlens "{submitted.unsent}"'
+    return queries.get_job(submitted.job_id)
 
 
 @router.get("/jobs", response_model=JobList, responses=ERRORS)
