@@ -16,8 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVLENS_", extra="ignore", frozen=True)
 
-    home: Path = Field(Path(".convlens"), description="runs, models, plots, overlays, the embedded services")
-    data_dir: Path | None = Field(None, description="where cifar-10-batches-bin/ lives (default HOME/datasets)")
+    home: Path | None = Field(None, description=(
+        "runs, models, plots, overlays, the embedded services (default: the nearest .convlens in this folder or "
+        "a parent, as git finds .git; else ./.convlens)"))
+    data_dir: Path | None = Field(None, description=(
+        "where cifar-10-batches-bin/ lives (default: the one this home last used, else HOME/datasets)"))
     database_url: str | None = Field(None, description="default: SQLite under HOME")
     broker_url: str | None = Field(None, description="default: an embedded Redis on a socket under HOME")
     allowed_roots: str | None = Field(None, description="folders jobs may read, separated by ':'")
@@ -35,11 +38,18 @@ class Settings(BaseSettings):
 
     @property
     def home_dir(self) -> Path:
-        return self.home.expanduser().resolve()
+        return self.home.expanduser().resolve() if self.home else nearest_home(os.getcwd())
 
     @property
     def datasets_dir(self) -> Path:
-        return self.data_dir.expanduser().resolve() if self.data_dir else self.home_dir / "datasets"
+        """CONVLENS_DATA_DIR, else the folder this home remembered (remember_data_dir), else HOME/datasets."""
+        if self.data_dir:
+            return self.data_dir.expanduser().resolve()
+        try:
+            remembered = (self.home_dir / REMEMBERED_DATA_DIR).read_text().strip()
+        except OSError:
+            remembered = ""
+        return Path(remembered) if remembered else self.home_dir / "datasets"
 
     @property
     def cache_dir(self) -> Path:
@@ -59,6 +69,31 @@ class Settings(BaseSettings):
         if self.allowed_roots is None:
             return None
         return [Path(p).expanduser().resolve() for p in self.allowed_roots.split(os.pathsep) if p.strip()]
+
+
+HOME_NAME = ".convlens"
+REMEMBERED_DATA_DIR = "data-dir"  # a file in the home: the dataset folder its commands found CIFAR-10 in
+
+
+@lru_cache(maxsize=64)
+def nearest_home(cwd: str) -> Path:
+    """The .convlens folder in cwd or its nearest parent that has one (as git finds .git), else cwd/.convlens:
+    any command run from a project's subfolder uses the project's home instead of making an empty one."""
+    here = Path(cwd).resolve()
+    for folder in (here, *here.parents):
+        if (folder / HOME_NAME).is_dir():
+            return folder / HOME_NAME
+    return here / HOME_NAME
+
+
+def remember_data_dir(folder: Path) -> None:
+    """Keeps the dataset folder in the home, so every later command there finds it without CONVLENS_DATA_DIR."""
+    file = settings().home_dir / REMEMBERED_DATA_DIR
+    try:
+        if file.parent.is_dir() and (not file.exists() or file.read_text().strip() != str(folder)):
+            file.write_text(f"{folder}\n")
+    except OSError:  # a read-only home: the setting is only a convenience
+        pass
 
 
 def settings() -> Settings:

@@ -88,7 +88,8 @@ def ensure_cifar10(
     tarball = data_dir / TARBALL
     if not tarball.is_file():
         if not download:
-            raise DatasetError(f"{folder}: not found and download is off")
+            raise DatasetError(f"{folder}: not found and download is off: put the official {TARBALL} (or its "
+                               f"extracted {FOLDER}/) in a folder and set CONVLENS_DATA_DIR to it")
         data_dir.mkdir(parents=True, exist_ok=True)
         download_file(url, tarball, md5)
     elif md5sum(tarball) != md5:
@@ -119,7 +120,9 @@ def download_file(url: str, target: Path, md5: str) -> None:
             raise DatasetError(f"{url}: MD5 mismatch: got {got}, expected {md5}")
         os.replace(tmp, target)
     except OSError as exc:
-        raise DatasetError(f"{url}: download failed: {exc}") from exc
+        raise DatasetError(f"CIFAR-10 is not in {target.parent} and the download failed ({exc}): put the official "
+                           f"{TARBALL} (or its extracted {FOLDER}/) in a folder and set CONVLENS_DATA_DIR to it") \
+            from exc
     finally:
         tmp.unlink(missing_ok=True)
 
