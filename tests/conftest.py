@@ -53,3 +53,14 @@ def trained(tmp_path_factory, cifar):
                    data=cifar)
     model = load_trained(result["paths"]["model"])
     return {"result": result, "model": model, "path": Path(result["paths"]["model"])}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh CONVLENS_HOME with its SQLite database at the current revision."""
+    from convlens.db.session import ensure_current
+
+    monkeypatch.setenv("CONVLENS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CONVLENS_DATABASE_URL", raising=False)
+    ensure_current()
+    return tmp_path / "home"
