@@ -12,8 +12,9 @@ from convlens.api.output import emit, fail, print_json, ready_database, require_
 from convlens.worker import registry
 from convlens.worker.paths import REF_HELP
 
-models_app = typer.Typer(help="The model registry: every train job's model as NAME:VERSION (NAME from --name, "
-                              "else the preset), aliases such as NAME@champion; --model takes any of them.",
+models_app = typer.Typer(help="The model registry: every train job's model as NAME:VERSION (NAME from --name; "
+                              "an unnamed train's by its short id), aliases such as NAME@champion; --model takes any "
+                              "of them.",
                          no_args_is_help=True)
 COLUMNS = ["ref", "aliases", "preset", "accuracy", "macro_f1", "ece", "temperature", "job_id", "present"]
 
@@ -91,7 +92,7 @@ def export(
     model = registry.model_file(job_id, strict_paths=False)
     trained = load_trained(model.path, model.registered)
     images = _check_images(trained.input_size, check_folder, check_images)
-    report = export(trained, format_, out or Path(f"{view.name}-{view.version}-{format_}"), images)
+    report = export(trained, format_, out or Path(f"{view.ref.replace(':', '-')}-{format_}"), images)
     if as_json:
         print_json({"model": view.ref, **{k: str(v) if isinstance(v, Path) else v
                                           for k, v in vars(report).items()}})

@@ -81,11 +81,12 @@ def _step(title: str) -> None:
 R = TypeVar("R", bound=BaseModel)
 
 
-def _run(kind: str, params: dict, result: type[R]) -> tuple[str, R]:
+def _run(kind: str, params: dict, result: type[R], name: str | None = None) -> tuple[str, R]:
     """Submit a job, follow it to its end, and return its id and its kind's typed result."""
+    from convlens.worker.labels import JobLabels
     from convlens.worker.tasks import submit
 
-    job_id = submit(kind, params).job_id
+    job_id = submit(kind, params, labels=JobLabels(name=name)).job_id
     typer.echo(f"{kind} job {job_id}")
     job = follow(job_id)
     if job["status"] != "succeeded":
@@ -109,7 +110,7 @@ def run_demo(limit: int | None = None, n_images: int = 300, time_budget_s: float
     try:
         _step("1. train the seed preset on CIFAR-10")
         typer.echo(plan.note)
-        train_id, r = _run("train", plan.train_params, TrainResult)
+        train_id, r = _run("train", plan.train_params, TrainResult, name="demo")  # registered as demo:N
         typer.echo(f"test accuracy {r.accuracy:.4f}, macro F1 {r.macro_f1:.4f}, "
                    f"{r.epochs} epochs in {r.timings['fit_s']} s ({r.precision_policy})")
         print_table([{"class": m.class_name or "(all)", "metric": m.name, "value": m.value}

@@ -1,7 +1,8 @@
-"""The model registry: every train job's model is registered as NAME:VERSION (NAME from the job's name, else
-its preset; a sweep's trials under the sweep's name), with movable aliases (NAME@champion). A model reference
-names one: `NAME` (its latest version), `NAME:VERSION`, `NAME@ALIAS`; jobs store the train job's id it
-resolves to, so what a job used never moves.
+"""The model registry: every train job's model is registered, a named job's as NAME:VERSION (a sweep's trials
+under the sweep's name), with movable aliases (NAME@champion); an unnamed job's under no shared name, referenced
+by its job id or short id, so no unrelated run ever moves what a name means. A model reference names one:
+`NAME` (its latest version), `NAME:VERSION`, `NAME@ALIAS`, a job id; jobs store the train job's id it resolves
+to, so what a job used never moves.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def model_name(text: str) -> str:
 class ModelView(BaseModel):
     """A registered model with what a user of it must know: its input, classes, calibration and figures."""
 
-    ref: str = Field(description="NAME:VERSION")
-    name: str
-    version: int
+    ref: str = Field(description="NAME:VERSION, or the train job's short id for an unnamed one")
+    name: str | None
+    version: int | None
     aliases: list[str]
     job_id: str = Field(description="the train job that made it")
     preset: str
@@ -80,8 +81,12 @@ def register(s: Session, job_id: str, path: str, preset: str, class_names: list[
     parent = s.get(Job, job.parent_id) if job is not None and job.parent_id else None
     if parent is not None and parent.kind == "sweep":  # a sweep's trials are versions of the sweep's name
         name = model_name(parent.name or f"sweep-{parent.id[:8]}")
-    else:
-        name = model_name((job.name if job else None) or preset)
+    elif job is not None and job.name:
+        name = model_name(job.name)
+    else:  # unnamed: its id is its reference, and no shared name moves under anyone
+        s.add(TrainedModelRow(job_id=job_id, path=path, preset=preset, class_names=class_names,
+                              thresholds=thresholds, name=None, version=None))
+        return
     for _ in range(20):  # two models of one name registered at once: the loser takes the next version
         version = (s.scalar(select(func.max(TrainedModelRow.version)).where(TrainedModelRow.name == name)) or 0) + 1
         try:
@@ -143,6 +148,11 @@ def resolve_ref(ref: str) -> str:
     return job_id
 
 
+def ref_of(row: TrainedModelRow) -> str:
+    """How a user names a registered model: NAME:VERSION, or its train job's short id when it has no name."""
+    return f"{row.name}:{row.version}" if row.name else row.job_id[:8]
+
+
 def _view(s: Session, row: TrainedModelRow) -> ModelView:
     job = s.get(Job, row.job_id)
     r = (job.result if job else None) or {}
@@ -150,7 +160,7 @@ def _view(s: Session, row: TrainedModelRow) -> ModelView:
     conformal = r.get("conformal") or {}
     aliases = s.scalars(select(ModelAlias.alias).where(ModelAlias.name == row.name,
                                                        ModelAlias.version == row.version).order_by(ModelAlias.alias))
-    return ModelView(ref=f"{row.name}:{row.version}", name=row.name, version=row.version, aliases=list(aliases),
+    return ModelView(ref=ref_of(row), name=row.name, version=row.version, aliases=list(aliases),
                      job_id=row.job_id, preset=row.preset, class_names=row.class_names, input=INPUT,
                      temperature=r.get("temperature"), thresholds=row.thresholds,
                      conformal_alpha=conformal.get("alpha"), n_calibration=conformal.get("n_calibration"),
@@ -178,6 +188,9 @@ def set_alias(ref: str, alias: str) -> ModelView:
         raise ConvlensError(f"alias {alias!r}: 1-64 of a-z, 0-9, '_' and '-'", field="alias")
     with session_scope() as s:
         row = _row(s, ref)
+        if row.name is None:
+            raise ConvlensError(f"model {ref_of(row)} has no name to alias: name its train job (--name) to "
+                                "register it as NAME:VERSION", field="alias")
         existing = s.get(ModelAlias, (row.name, alias))
         if existing is None:
             s.add(ModelAlias(name=row.name, alias=alias, version=row.version))
@@ -193,7 +206,7 @@ def delete_model(ref: str) -> str:
         row = _row(s, ref)
         s.execute(delete(ModelAlias).where(ModelAlias.name == row.name, ModelAlias.version == row.version))
         s.delete(row)
-        return f"{row.name}:{row.version}"
+        return ref_of(row)
 
 
 def model_file(ref: str, strict_paths: bool) -> ModelFile:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from convlens.db.models import Job
 from convlens.db.session import ensure_current, session_scope
+from convlens.ml.errors import ConvlensError
 from convlens.worker import registry
 
 
@@ -43,8 +44,12 @@ def test_versions_aliases_and_references(home):
         sweep_id = sweep.id
     trial = _train(None, parent=sweep_id)
     refs = {v.ref: v.job_id for v in registry.list_models()}
-    assert refs == {"base-line:2": second, "base-line:1": first, "seed:1": other,
+    assert refs == {"base-line:2": second, "base-line:1": first, other[:8]: other,
                     f"sweep-{sweep_id[:8]}:1": trial}
+    # An unnamed train takes no shared name: its short id is its reference, and it cannot be aliased.
+    assert registry.resolve_ref(other[:8]) == other and registry.resolve("seed") is None
+    with pytest.raises(ConvlensError, match="has no name to alias"):
+        registry.set_alias(other[:8], "champion")
     with session_scope() as s:  # a redelivered step registers again: same version
         registry.register(s, first, "/elsewhere.keras", "seed", ["cat", "dog"], None)
     assert registry.show("base-line:1").path == "/elsewhere.keras" and len(registry.list_models()) == 4
