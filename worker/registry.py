@@ -116,8 +116,11 @@ def find(s: Session, ref: str) -> TrainedModelRow | None:
 
 
 def _row(s: Session, ref: str) -> TrainedModelRow:
-    row = (s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)).first() if JOB_ID.fullmatch(ref)
-           else find(s, ref))
+    """The registered model a reference names: NAME[:VERSION|@ALIAS], a train job's id or short id."""
+    row = None if JOB_ID.fullmatch(ref) else find(s, ref)
+    if row is None:
+        job_id = ref if JOB_ID.fullmatch(ref) else expand(ref)
+        row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == job_id)).first()
     if row is None:
         raise ModelNotFound(f"no registered model {ref!r}: a model is {REF_HELP}", field="model")
     return row
