@@ -87,6 +87,9 @@ def parse_filter(text: str | None) -> list[Condition]:
                               field="filter")
         key = parse_key(found.group("key"), "filter")
         raw = found.group("value")
+        if raw[0] in "=<>!~":  # `>> 3`, `=< 3`: an operator the grammar does not have
+            raise SearchError(f"filter: {found.group('op')}{raw.split()[0]!s:.10} is no operator; OP: = != < <= > >= ~",
+                              field="filter")
         value: str | float = raw[1:-1] if raw[0] in "'\"" else _number(raw)
         op = found.group("op")
         if key.source == "tags" and op not in ("=", "!=", "~"):
@@ -213,6 +216,10 @@ class JobSearch:
             if key[0].source == "tags":
                 raise SearchError("sort: tags cannot be sorted by", field="sort")
         return cls(tuple(parse_filter(filter_text)), key, tuple(tags or ()))
+
+    def keys(self) -> list[tuple[str, Key]]:
+        """Every key the search names, with the field that names it (filter or sort)."""
+        return [("filter", c.key) for c in self.conditions] + ([("sort", self.sort[0])] if self.sort else [])
 
     def apply(self, q):  # noqa: ANN001, ANN201
         """The select `q` of jobs, filtered and sorted (newest first after the chosen order)."""

@@ -30,13 +30,13 @@ def require_tensorflow() -> None:
 
 
 def ready_database() -> None:
-    """The database at the code's revision, in the home this command uses: said when that home is new (a command
-    run outside any project starts one), and the dataset folder it was given remembered there."""
+    """The database at the code's revision, in the home this command uses: said when a home found by looking
+    (no CONVLENS_HOME) is new, and the dataset folder it was given remembered there."""
     from convlens.db.session import ensure_current
     from convlens.ml.settings import remember_data_dir, settings
 
     conf = settings()
-    new = conf.database_url is None and not (conf.home_dir / "convlens.db").exists()
+    new = conf.home is None and conf.database_url is None and not (conf.home_dir / "convlens.db").exists()
     ensure_current()  # a database behind the code: DatabaseBehind, printed as one line by cli.main
     if new:
         typer.echo(f"convlens: a new home at {conf.home_dir} (no .convlens in this folder or its parents; "

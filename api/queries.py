@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session
 
-from convlens.api.job_search import JobSearch
+from convlens.api.job_search import JobSearch, SearchError
 from convlens.api.schemas import JobView, PredictionFilter
-from convlens.db.models import Artifact, Job, Metric, Prediction
+from convlens.db.models import Artifact, Job, Metric, Prediction, TrainedModelRow
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
-from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
-from convlens.worker.paths import localized, overlay_path
+from convlens.ml.errors import ConvlensError
+from convlens.worker.kinds import KINDS, PART_KINDS, UnknownKind, get_kind
+from convlens.worker.paths import JOB_ID, localized, overlay_path
 
 
 def job_view(job: Job, with_result: bool = True) -> JobView:
@@ -49,12 +51,36 @@ def _job_filter(q, status: str | None, kind: str | None, parent_id: str | None, 
     return q.where(Job.parent_id.is_(None)) if top_level else q
 
 
+KEYS_SCANNED = 20_000  # the newest runs whose params and metrics name the keys a search may use
+
+
+def check_search_keys(s: Session, search: JobSearch) -> None:
+    """A filter or sort on a params. or metrics. key that no run has is a typo, not an empty table: refused,
+    listing the keys runs do have (each kind's params, and what the newest runs recorded)."""
+    wanted = [(field, key) for field, key in search.keys() if key.source in ("params", "metrics")]
+    if not wanted:
+        return
+    known: dict[str, set[str]] = {"params": {f for k in KINDS.values() for f in k.params_model.model_fields},
+                                  "metrics": set()}
+    for params, summary in s.execute(select(Job.params, Job.summary).order_by(Job.created_at.desc())
+                                     .limit(KEYS_SCANNED)):
+        known["params"].update(params or {})
+        known["metrics"].update(summary or {})
+    for field, key in wanted:
+        if key.name not in known[key.source]:
+            names = ", ".join(sorted(known[key.source])[:40]) or "none yet"
+            raise SearchError(f"{field}: no run has {key.source}.{key.name}; {key.source} keys: {names}",
+                              field=field)
+
+
 def list_jobs(status: str | None = None, kind: str | None = None, parent_id: str | None = None,
               limit: int = 50, offset: int = 0, top_level: bool = True, search: JobSearch | None = None
               ) -> list[JobView]:
-    """A page of jobs, newest first unless `search` sorts them (filters and sorts run in SQL)."""
+    """A page of jobs, newest first unless `search` sorts them (filters and sorts run in SQL); a key no run has
+    is refused (check_search_keys)."""
     search = search or JobSearch()
     with session_scope() as s:
+        check_search_keys(s, search)
         q = search.apply(_job_filter(select(Job), status, kind, parent_id, top_level)).order_by(*search.order())
         return [job_view(j, with_result=False) for j in s.scalars(q.limit(limit).offset(offset))]
 
@@ -87,12 +113,48 @@ def metrics(job_id: str) -> list[MetricRow]:
         return [MetricRow.of(m) for m in rows]
 
 
+def _class_names(s: Session, job: Job) -> list[str] | None:
+    """The classes of the model a classify job used, from the registry (None when it cannot be told)."""
+    ref = (job.params or {}).get("model", "")
+    row = s.scalars(select(TrainedModelRow).where(TrainedModelRow.job_id == ref)).first() if JOB_ID.fullmatch(ref) \
+        else None
+    return list(row.class_names) if row is not None else None
+
+
+def check_prediction_query(s: Session, job_id: str, f: PredictionFilter) -> None:
+    """A question that has no answer is an error, not an empty page: predictions of a job that makes none, a
+    label that is none of the job's classes."""
+    job = s.get(Job, job_id)
+    if job is None:
+        return
+    try:
+        predicts = get_kind(job.kind).predicts
+    except UnknownKind:
+        return
+    if not predicts:
+        raise QueryMistake(f"job {job_id[:8]} is a {job.kind} job, which stores no predictions (classify jobs do): "
+                           f"`convlens results metrics {job_id[:8]}` or `convlens jobs show {job_id[:8]}` shows its "
+                           "figures", field="job")
+    classes = _class_names(s, job)
+    for field, label in (("label", f.label), ("true_label", f.true_label)):
+        if label is not None and classes is not None and label not in classes:
+            raise QueryMistake(f"--{field.replace('_', '-')} {label}: not one of this job's classes "
+                               f"({', '.join(classes[:30])})", field=field)
+
+
+class QueryMistake(ConvlensError):
+    """A question about results that names something the job does not have."""
+
+
 def predictions(job_id: str, filters: PredictionFilter | None = None, limit: int | None = None, offset: int = 0,
                 after: tuple[int, int] | None = None) -> list[PredictionRow]:
     """A page of rows in listing order; `after` (shard, id) of the previous page's last row pages without an
-    offset, which stays fast however deep the page is."""
+    offset, which stays fast however deep the page is. The first page checks the question (a job with no
+    predictions, an unknown label: QueryMistake)."""
     f = filters or PredictionFilter()
     with session_scope() as s:
+        if after is None and not offset:
+            check_prediction_query(s, job_id, f)
         # Shards are contiguous slices of the sorted listing (by path parts) and each stores its rows in that
         # order, so (shard, id) is the listing's order, and an index walk: no sort of a million rows per page.
         q = select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.shard, Prediction.id)

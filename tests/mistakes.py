@@ -35,4 +35,10 @@ CASES = [
      ("POST", "/jobs", {"kind": "sweep", "params": {"space": ["learning_rate=log:1e-4:20"]}}), 422),
     (("results", "trials", UNKNOWN), "not found", ("GET", f"/jobs/{UNKNOWN}/trials", None), 404),
     (("models", "show", "no-such-model"), "no registered model", ("GET", "/models/no-such-model", None), 404),
+    (("jobs", "list", "--filter", "metrics.acc > 3"), "no run has metrics.acc",
+     ("GET", "/jobs", {"filter": "metrics.acc > 3"}), 422),
+    (("jobs", "list", "--sort", "-params.lernin_rate"), "no run has params.lernin_rate",
+     ("GET", "/jobs", {"sort": "-params.lernin_rate"}), 422),
+    (("jobs", "list", "--filter", "metrics.accuracy >> 3"), ">> is no operator",
+     ("GET", "/jobs", {"filter": "metrics.accuracy >> 3"}), 422),
 ]

@@ -25,3 +25,33 @@ def test_each_mistake_is_one_line_and_exit_2(tmp_path, args, message):
     listed = subprocess.run([sys.executable, "-m", "convlens.api.cli", "jobs", "list", "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert listed.stdout.strip() == "[]"  # nothing was written
+
+
+def test_questions_a_job_cannot_answer_are_mistakes(home, tmp_path):
+    """Predictions of a job that stores none, and a label that is none of the job's classes: one line, exit 2
+    (they answered `(no rows)` with exit 0)."""
+    from convlens.db.models import Job
+    from convlens.db.session import session_scope
+    from convlens.worker import registry
+
+    with session_scope() as s:
+        train = Job(kind="train", status="succeeded", name="pets", result={"accuracy": 0.5})
+        s.add(train)
+        s.flush()
+        registry.register(s, train.id, str(tmp_path / "m.keras"), "seed", ["cat", "dog"], None)
+        classify = Job(kind="classify", status="succeeded", params={"folder": str(tmp_path), "model": train.id})
+        s.add(classify)
+        s.flush()
+        train_id, classify_id = train.id, classify.id
+    env = {**os.environ, "CONVLENS_HOME": str(home)}
+    env.pop("CONVLENS_DATABASE_URL", None)
+    for args, says in (((train_id[:8],), "stores no predictions (classify jobs do)"),
+                       ((classify_id, "--label", "kat"), "--label kat: not one of this job's classes (cat, dog)"),
+                       ((classify_id, "--true-label", "kat"), "not one of this job's classes")):
+        proc = subprocess.run([sys.executable, "-m", "convlens.api.cli", "results", "predictions", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            (args, proc.returncode, proc.stderr)
+    ok = subprocess.run([sys.executable, "-m", "convlens.api.cli", "results", "predictions", classify_id, "--label",
+                         "cat"], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr

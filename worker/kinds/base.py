@@ -108,6 +108,7 @@ class JobKind:
     part_result_model: ClassVar[type[BaseModel] | None] = None
     stages: ClassVar[tuple[str, ...]] = ()  # a composite kind's stages, in order
     open_ended: ClassVar[bool] = False  # a composite whose `next` decides its children (no stages)
+    predicts: ClassVar[bool] = False  # its runs store a prediction row per file (results predictions)
     fails_with_child: ClassVar[bool] = True  # a failed or cancelled child fails it (a sweep's trial does not)
     over_http: ClassVar[bool] = True  # submitted over HTTP and the dashboard's forms (import: the server's CLI only)
     template: ClassVar[str | None] = None  # the dashboard's partial for its result (api/templates)

@@ -100,6 +100,7 @@ def prediction_rows(rows: list[dict[str, Any]]) -> list[PredictionRow]:
 class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyResult, part="shard",
                part_result=ShardResult, template="_classify.html",
                title="classify every image under a folder (unreadable files are recorded and skipped)"):
+    predicts = True
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         validated = super().validate(params, strict_paths)
