@@ -66,8 +66,11 @@ class _Temperature(keras.layers.Layer):
 def servable(trained: TrainedModel) -> keras.Model:
     """A float32 model from raw 0-255 pixels to temperature-scaled probabilities."""
     source = trained.model
-    copy = source.__class__.from_config(_float32(source.get_config()))
-    copy.set_weights(source.get_weights())
+    config = source.get_config()
+    copy = source
+    if _float32(config) != config:  # a mixed-precision model is rebuilt in float32 (a float32 one, as it is)
+        copy = source.__class__.from_config(_float32(config))
+        copy.set_weights(source.get_weights())
     height, width = trained.input_size
     inp = keras.Input((height, width, 3), dtype="float32", name="pixels")
     probs = copy(keras.layers.Rescaling(1 / 255)(inp))

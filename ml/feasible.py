@@ -74,12 +74,13 @@ def saved_layer_names(model_path: Path) -> list[str]:
     return list(dict.fromkeys(name for _, name in _layers(read_config(model_path))))
 
 
-def gradcam_problem(model_path: Path) -> str | None:
-    """Why Grad-CAM cannot explain the model at model_path (read from its config, no TensorFlow), or None."""
+def feature_map_problem(model_path: Path) -> str | None:
+    """Why the model at model_path has no feature map to explain (Grad-CAM) or probe (layers), read from its
+    config without TensorFlow; None when it has one."""
     classes = {cls for cls, _ in _layers(read_config(model_path))}
     if classes & set(SPATIAL_CLASSES):
         return None
     if "TFSMLayer" in classes:
         return ("this model was imported from a TensorFlow SavedModel, which hides its layers: import its .keras "
-                "file instead to explain it")
-    return "this model has no convolutional layer (Conv2D) whose feature map Grad-CAM could weigh"
+                "file instead to explain or probe it")
+    return "this model has no convolutional layer (Conv2D): no feature map to explain or probe"

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
-from convlens.ml.feasible import gradcam_problem
+from convlens.ml.feasible import feature_map_problem
 from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
 from convlens.ml.params import JobParams, refused
 from convlens.worker.artifacts import artifact_store, resolve_model
@@ -111,7 +111,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
             model = resolve_model(validated["model"]).path
         except JobError:
             return validated  # no model registered under that id yet: the run says so
-        problem = gradcam_problem(model)  # also refuses a file that is no readable Keras model, in one line
+        problem = feature_map_problem(model)  # also refuses a file that is no readable Keras model, in one line
         if validated.get("gradcam") and problem:
             raise refused(ClassifyParams, "gradcam", problem, True)
         return validated

@@ -48,16 +48,19 @@ class LayersResult(BaseModel):
         return {"best_probe_accuracy": max(probes.values(), default=None), **probes, "n_train": self.n_train}
 
 
-def _check_layer_names(model: str, layers: list[str]) -> None:
-    """Unknown probe layers are refused at submit, from the saved model's config (no TensorFlow needed)."""
-    from convlens.ml.feasible import saved_layer_names
+def _check_model(model: str, layers: list[str] | None) -> None:
+    """A model with no conv layer to probe, and unknown probe layers, are refused at submit, from the saved
+    model's config (no TensorFlow needed)."""
+    from convlens.ml.feasible import feature_map_problem, saved_layer_names
 
     try:
         path = resolve_model(model).path
     except JobError:
         return  # no model registered under that id yet: the run says so
+    if problem := feature_map_problem(path):
+        raise refused(LayersParams, "model", problem, model)
     names = saved_layer_names(path)
-    unknown = [n for n in layers if n not in names]
+    unknown = [n for n in layers or [] if n not in names]
     if unknown:
         raise refused(LayersParams, "layers", f"unknown layers {', '.join(unknown)}; this model's layers: "
                                               f"{', '.join(names)}", layers)
@@ -73,8 +76,7 @@ class Layers(JobKind, name="layers", params=LayersParams, result=LayersResult, t
         validated = super().validate(params, strict_paths)
         validated["model"] = check_model(validated["model"], require_roots=strict_paths)
         validated["dataset"] = check_dataset(validated["dataset"], require_roots=strict_paths)
-        if validated.get("layers"):
-            _check_layer_names(validated["model"], validated["layers"])
+        _check_model(validated["model"], validated.get("layers"))
         return validated
 
     def run(self, ctx: Context) -> Output:
