@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/datasets)
 export CONVLENS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock test test-fast test-cifar test-services test-browser lint demo bench clean
+.PHONY: install lock test test-fast test-cifar test-services test-combos test-browser lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
@@ -40,6 +40,10 @@ test-cifar: install lint
 # Real Redis, PostgreSQL, RabbitMQ, worker and API processes (no browser).
 test-services: install lint
 	$(VENV)/bin/pytest -q tests -m "services and not browser"
+
+# Features that meet: model sources x consumers x brokers x artifact stores x databases, all pairs.
+test-combos: install lint
+	$(VENV)/bin/pytest -q tests -m combos
 
 # The dashboard and the study report in Debian's chromium.
 test-browser: install lint
