@@ -52,8 +52,8 @@ def jobs_list(status: Annotated[str | None, typer.Option(help="|".join(JOB_STATU
     if json_out:
         print_json([j.model_dump(mode="json") for j in jobs])
         return
-    shown = ["id", "name", "kind", "status", *map(str, extra)] if extra else [
-        "id", "name", "kind", "status", "progress", "tags", "created_at"]
+    base = ["id", "name", "kind", "status"]
+    shown = list(dict.fromkeys([*base, *map(str, extra)])) if extra else [*base, "progress", "tags", "created_at"]
     print_table([{"id": j.id[:8], "name": j.name, "kind": j.kind, "status": j.status, "tags": " ".join(j.tags),
                   "progress": describe(j.progress.model_dump() if j.progress else None),
                   "created_at": f"{j.created_at:%Y-%m-%d %H:%M}" if j.created_at else None,

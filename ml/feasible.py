@@ -12,10 +12,36 @@ from convlens.ml.config import TrainConfig
 from convlens.ml.data.folders import class_folders
 from convlens.ml.data.images import file_paths
 from convlens.ml.data.splits import long_tailed_indices, stratified_split, stratified_subset
-from convlens.ml.keras_file import read_config
+from convlens.ml.keras_file import ModelFileRefused, read_config
 
 CIFAR_TRAIN_PER_CLASS = 5000
 FOLDER_TEST_FRACTION = 0.2  # ml.data.folders.load_image_folder's default
+
+
+PICKLES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npy", ".npz")
+
+
+def import_source_problem(source: Path) -> str | None:
+    """Why `source` cannot be imported as a model, told before any job row is written (no TensorFlow): a
+    folder without saved_model.pb, a pickle or legacy HDF5 file (loading one runs code), not a .keras file, or
+    a .keras archive that is unreadable or over a limit (ml.keras_file). None when it may be tried."""
+    name = source.name.lower()
+    if source.is_dir():
+        return None if (source / "saved_model.pb").is_file() else \
+            f"{source}: a folder without saved_model.pb is no TensorFlow SavedModel"
+    if name.endswith((".h5", ".hdf5")):
+        return (f"{source}: a legacy HDF5 model (which may carry pickled code) is not loaded; load it in Keras "
+                "yourself and save it as .keras")
+    if name.endswith(PICKLES):
+        return (f"{source}: a pickle is not loaded (loading one runs code); export a .keras file or a TensorFlow "
+                "SavedModel")
+    if not name.endswith(".keras"):
+        return f"{source}: not a Keras model (.keras) or a TensorFlow SavedModel folder"
+    try:
+        read_config(source)
+    except ModelFileRefused as exc:
+        return str(exc)
+    return None
 
 
 def pool_class_counts(cfg: TrainConfig) -> list[int]:

@@ -18,6 +18,7 @@ from convlens.ml.conformal import Calibration
 from convlens.ml.data.confined import copy_tree_confined
 from convlens.ml.data.folders import load_image_folder
 from convlens.ml.errors import ConvlensError
+from convlens.ml.feasible import import_source_problem
 from convlens.ml.keras_file import ModelFileRefused, private_copy
 from convlens.ml.predict import predict_probs
 from convlens.ml.report import MIN_CALIBRATION, kept_temperature
@@ -26,7 +27,6 @@ from convlens.ml.thresholds import tune_thresholds
 
 # What the imported model takes, as (scale, offset) applied to convlens's pixels in [0, 1].
 INPUT_SCALES = {"1/255": (1.0, 0.0), "1": (255.0, 0.0), "-1..1": (2.0, -1.0)}
-PICKLES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npy", ".npz")
 
 
 class ImportRefused(ConvlensError):
@@ -49,10 +49,9 @@ class Imported:
 
 def _core(source: Path, out_dir: Path) -> tuple[keras.layers.Layer, tuple[int | None, int | None]]:
     """The model (or SavedModel layer) and its input's height and width (None where it takes any)."""
-    name = source.name.lower()
+    if problem := import_source_problem(source):
+        raise ImportRefused(problem)
     if source.is_dir():
-        if not (source / "saved_model.pb").is_file():
-            raise ImportRefused(f"{source}: a folder without saved_model.pb is no TensorFlow SavedModel")
         import tensorflow as tf
 
         copy = out_dir / "savedmodel"  # the imported model refers to its own copy, not to the user's folder
@@ -63,14 +62,6 @@ def _core(source: Path, out_dir: Path) -> tuple[keras.layers.Layer, tuple[int | 
             raise ImportRefused(f"{source}: a SavedModel without a usable serving_default signature ({exc})") from None
         spec = next(iter(signature.structured_input_signature[1].values()))
         return keras.layers.TFSMLayer(str(copy), call_endpoint="serving_default"), (spec.shape[1], spec.shape[2])
-    if name.endswith((".h5", ".hdf5")):
-        raise ImportRefused(f"{source}: a legacy HDF5 model (which may carry pickled code) is not loaded; load it in "
-                            "Keras yourself and save it as .keras")
-    if name.endswith(PICKLES):
-        raise ImportRefused(f"{source}: a pickle is not loaded (loading one runs code); export a .keras file or a "
-                            "TensorFlow SavedModel")
-    if not name.endswith(".keras"):
-        raise ImportRefused(f"{source}: not a Keras model (.keras) or a TensorFlow SavedModel folder")
     try:  # safe_mode: a Lambda layer's Python code is refused, not run
         with private_copy(source) as copy:
             model = keras.models.load_model(copy, compile=False, safe_mode=True)

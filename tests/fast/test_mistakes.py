@@ -55,3 +55,11 @@ def test_questions_a_job_cannot_answer_are_mistakes(home, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "convlens.api.cli", "results", "predictions", classify_id, "--label",
                          "cat"], capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
+    # A file that is no model is refused before a job row is written (it left a failed row, said twice).
+    (tmp_path / "notes.keras").write_text("not a model")
+    bad = subprocess.run([sys.executable, "-m", "convlens.api.cli", "models", "import", str(tmp_path / "notes.keras"),
+                          "--name", "x", "--classes", "a,b"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "not a .keras archive" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    with session_scope() as s:
+        assert s.query(Job).filter(Job.kind == "import").count() == 0

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from convlens.ml.data.folders import class_folders
+from convlens.ml.feasible import import_source_problem
 from convlens.ml.params import JobParams, refused
 from convlens.worker.kinds.base import Context, JobKind, ModelRecord, Output
 from convlens.worker.paths import PathRefused, check_folder, unchanged
@@ -60,6 +61,8 @@ class Import(JobKind, name="import", params=ImportParams, result=ImportResult,
         validated["file"] = str(real if source.is_dir() else real / source.name)
         if not source.is_dir() and not Path(validated["file"]).is_file():
             raise PathRefused(f"{p.file}: no such file")
+        if problem := import_source_problem(Path(validated["file"])):
+            raise refused(ImportParams, "file", problem, p.file)
         if (p.classes is None) == (p.classes_from is None):
             raise refused(ImportParams, "classes", "give the classes (--classes a,b,c) or a folder that names "
                           "them (--classes-from FOLDER), one of the two", p.classes)
