@@ -295,7 +295,8 @@ def _across(jobs: list[JobView], params: str | None, metric: str, group: str | N
             "chosen": chosen, "metric": metric, "group": group,
             "metric_names": sorted({k for j in jobs for k in j.metrics or {}}),
             "param_names": sorted({k for j in jobs for k in j.params}),
-            "groups": [(g, len(v), float(np.mean(v)), float(np.std(v))) for g, v in sorted(groups.items())]}
+            "groups": [(g, len(v), float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+                       for g, v in sorted(groups.items())]}
 
 
 @router.get("/ui/compare")

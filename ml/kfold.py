@@ -39,7 +39,8 @@ def run_fold(
 
 
 def aggregate_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation over folds of accuracy, macro F1 and each class's F1.
+    """Mean and sample standard deviation (ddof=1: the folds are a sample of the splits one could draw) over
+    folds of accuracy, macro F1 and each class's F1.
 
     Accepts full ml results or job summaries (keys accuracy, macro_f1, per_class_f1).
     """
@@ -49,7 +50,8 @@ def aggregate_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
             per_metric.setdefault(name, []).append(value)
     return {
         "folds": len(fold_results),
-        "metrics": {n: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+        "metrics": {n: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                        "values": v}
                     for n, v in per_metric.items()},
     }
 

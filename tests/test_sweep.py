@@ -90,6 +90,19 @@ def test_a_sweep_spreads_over_two_workers_and_loses_no_trial(fleet, tmp_path, ci
     best = max(values, key=values.get)
     assert result["best"]["job_id"] == best and result["best"]["value"] == pytest.approx(values[best])
     assert sum(result["importances"].values()) == pytest.approx(1.0)
+    # The importances are what Optuna's evaluator named in the result computes, with the stored seed, from the
+    # trials as the result lists them (an independent study built here).
+    import optuna
+
+    from convlens.ml.search_space import distributions
+
+    independent = optuna.create_study(direction="maximize")
+    dists = distributions(["learning_rate=log:5e-4:5e-3", "batch_size=choice:32,64"])
+    for t in result["trials"]:
+        independent.add_trial(optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["value"]))
+    evaluator = getattr(optuna.importance, result["importance_method"])(seed=result["importance_seed"])
+    assert result["importances"] == pytest.approx(optuna.importance.get_param_importances(independent,
+                                                                                          evaluator=evaluator))
     for t in trials:  # each trial trained with exactly the values its row says were tried
         tried = next(r for r in result["trials"] if r["job_id"] == t.id)["params"]
         assert tried == {k: t.params[k] for k in ("learning_rate", "batch_size")}

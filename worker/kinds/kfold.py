@@ -19,7 +19,7 @@ class KfoldParams(TrainOptions):
 
 class MeanStd(BaseModel):
     mean: float
-    std: float
+    std: float = Field(description="the sample standard deviation over the folds (ddof=1)")
     values: list[float]
 
 
@@ -76,9 +76,9 @@ class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part=
 
     def headline(self, result: KfoldResult) -> str | None:
         acc = result.metrics["accuracy"]
-        return f"accuracy {acc.mean:.4f} ± {acc.std:.4f}"
+        return f"accuracy {acc.mean:.4f} ± {acc.std:.4f} (s.d. over {result.folds} folds)"
 
     def describe(self, result: KfoldResult) -> list[str]:
         acc, f1 = result.metrics["accuracy"], result.metrics["macro_f1"]
         return [f"{result.folds} folds: accuracy {acc.mean:.4f} ± {acc.std:.4f}, macro F1 {f1.mean:.4f} ± "
-                f"{f1.std:.4f}; workers {', '.join(result.workers)}"]
+                f"{f1.std:.4f} (± the sample s.d. over {result.folds} folds); workers {', '.join(result.workers)}"]

@@ -47,6 +47,10 @@ class TrialRow(BaseModel):
     worker: str | None = None
 
 
+MIN_IMPORTANCE_TRIALS = 4  # complete trials below which no importance is reported
+IMPORTANCE_SEED = 0
+
+
 class SweepResult(BaseModel):
     metric: str
     direction: str
@@ -55,7 +59,11 @@ class SweepResult(BaseModel):
     sampler_seed: int
     trials: list[TrialRow]
     best: TrialRow | None = Field(None, description="its model: --model SWEEP_ID:best")
-    importances: dict[str, float] = Field({}, description="fANOVA importance of each searched option (sums to 1)")
+    importances: dict[str, float] = Field({}, description="each searched option's importance (sums to 1), by "
+                                                          "importance_method")
+    importance_method: str | None = Field(None, description="the Optuna evaluator that computed them")
+    importance_seed: int | None = Field(None, description="its random forest's seed: a re-run gives the same figures")
+    importance_trials: int = Field(0, description="the complete trials they rest on (pruned ones are left out)")
     importance_note: str | None = None
 
     def summary(self) -> dict[str, float | None]:
@@ -132,12 +140,24 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
         complete = sum(t.state == "complete" for t in result.trials)
         if len(p.space) == 1:
             result.importance_note = "one option searched: its importance is 1 by definition"
-        elif complete >= 2:
+        elif complete < MIN_IMPORTANCE_TRIALS:
+            result.importance_note = (f"no importances: {complete} complete trials, fewer than the "
+                                      f"{MIN_IMPORTANCE_TRIALS} a fANOVA forest needs to say anything")
+        else:
             import optuna
 
+            # fANOVA by name, seeded (Optuna's default evaluator changes between versions): the figure can be
+            # recomputed from the stored method, seed and trials.
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
             try:
-                importances = optuna.importance.get_param_importances(study_of(p, ctx.job_id, done))
+                importances = optuna.importance.get_param_importances(study_of(p, ctx.job_id, done),
+                                                                      evaluator=evaluator)
                 result.importances = {k: float(v) for k, v in importances.items()}
+                result.importance_method, result.importance_seed = "FanovaImportanceEvaluator", IMPORTANCE_SEED
+                result.importance_trials = complete
+                pruned = sum(t.state == "pruned" for t in result.trials)
+                result.importance_note = (f"fANOVA (seed {IMPORTANCE_SEED}) over {complete} complete trials"
+                                          + (f"; {pruned} pruned trials left out" if pruned else ""))
             except (RuntimeError, ValueError) as exc:  # too few distinct completed trials to fit the forest
                 result.importance_note = f"no importances: {exc}"
         return Output(result=result)
@@ -155,7 +175,8 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
                       + ", ".join(f"{k}={v}" for k, v in b.params.items()),
                       f"its model: --model {b.job_id} (or SWEEP_ID:best)"]
         if result.importances:
-            lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
+            lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items())
+                         + f" ({result.importance_note})")
         elif result.importance_note:
             lines.append(result.importance_note)
         return lines
