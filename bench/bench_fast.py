@@ -34,7 +34,8 @@ data = load_cifar10(settings().datasets_dir)
 r = train(TrainConfig(preset="fast", seed={seed}, time_budget_s={budget}, epochs={epochs}),
           tempfile.mkdtemp(prefix="bench-fast-"), data=data, callbacks=extra)
 model = get_preset("fast").build((32, 32, 3), 10)  # built in the run's policy: its widths
-print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"], "policy": r["precision_policy"],
+print("RESULT:" + json.dumps({{"accuracy": r["metrics"]["test"]["accuracy"],
+    "tta_accuracy": r["metrics"].get("test_tta", {{}}).get("accuracy"), "policy": r["precision_policy"],
     "train_eval_s": r["timings"]["total_s"], "fit_s": r["timings"]["fit_s"],
     "evaluate_s": r["timings"]["evaluate_s"], "report_s": r["timings"]["report_s"],
     "images_per_s": round(r["steps_run"] * r["recipe"]["batch_size"] / r["timings"]["fit_s"], 1),

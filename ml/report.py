@@ -52,9 +52,9 @@ def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha
     What is saved with the model (temperature, thresholds, conformal calibration) is fitted on the plain view,
     the one forward pass that classify, predict and the exported model make, and every figure that describes it
     (calibration, thresholded and conformal test figures, the uncertainty comparison) is measured on that view
-    too: fitted on averaged views, a temperature and conformal quantiles would not hold for single passes. Only
-    metrics["test"] (accuracy, top-k, per class: no temperature changes an argmax) averages the views; with
-    test-time augmentation, metrics["test_one_view"] gives the single pass's.
+    too: fitted on averaged views, a temperature and conformal quantiles would not hold for single passes. So
+    metrics["test"] is the single pass, the model's one accuracy; with test-time augmentation, metrics["test_tta"]
+    is the averaged views' (accuracy, top-k, per class: no temperature changes an argmax), a second figure.
 
     The validation half fits the temperature, then the thresholds on temperature-scaled probabilities; the
     calibration half (prep.x_cal) calibrates the conformal sets and judges the temperature: a T that does not
@@ -76,10 +76,10 @@ def evaluate(model: keras.Model, prep: PreparedData, clock: TrainingClock, alpha
         warnings += warned
         val_probs = apply_temperature(raw_val, temperature)
     test_probs = apply_temperature(raw_test, temperature)
-    metrics["test"] = classification_metrics(prep.y_test, viewed_test.argmax(1), prep.class_names, viewed_test)
+    metrics["test"] = classification_metrics(prep.y_test, raw_test.argmax(1), prep.class_names, raw_test)
     if tta:
-        metrics["test_one_view"] = classification_metrics(prep.y_test, raw_test.argmax(1), prep.class_names,
-                                                          raw_test)
+        metrics["test_tta"] = classification_metrics(prep.y_test, viewed_test.argmax(1), prep.class_names,
+                                                     viewed_test)
     if len(prep.x_val):
         metrics["validation"] = classification_metrics(prep.y_val, val_probs.argmax(1), prep.class_names,
                                                        val_probs)

@@ -73,7 +73,7 @@ def test_whole_worker_killed_job_resumes_on_another(tmp_path):
         assert _job(tmp_path, job_id).attempts == 1
         assert _count(tmp_path, select(func.count()).select_from(TrainedModelRow)
                       .where(TrainedModelRow.job_id == job_id)) == 1
-        # one accuracy row per split: test, test_one_view (flip TTA), validation, thresholded
+        # one accuracy row per split: test, test_tta (flip TTA), validation, thresholded
         assert _count(tmp_path, select(func.count()).select_from(Metric).where(
             Metric.job_id == job_id, Metric.name == "accuracy")) == 4
     finally:

@@ -60,7 +60,7 @@ def test_train_job_recorded(cluster):
     assert 0.2 < train["result"]["accuracy"] <= 1
     models = select(func.count()).select_from(TrainedModelRow).where(TrainedModelRow.job_id == train["id"])
     assert count(pg, models) == 1
-    # one accuracy row per split: test, test_one_view (flip TTA), validation, thresholded
+    # one accuracy row per split: test, test_tta (flip TTA), validation, thresholded
     assert count(pg, select(func.count()).select_from(Metric).where(Metric.job_id == train["id"],
                                                                      Metric.name == "accuracy")) == 4
     out = cli(cluster["env"], "results", "metrics", train["id"], "--csv").stdout
@@ -160,7 +160,7 @@ def test_worker_killed_mid_task_loses_nothing(cluster):
     done = cli_json(env, "jobs", "wait", job_id, timeout=600)
     assert done["status"] == "succeeded", done
     assert count(pg, select(func.count()).select_from(TrainedModelRow).where(TrainedModelRow.job_id == job_id)) == 1
-    # one accuracy row per split: test, test_one_view (flip TTA), validation, thresholded
+    # one accuracy row per split: test, test_tta (flip TTA), validation, thresholded
     assert count(pg, select(func.count()).select_from(Metric).where(Metric.job_id == job_id,
                                                                      Metric.name == "accuracy")) == 4
     assert len(done["result"]["history"]["loss"]) == 4  # resumed from its checkpoint, no epoch twice

@@ -42,14 +42,17 @@ def test_train_then_classify_inline_and_query_as_json(tmp_path):
     assert [p["path"] for p in preds] == [str(p) for p in sorted(images.rglob("*.png"))]  # the listing's order
     assert [p["error"] for p in preds if p["error"]] and all(p["error"] is None or "broken" in p["path"] for p in preds)
     metrics = json.loads(_cli(tmp_path, "results", "metrics", job["id"], "--json").stdout)
-    # With the seed preset's flip TTA the single pass's test figures are kept beside the averaged ones.
+    # With the seed preset's flip TTA the averaged views' figures are kept beside the single pass's (the test's).
     assert r["tta_used"] == 1
-    assert {m["split"] for m in metrics} == {"test", "test_one_view", "validation", "test_thresholded", "calibration"}
-    one_view = [m["value"] for m in metrics if m["split"] == "test_one_view" and m["name"] == "accuracy"]
-    assert one_view == [r["one_view_accuracy"]]
+    assert {m["split"] for m in metrics} == {"test", "test_tta", "validation", "test_thresholded", "calibration"}
+    tta = [m["value"] for m in metrics if m["split"] == "test_tta" and m["name"] == "accuracy"]
+    assert tta == [r["tta_accuracy"]]
+    one_pass = [m["value"] for m in metrics if m["split"] == "test" and m["name"] == "accuracy"]
+    assert one_pass == [r["accuracy"]]
     shown = _cli(tmp_path, "jobs", "show", job["id"])
     assert "test accuracy" in shown.stdout and "model:" in shown.stdout
-    assert f"one pass (what classify, predict and the export give) {r['one_view_accuracy']:.4f}" in shown.stdout
+    assert f"is one pass (what classify, predict and the export give); averaging each image and its mirror: " \
+           f"{r['tta_accuracy']:.4f}" in shown.stdout
     listed = json.loads(_cli(tmp_path, "jobs", "list", "--json").stdout)
     assert [j["kind"] for j in listed] == ["classify", "train"]
 

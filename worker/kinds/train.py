@@ -81,13 +81,15 @@ class TrainResult(BaseModel):
     uncertainty: dict[str, UncertaintyRow] | None = Field(None, description="three ways to say uncertain")
     confused_pairs: list[ConfusedPair] = Field([], description="the most-confused (true, predicted) test pairs")
     pruned_at: int | None = Field(None, description="the epoch after which its sweep's pruner stopped it")
-    tta_used: int = Field(0, description="views averaged into `accuracy`: 0 one pass, 1 and its mirror, 2 and shifts")
-    one_view_accuracy: float | None = Field(None, description="the single pass's test accuracy (what classify, "
-                                            "predict and the exported model give) where `accuracy` averaged views")
+    tta_used: int = Field(0, description="views averaged into `tta_accuracy`: 0 none, 1 each image and its mirror, "
+                                         "2 and four shifts")
+    tta_accuracy: float | None = Field(None, description="test accuracy averaging the test-time augmentation views "
+                                                         "(a second figure: classify, predict and exports make one "
+                                                         "pass, which `accuracy` is)")
 
     @property
     def accuracy_views(self) -> str:
-        """What `accuracy` averaged, in words."""
+        """What `tta_accuracy` averaged, in words."""
         return ("one pass", "each image and its mirror", "each image, its mirror and four shifted views")[self.tta_used]
 
     @property
@@ -114,7 +116,7 @@ class TrainResult(BaseModel):
             confusion_matrix=test["confusion_matrix"],
             per_class_f1={c: v["f1"] for c, v in test["per_class"].items()},
             confused_pairs=result.get("errors", {}).get("confused_pairs", []),
-            one_view_accuracy=result["metrics"].get("test_one_view", {}).get("accuracy"),
+            tta_accuracy=result["metrics"].get("test_tta", {}).get("accuracy"),
             **{k: result[k] for k in ("epochs_run", "epochs_trained", "warnings", "best_epoch", "precision_policy",
                                       "timings", "history", "paths", "n_train", "n_val", "n_test", "class_names",
                                       "thresholds", "n_cal", "temperature", "calibration", "conformal",
@@ -164,9 +166,9 @@ def describe_training(r: TrainResult) -> list[str]:
              f"with thresholds {r.thresholded_accuracy or 0:.4f}  epochs {r.epochs}  "
              f"fit {r.timings.get('fit_s')} s  ({r.precision_policy})",
              f"model: {r.paths.get('model')}"]
-    if r.one_view_accuracy is not None:
-        lines.insert(1, f"test accuracy {r.accuracy:.4f} averages {r.accuracy_views}; one pass (what classify, "
-                        f"predict and the export give) {r.one_view_accuracy:.4f}")
+    if r.tta_accuracy is not None:
+        lines.insert(1, f"test accuracy {r.accuracy:.4f} is one pass (what classify, predict and the export give); "
+                        f"averaging {r.accuracy_views}: {r.tta_accuracy:.4f}")
     if r.calibration and {"before", "after"} <= set(r.calibration):
         before, after = r.calibration["before"], r.calibration["after"]
         lines.append(f"temperature {r.temperature:.3f} (fitted on {r.n_val} validation images): on {r.n_test} test "
@@ -191,7 +193,7 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
 
         stop = StopWhen(ctx.should_stop) if ctx.should_stop else None  # a sweep's trial: pruned after an epoch
         result = train(train_config(ctx.params), ctx.out_dir, progress=ctx.progress, callbacks=[stop] if stop else None)
-        metrics = [row for split in ("test", "test_one_view", "validation", "test_thresholded")
+        metrics = [row for split in ("test", "test_tta", "validation", "test_thresholded")
                    if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
         metrics += calibration_rows(result, "calibration")
