@@ -98,8 +98,11 @@ def export(
                                           for k, v in vars(report).items()}})
         return
     typer.echo(f"{view.ref} exported as {report.format}: {report.path}")
-    typer.echo(f"checked in its runtime on {report.images} images: top-1 agreement with Keras "
-               f"{report.top1_agreement:.4f}, largest probability difference {report.max_probability_difference:.2e}")
+    precision = ("" if report.served_policy == "float32" else
+                 f"; the served model computes in {report.served_policy}, the export in float32")
+    typer.echo(f"checked in its runtime on {report.images} images against the model as classify serves it: top-1 "
+               f"agreement {report.top1_agreement:.4f}, largest probability difference "
+               f"{report.max_probability_difference:.2e}{precision}")
 
 
 def _check_images(size: tuple[int, int], folder: Path | None, n: int):  # noqa: ANN202  (uint8 images)
@@ -113,9 +116,11 @@ def _check_images(size: tuple[int, int], folder: Path | None, n: int):  # noqa: 
             fail(f"{folder}: no readable images to check the export on")
         return batch.images
     from convlens.ml.data.cifar import load_cifar10
+    from convlens.ml.data.splits import stratified_subset
     from convlens.ml.settings import settings
 
-    x = load_cifar10(settings().datasets_dir).x_test[:n]
+    data = load_cifar10(settings().datasets_dir)  # its test records are sorted by class: a stratified sample
+    x = data.x_test[np.sort(stratified_subset(data.y_test, n, seed=0))]
     return x if x.shape[1:3] == size else np.stack([resize(i, size) for i in x])
 
 

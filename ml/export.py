@@ -20,7 +20,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from convlens.ml.calibration import apply_temperature
 from convlens.ml.errors import ConvlensError
+from convlens.ml.predict import predict_probs
 from convlens.ml.saved import TrainedModel, atomic_write_text
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -36,8 +38,9 @@ class ExportReport:
     path: Path
     format: str
     images: int
-    top1_agreement: float
+    top1_agreement: float  # with the model as classify and /predict serve it
     max_probability_difference: float
+    served_policy: str  # the precision that model computes in (the export computes in float32)
 
 
 def _float32(config: Any) -> Any:
@@ -106,8 +109,9 @@ def _runtime(fmt: str, path: Path):  # noqa: ANN202  (a function from a batch to
 
 
 def export(trained: TrainedModel, fmt: str, out_dir: Path, check_images: np.ndarray) -> ExportReport:
-    """Writes the export into out_dir, reloads it in its runtime and compares it with Keras on check_images
-    (uint8 RGB at the model's input size)."""
+    """Writes the export into out_dir, reloads it in its runtime and compares it, on check_images (uint8 RGB at
+    the model's input size), with what classify and /predict serve: the saved model in its own precision policy
+    (bf16 where it trained in bf16), temperature-scaled, not the float32 copy that was exported."""
     needs = {"onnx": ("onnxruntime", "tf2onnx"), "tflite": ("ai_edge_litert",)}.get(fmt, ())
     for module in needs:
         try:
@@ -139,7 +143,7 @@ def export(trained: TrainedModel, fmt: str, out_dir: Path, check_images: np.ndar
         "thresholds": trained.thresholds}, indent=2))
     run = _runtime(fmt, path)
     x = check_images.astype(np.float32)
-    keras_probs = np.concatenate([np.asarray(model(x[i:i + CHECK_BATCH])) for i in range(0, len(x), CHECK_BATCH)])
+    served = apply_temperature(predict_probs(trained.model, check_images), trained.temperature)
     their = np.concatenate([np.asarray(run(x[i:i + CHECK_BATCH])) for i in range(0, len(x), CHECK_BATCH)])
-    return ExportReport(path, fmt, len(x), float((their.argmax(1) == keras_probs.argmax(1)).mean()),
-                        float(np.abs(their - keras_probs).max()))
+    return ExportReport(path, fmt, len(x), float((their.argmax(1) == served.argmax(1)).mean()),
+                        float(np.abs(their - served).max()), trained.model.dtype_policy.name)

@@ -163,4 +163,7 @@ def test_a_source_and_a_consumer_meet(case: Case, sites, files):
         out = site.base / f"export-{uuid.uuid4().hex[:6]}"
         report = cli_json(env, "models", "export", ref, "--format", "savedmodel", "--out", str(out),
                           "--check-folder", images, "--check-images", "8", timeout=300)
-        assert report["top1_agreement"] == 1.0 and report["max_probability_difference"] < 1e-4, report
+        # Checked against the model as classify serves it: equal where it computes in float32 as the export does.
+        assert report["top1_agreement"] >= 0.99, report
+        if report["served_policy"] == "float32":
+            assert report["top1_agreement"] == 1.0 and report["max_probability_difference"] < 1e-4, report

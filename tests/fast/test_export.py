@@ -74,7 +74,7 @@ def test_the_cli_exports_a_registered_model(trained, tmp_path, monkeypatch):
                           text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "pets:1 exported as tflite" in done.stdout
-    assert "on 10 images: top-1 agreement with Keras 1.0000" in done.stdout
+    assert "on 10 images against the model as classify serves it: top-1 agreement 1.0000" in done.stdout
     wrong = subprocess.run([sys.executable, "-m", "convlens.api.cli", "models", "export", "pets", "--format", "pmml"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert wrong.returncode == 2 and "one of savedmodel, tflite, onnx" in wrong.stderr
