@@ -35,6 +35,9 @@ CASES = [
      ("POST", "/jobs", {"kind": "sweep", "params": {"space": ["learning_rate=log:1e-4:20"]}}), 422),
     (("results", "trials", UNKNOWN), "not found", ("GET", f"/jobs/{UNKNOWN}/trials", None), 404),
     (("models", "show", "no-such-model"), "no registered model", ("GET", "/models/no-such-model", None), 404),
+    (("submit", "sweep", "--space", "learning_rate=log:1e-4:1e-2", "--epochs", "2", "--pruner", "median"),
+     "could stop none before its end", ("POST", "/jobs", {"kind": "sweep", "params": {
+         "space": ["learning_rate=log:1e-4:1e-2"], "epochs": 2, "pruner": "median"}}), 422),
     (("jobs", "list", "--filter", "metrics.acc > 3"), "no run has metrics.acc",
      ("GET", "/jobs", {"filter": "metrics.acc > 3"}), 422),
     (("jobs", "list", "--sort", "-params.lernin_rate"), "no run has params.lernin_rate",

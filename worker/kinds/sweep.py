@@ -17,6 +17,7 @@ from convlens.ml.progress import ProgressEvent
 from convlens.ml.search_space import SPEC_HELP, SpaceError, distributions
 from convlens.worker.errors import JobError
 from convlens.worker.kinds.base import Child, Context, Done, JobKind, Next, Output, table_lines
+from convlens.worker.kinds.sweep_study import MEDIAN_WARMUP, direction, propose, study_of, trial_state
 from convlens.worker.kinds.train import validate_training
 
 
@@ -75,8 +76,6 @@ class SweepResult(BaseModel):
 
 def sweep_result(p: SweepParams, kids: list[Done]) -> SweepResult:
     """The trials so far and the best complete one (without importances, which compose() adds at the end)."""
-    from convlens.worker.kinds.sweep_study import direction, trial_state
-
     rows = []
     for kid in sorted(kids, key=lambda k: k.part or 0):
         t = trial_state(p, kid)
@@ -109,14 +108,16 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
             if p.trials > size:
                 raise refused(SweepParams, "trials", f"the grid has {size} points, fewer than {p.trials} trials",
                               p.trials)
+        if p.pruner == "median" and p.epochs is not None and p.epochs <= MEDIAN_WARMUP:
+            raise refused(SweepParams, "pruner", f"the median pruner judges a trial from epoch {MEDIAN_WARMUP} on, so "
+                          f"with {p.epochs} epochs it could stop none before its end: use --pruner none, or at least "
+                          f"{MEDIAN_WARMUP + 1} epochs", p.pruner)
         if TrainConfig(**p.model_dump(include=set(TrainOptions.model_fields))).val_fraction == 0:
             raise refused(SweepParams, "val_fraction", "a sweep optimises a validation figure: keep a validation "
                           "split", 0)
         return validated
 
     def next(self, ctx: Context, kids: list[Done]) -> Next:
-        from convlens.worker.kinds.sweep_study import propose
-
         p: SweepParams = ctx.params
         running = sum(k.status not in ("succeeded", "failed", "cancelled") for k in kids)
         progress = ProgressEvent(stage="trials", done=len(kids) - running, total=p.trials)
@@ -131,8 +132,6 @@ class Sweep(JobKind, name="sweep", params=SweepParams, result=SweepResult, open_
         return Next(children, progress=progress)
 
     def compose(self, ctx: Context, done: list[Done]) -> Output:
-        from convlens.worker.kinds.sweep_study import study_of
-
         p: SweepParams = ctx.params
         result = sweep_result(p, done)
         if result.best is None:

@@ -43,6 +43,9 @@ def _parsed(space: tuple[str, ...]) -> dict[str, Any]:
     return distributions(list(space))
 
 
+MEDIAN_WARMUP = 2  # epochs the median pruner waits before judging a trial (the first epochs are noise)
+
+
 def startup_trials(trials: int) -> int:
     """Random trials before TPE models the results: a third of the budget, between 2 and 10 (Optuna's own)."""
     return min(10, max(2, trials // 3))
@@ -64,7 +67,7 @@ def make_sampler(p: SweepParams, number: int) -> optuna.samplers.BaseSampler:
 def make_pruner(p: SweepParams) -> optuna.pruners.BasePruner:
     optuna = _optuna()
     if p.pruner == "median":  # from the second epoch on (the first is noise), below the completed trials' median
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=MEDIAN_WARMUP)
     if p.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=p.epochs or 10, reduction_factor=3)
     return optuna.pruners.NopPruner()
