@@ -146,4 +146,10 @@ def export(trained: TrainedModel, fmt: str, out_dir: Path, check_images: np.ndar
     served = apply_temperature(predict_probs(trained.model, check_images), trained.temperature)
     their = np.concatenate([np.asarray(run(x[i:i + CHECK_BATCH])) for i in range(0, len(x), CHECK_BATCH)])
     return ExportReport(path, fmt, len(x), float((their.argmax(1) == served.argmax(1)).mean()),
-                        float(np.abs(their - served).max()), trained.model.dtype_policy.name)
+                        float(np.abs(their - served).max()), _compute_policy(trained.model))
+
+
+def _compute_policy(model: keras.Model) -> str:
+    """The precision the model's layers compute in (the model object's own policy says float32 regardless)."""
+    return next((layer.dtype_policy.name for layer in model.layers if layer.dtype_policy.name != "float32"),
+                "float32")
