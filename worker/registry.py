@@ -79,16 +79,20 @@ def register(s: Session, job_id: str, path: str, preset: str, class_names: list[
         return
     job = s.get(Job, job_id)
     parent = s.get(Job, job.parent_id) if job is not None and job.parent_id else None
+    trial = None
     if parent is not None and parent.kind == "sweep":  # a sweep's trials are versions of the sweep's name
         name = model_name(parent.name or f"sweep-{parent.id[:8]}")
+        trial = job.part  # trial N is version N + 1, where that version is free
     elif job is not None and job.name:
         name = model_name(job.name)
     else:  # unnamed: its id is its reference, and no shared name moves under anyone
         s.add(TrainedModelRow(job_id=job_id, path=path, preset=preset, class_names=class_names,
                               thresholds=thresholds, name=None, version=None))
         return
-    for _ in range(20):  # two models of one name registered at once: the loser takes the next version
+    for attempt in range(20):  # two models of one name registered at once: the loser takes the next version
         version = (s.scalar(select(func.max(TrainedModelRow.version)).where(TrainedModelRow.name == name)) or 0) + 1
+        if attempt == 0 and trial is not None:
+            version = trial + 1
         try:
             with s.begin_nested():
                 s.add(TrainedModelRow(job_id=job_id, path=path, preset=preset, class_names=class_names,

@@ -197,12 +197,14 @@ class Train(JobKind, name="train", params=TrainOptions, result=TrainResult, temp
                    if split in result["metrics"]
                    for row in metric_rows(result["metrics"][split], result["class_names"], split)]
         metrics += calibration_rows(result, "calibration")
+        pruned = stop.stopped_at if stop else None
         return Output(
-            result=TrainResult.of(result).model_copy(update={"pruned_at": stop.stopped_at if stop else None}),
+            result=TrainResult.of(result).model_copy(update={"pruned_at": pruned}),
             metrics=metrics,
             artifacts=[ArtifactRow(kind=k, path=p) for k, p in result["paths"].items()],
-            model=ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
-                              result["thresholds"]))
+            # A trial its sweep's pruner stopped is not registered: its model is half-trained by design.
+            model=None if pruned else ModelRecord(result["paths"]["model"], result["preset"], result["class_names"],
+                                                  result["thresholds"]))
 
     def headline(self, result: TrainResult) -> str | None:
         return f"accuracy {result.accuracy:.4f}" + (f", pruned at epoch {result.pruned_at}" if result.pruned_at else "")
