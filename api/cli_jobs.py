@@ -21,6 +21,7 @@ from convlens.api.follow import follow, follow_in_background
 from convlens.api.output import fail, print_json, ready_database, require_tensorflow
 from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
+from convlens.ml.errors import ConvlensError
 from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
@@ -88,6 +89,7 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
                 typer.echo(f"job {job_id}: {submitted.unsent}", err=True)
     except ValidationError as exc:
         fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    _say_resolved_model(params.get("model"), job_id)
     if mode == "run":
         thread, stop = follow_in_background(job_id, quiet=as_json)
         try:
@@ -106,6 +108,23 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
         wait_for_job(job_id, as_json, timeout)
         return
     finish_output(job_id, as_json)
+
+
+def _say_resolved_model(given: str | None, job_id: str) -> None:
+    """A --model given by name: which version it named now (the job stores that version's train job)."""
+    from convlens.worker import registry
+    from convlens.worker.paths import JOB_ID
+
+    job = queries.get_job(job_id)
+    stored = (job.params or {}).get("model") if job else None
+    if not given or not stored or not JOB_ID.fullmatch(str(stored)) or given == stored:
+        return
+    try:
+        ref = registry.show(stored).ref
+    except ConvlensError:
+        return
+    if ref != given:
+        typer.echo(f"--model {given}: {ref} (job {stored[:8]})", err=True)
 
 
 def finish_output(job_id: str, as_json: bool) -> None:
