@@ -97,6 +97,7 @@ class Site:
         if self.api is not None:
             self.api.stop()
         self.worker.stop()
+        cli(self.env, "services", "stop", check=False)  # the embedded Redis, where this site started one
         if self.vhost:
             _rabbitmqctl("delete_vhost", self.vhost)
         if self.pg:
