@@ -254,8 +254,12 @@ def _advance_once(job_id: str) -> Advanced | None:
             store(s, job_id, None, out)
             lifecycle.finish(s.get(Job, job_id), out.result)
         return Advanced()
-    if not step.children:
-        return Advanced()  # a child still runs: its end advances this job again
+    if not step.children:  # a child still runs: its end advances this job again
+        if step.progress is not None:  # how far the stage under way has come
+            with session_scope() as s:
+                s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+                    progress=step.progress.with_fraction().model_dump(exclude_none=True)))
+        return Advanced()
     # Two children ending together send two advances: both may make rows (next() is repeatable), but only the
     # one whose lease bump commits together with them stores any.
     rows = [new_job(c.kind, c.params, submitted_by=submitted_by, parent_id=job_id, part=c.part, trial=c.trial)

@@ -87,3 +87,16 @@ def test_importing_the_celery_app_starts_nothing(tmp_path):
     env = {"CONVLENS_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     assert not (tmp_path / "redis.sock").exists() and not (tmp_path / "redis.pid").exists()
+
+
+def test_a_stage_under_way_says_how_many_of_its_jobs_are_done():
+    """A study whose train child succeeded while its k-fold runs said `train and k-fold 0/2` (issue 46)."""
+    from convlens.worker.kinds import get_kind
+    from convlens.worker.kinds.base import Done
+
+    study = get_kind("study")
+    kids = [Done("a" * 32, "train", None, part=0), Done("b" * 32, "kfold", None, status="running", part=0)]
+    step = study.next(None, kids)
+    assert not step.children and not step.compose
+    assert step.progress.stage == "train and k-fold: 1 of 2 jobs done"
+    assert step.progress.with_fraction().fraction == 0.25

@@ -184,7 +184,14 @@ class JobKind:
         stage's children once all have succeeded, the composition after the last stage. Must be repeatable:
         two advances may ask at once, and only one stores what it returns."""
         if any(k.status != "succeeded" for k in kids):
-            return Next()
+            current = max(k.part or 0 for k in kids)
+            stage = [k for k in kids if (k.part or 0) == current]
+            ended = sum(k.status == "succeeded" for k in stage)
+            if not self.stages or current >= len(self.stages):
+                return Next()
+            return Next(progress=ProgressEvent(  # e.g. "train and k-fold: 1 of 2 jobs done", not "0/2"
+                stage=f"{self.stages[current]}: {ended} of {len(stage)} jobs done", done=current,
+                total=len(self.stages), fraction=(current + ended / len(stage)) / len(self.stages)))
         index = max((k.part or 0 for k in kids), default=-1) + 1
         if index >= len(self.stages):
             return Next(compose=True)
