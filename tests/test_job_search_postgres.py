@@ -36,9 +36,9 @@ def test_the_same_answers_as_sqlite(postgres):
         got = ids_of(list_jobs(limit=100, search=JobSearch.parse(text, sort, tags)))
         assert got == expected, (text, sort, tags)
     for text in HOSTILE:
-        try:
-            search = JobSearch.parse(text)
+        try:  # refused by the grammar, or by the keys runs have
+            found = list_jobs(limit=100, search=JobSearch.parse(text))
         except SearchError:
             continue
-        assert ids_of(list_jobs(limit=100, search=search)) == ""
+        assert ids_of(found) == ""
     assert len(list_jobs(limit=100)) == 4
