@@ -322,7 +322,7 @@ def test_cancelling_running_jobs_never_freezes_with_a_fast_recovery_loop(tmp_pat
         for cycle in range(2):
             job = cli(env, "submit", "train", "--limit", "1000", "--epochs", "20", "--patience", "0",
                       timeout=60).stdout.strip()
-            wait_for(lambda j=job: cli_json(env, "jobs", "show", j, timeout=60)["status"] == "running", 120,
+            wait_for(lambda j=job: cli_json(env, "jobs", "show", j, timeout=60)["status"] == "running", 240,
                      what=f"cycle {cycle}: the job to start")
             started = time.monotonic()
             cli(env, "jobs", "cancel", job, timeout=30)
