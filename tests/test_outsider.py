@@ -103,33 +103,38 @@ def _rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-def test_parallel_thumbnails_of_a_huge_png_keep_the_api_small(site):
-    api, job = site["api"], site["job"]
-    big = f"/ui/jobs/{job['id']}/images/{site['rows']['big.png']}"
-    small = [f"/ui/jobs/{job['id']}/images/{site['rows'][n]}" for n in ("cat_001.png", "dog_000.png")]
-    before, peak, done = _rss(api.proc.pid), [0], threading.Event()
+def _peak_rss_during(pid: int, requests: list) -> tuple[int, int, list]:
+    """(RSS before, peak RSS, the responses) of the process `pid` while the requests run in parallel threads."""
+    before, peak, done, results = _rss(pid), [0], threading.Event(), []
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _rss(api.proc.pid))
+            peak[0] = max(peak[0], _rss(pid))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    results: list = []
-    threads = [threading.Thread(target=lambda p=p: results.append(api.client(api.token).get(p)))
-               for p in [big] * 6 + small * 2]
+    threads = [threading.Thread(target=lambda r=r: results.append(r())) for r in requests]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     done.set()
     sampler.join()
+    return before, peak[0], results
+
+
+def test_parallel_thumbnails_of_a_huge_png_keep_the_api_small(site):
+    api, job = site["api"], site["job"]
+    big = f"/ui/jobs/{job['id']}/images/{site['rows']['big.png']}"
+    small = [f"/ui/jobs/{job['id']}/images/{site['rows'][n]}" for n in ("cat_001.png", "dog_000.png")]
+    before, peak, results = _peak_rss_during(api.proc.pid, [lambda p=p: api.client(api.token).get(p)
+                                                            for p in [big] * 6 + small * 2])
     by_status = sorted(r.status_code for r in results)
     assert by_status == [200] * 4 + [404] * 6, [(r.status_code, r.text[:200]) for r in results]
     assert all("too large" in r.text for r in results if r.status_code == 404)
-    grown = (peak[0] - before) / 1e6
-    print(f"API RSS {before / 1e6:.0f} MB -> peak {peak[0] / 1e6:.0f} MB over 6 requests for a 63.9 MP PNG")
+    grown = (peak - before) / 1e6
+    print(f"API RSS {before / 1e6:.0f} MB -> peak {peak / 1e6:.0f} MB over 6 requests for a 63.9 MP PNG")
     assert grown < 300, grown
 
 
@@ -254,30 +259,13 @@ def test_parallel_huge_uploads_to_predict_keep_the_api_bounded(site):
     c, api, model = site["client"], site["api"], site["model"]
     assert c.post(f"/predict?model={model}", files={"file": ("a.png", _png(), "image/png")}).status_code == 200
     big = _png(BIG)
-    before, peak, done = _rss(api.proc.pid), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss(api.proc.pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(api.client(api.token, timeout=300).post(
+    before, peak, results = _peak_rss_during(api.proc.pid, [lambda: api.client(api.token, timeout=300).post(
         f"/predict?model={model}&gradcam=true", files=[("file", ("a.png", big, "image/png")),
-                                                       ("file", ("b.png", big, "image/png"))])))
-        for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    sampler.join()
+                                                       ("file", ("b.png", big, "image/png"))])] * 4)
     assert [r.status_code for r in results] == [200] * 4, [r.text[:200] for r in results]
     assert all(p["overlay_png"] for r in results for p in r.json()["predictions"])
-    grown = (peak[0] - before) / 1e6
-    print(f"API RSS {before / 1e6:.0f} MB -> peak {peak[0] / 1e6:.0f} MB: 4 parallel /predict of 2 x 63.9 MP")
+    grown = (peak - before) / 1e6
+    print(f"API RSS {before / 1e6:.0f} MB -> peak {peak / 1e6:.0f} MB: 4 parallel /predict of 2 x 63.9 MP")
     assert grown < 900, grown
 
 
