@@ -94,16 +94,15 @@ def _layers(config: Any) -> list[tuple[str, str]]:
     return found
 
 
-def saved_layer_names(model_path: Path) -> list[str]:
-    """The layer names in a .keras file's config.json, read from the checked archive without loading the model
-    (ml.keras_file: a hostile file is refused with the reason)."""
-    return list(dict.fromkeys(name for _, name in _layers(read_config(model_path))))
+def saved_layer_names(config: dict[str, Any]) -> list[str]:
+    """The layer names in a model's config (ml.keras_file.read_config: read without loading the model)."""
+    return list(dict.fromkeys(name for _, name in _layers(config)))
 
 
-def feature_map_problem(model_path: Path) -> str | None:
-    """Why the model at model_path has no feature map to explain (Grad-CAM) or probe (layers), read from its
-    config without TensorFlow; None when it has one."""
-    classes = {cls for cls, _ in _layers(read_config(model_path))}
+def feature_map_problem(config: dict[str, Any]) -> str | None:
+    """Why the model of this config has no feature map to explain (Grad-CAM) or probe (layers), told without
+    TensorFlow; None when it has one."""
+    classes = {cls for cls, _ in _layers(config)}
     if classes & set(SPATIAL_CLASSES):
         return None
     if "TFSMLayer" in classes:

@@ -62,35 +62,48 @@ def check_archive(archive: zipfile.ZipFile, name: str) -> None:
         raise ModelFileRefused(f"{name}: inflates to {total:,} bytes, over the limit of {MAX_UNPACKED:,}")
 
 
-@contextmanager
-def private_copy(path: Path, within: Path | None = None) -> Iterator[Path]:
-    """A checked copy of the .keras file at path (a regular file under `within`, default its own folder) in a
-    folder only this process uses: what Keras then reads cannot be swapped, and reading it drops no lock."""
-    name = str(path)
-    if not name.endswith(".keras"):
-        raise ModelFileRefused(f"{name}: not a .keras file")
+def _open_confined(path: Path) -> int:
+    """A descriptor of the .keras file at path, a regular file in its own folder (ml.data.confined)."""
+    if not str(path).endswith(".keras"):
+        raise ModelFileRefused(f"{path}: not a .keras file")
     try:
-        fd = open_confined(path, within if within is not None else _folder_of(path))
+        return open_confined(path, _folder_of(path))
     except FileRefused as exc:
         raise ModelFileRefused(str(exc)) from None
+
+
+@contextmanager
+def _checked(source: Any, name: str) -> Iterator[zipfile.ZipFile]:
+    """The archive in `source` (a path or a binary file), refused unless it is a zip within the limits."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ModelFileRefused(f"{name}: not a .keras archive (a zip of the model's config and weights)") from None
+    with archive:
+        check_archive(archive, name)
+        yield archive
+
+
+@contextmanager
+def private_copy(path: Path) -> Iterator[Path]:
+    """A checked copy of the .keras file at path in a folder only this process uses: what Keras then reads
+    cannot be swapped, and reading it drops no lock."""
+    fd = _open_confined(path)
     with tempfile.TemporaryDirectory(prefix="convlens-model-") as tmp:
         copy = Path(tmp) / "model.keras"
         with os.fdopen(fd, "rb") as src, open(copy, "wb") as dst:  # noqa: PTH123 (our own private file)
             if os.fstat(src.fileno()).st_size > MAX_FILE:
-                raise ModelFileRefused(f"{name}: over the limit of {MAX_FILE:,} bytes for a model file")
+                raise ModelFileRefused(f"{path}: over the limit of {MAX_FILE:,} bytes for a model file")
             shutil.copyfileobj(src, dst, 1 << 20)
-        try:
-            with zipfile.ZipFile(copy) as archive:
-                check_archive(archive, name)
-        except (zipfile.BadZipFile, OSError, EOFError):
-            raise ModelFileRefused(f"{name}: not a .keras archive (a zip of the model's config and weights)") \
-                from None
+        with _checked(copy, str(path)):
+            pass
         yield copy
 
 
-def read_config(path: Path, within: Path | None = None) -> dict[str, Any]:
-    """The model's config.json (its architecture), read without loading the model."""
-    with private_copy(path, within) as copy, zipfile.ZipFile(copy) as archive:
+def read_config(path: Path) -> dict[str, Any]:
+    """The model's config.json (its architecture), read from the checked archive through the confined
+    descriptor: the zip's directory and one member, not a copy of the weights."""
+    with os.fdopen(_open_confined(path), "rb") as fh, _checked(fh, str(path)) as archive:
         try:
             config = json.loads(archive.read("config.json"))
         except (ValueError, zipfile.BadZipFile, OSError) as exc:

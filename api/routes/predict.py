@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from convlens.api.auth import Submitter, problem
 from convlens.api.deps import BODY_ERRORS, MAX_FILE_BYTES, MAX_FILES, MAX_REQUEST_BYTES, QueryText, error_doc
 from convlens.ml.feasible import feature_map_problem
+from convlens.ml.keras_file import read_config
 from convlens.worker import registry
 from convlens.worker.artifacts import ModelFile
 from convlens.worker.paths import JOB_ID
@@ -97,7 +98,7 @@ async def predict(request: Request, _: Submitter, model: QueryText, gradcam: boo
             raise problem(413, f"{f.filename}: over the limit of {MAX_FILE_BYTES:,} bytes a file")
         uploads.append((f.filename or "upload", data))
     model_file = registry.model_file(ref, strict_paths=True)
-    if gradcam and (why := feature_map_problem(model_file.path)):
+    if gradcam and (why := feature_map_problem(read_config(model_file.path))):
         raise problem(422, f"gradcam: {why}", [{"field": "gradcam", "message": why}])
     try:
         async with gate.turn():

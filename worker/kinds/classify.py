@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.feasible import feature_map_problem
 from convlens.ml.folder_eval import FolderEvaluation, LabelledCounts, evaluate
+from convlens.ml.keras_file import read_config
 from convlens.ml.params import JobParams, refused
 from convlens.worker.artifacts import artifact_store, resolve_model
 from convlens.worker.errors import JobError
@@ -111,7 +112,7 @@ class Classify(JobKind, name="classify", params=ClassifyParams, result=ClassifyR
             model = resolve_model(validated["model"]).path
         except JobError:
             return validated  # no model registered under that id yet: the run says so
-        problem = feature_map_problem(model)  # also refuses a file that is no readable Keras model, in one line
+        problem = feature_map_problem(read_config(model))  # a file that is no Keras model is refused here
         if validated.get("gradcam") and problem:
             raise refused(ClassifyParams, "gradcam", problem, True)
         return validated

@@ -52,14 +52,16 @@ def _check_model(model: str, layers: list[str] | None) -> None:
     """A model with no conv layer to probe, and unknown probe layers, are refused at submit, from the saved
     model's config (no TensorFlow needed)."""
     from convlens.ml.feasible import feature_map_problem, saved_layer_names
+    from convlens.ml.keras_file import read_config
 
     try:
         path = resolve_model(model).path
     except JobError:
         return  # no model registered under that id yet: the run says so
-    if problem := feature_map_problem(path):
+    config = read_config(path)  # a hostile file is refused here, with the reason
+    if problem := feature_map_problem(config):
         raise refused(LayersParams, "model", problem, model)
-    names = saved_layer_names(path)
+    names = saved_layer_names(config)
     unknown = [n for n in layers or [] if n not in names]
     if unknown:
         raise refused(LayersParams, "layers", f"unknown layers {', '.join(unknown)}; this model's layers: "
