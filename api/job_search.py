@@ -161,6 +161,11 @@ def _json(key: Key, number: bool) -> ColumnElement[Any]:
     return (json_number if number else json_text)(col, literal(key.name, String()))
 
 
+def json_value(key: Key) -> ColumnElement[Any]:
+    """A params./metrics. key's value as text in each job row (NULL where the run has none)."""
+    return _json(key, number=False)
+
+
 def sort_expressions(key: Key) -> list[ColumnElement[Any]]:
     """What a column of the runs table sorts by: numbers for metrics, numbers then text for params."""
     if key.source == "metrics":

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from convlens.api.job_search import JobSearch, SearchError
+from convlens.api.job_search import JobSearch, SearchError, json_value
 from convlens.api.schemas import JobView, PredictionFilter
 from convlens.db.models import Artifact, Job, Metric, Prediction, TrainedModelRow
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
@@ -56,15 +56,20 @@ KEYS_SCANNED = 20_000  # the newest runs whose params and metrics name the keys 
 
 def check_search_keys(s: Session, search: JobSearch) -> None:
     """A filter or sort on a params. or metrics. key that no run has is a typo, not an empty table: refused,
-    listing the keys runs do have (each kind's params, and what the newest runs recorded)."""
-    wanted = [(field, key) for field, key in search.keys() if key.source in ("params", "metrics")]
+    listing the keys runs do have (each kind's params, and what the newest runs recorded). A key some run holds
+    a value for costs one query that stops at the first such run (the dashboard polls with its filter); only a
+    key that finds none has the runs' keys gathered."""
+    params = {f for k in KINDS.values() for f in k.params_model.model_fields}
+    wanted = [(field, key) for field, key in search.keys() if key.source == "metrics"
+              or (key.source == "params" and key.name not in params)]
+    wanted = [(field, key) for field, key in wanted
+              if s.scalar(select(literal(1)).where(json_value(key).is_not(None)).limit(1)) is None]
     if not wanted:
         return
-    known: dict[str, set[str]] = {"params": {f for k in KINDS.values() for f in k.params_model.model_fields},
-                                  "metrics": set()}
-    for params, summary in s.execute(select(Job.params, Job.summary).order_by(Job.created_at.desc())
-                                     .limit(KEYS_SCANNED)):
-        known["params"].update(params or {})
+    known: dict[str, set[str]] = {"params": params, "metrics": set()}
+    for run_params, summary in s.execute(select(Job.params, Job.summary).order_by(Job.created_at.desc())
+                                         .limit(KEYS_SCANNED)):
+        known["params"].update(run_params or {})
         known["metrics"].update(summary or {})
     for field, key in wanted:
         if key.name not in known[key.source]:
