@@ -8,6 +8,7 @@ would not count, still leads to it; aggregating twice is harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import kombu.exceptions
 import redis
@@ -85,8 +86,8 @@ def ended(job_id: str) -> None:
         send_advance(composite)
 
 
-def send_job(job_id: str, kind_name: str) -> None:
-    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue)
+def send_job(job_id: str, kind_name: str, **options: Any) -> None:
+    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue, **options)
 
 
 def send_part(part_id: str, kind_name: str) -> None:
@@ -134,8 +135,7 @@ def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_b
         if lifecycle.status_of(job_id) == JobStatus.QUEUED:
             # ignore_result: nobody waits on Celery's result (the jobs table is the record), and subscribing to
             # it would be one more connection to fail.
-            job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue,
-                            retry_policy=SUBMIT_RETRY, ignore_result=True)
+            send_job(job_id, kind_name, retry_policy=SUBMIT_RETRY, ignore_result=True)
         else:
             send_released()  # what it waits for may have ended while it was being stored
     except (kombu.exceptions.OperationalError, redis.ConnectionError, OSError) as exc:

@@ -1,6 +1,6 @@
 """The broker as convlens reads it, one class per transport (Flower's answer to Redis vs RabbitMQ): how many
-messages wait in each queue, and which tasks the broker still holds, for recovery, the no-worker warning,
-/metrics and the workers page.
+messages wait in each queue, and which tasks the broker still holds, for recovery, /metrics and the workers
+page.
 
 Redis (kombu's transport): each queue is a list (plus one per priority level), and a message a worker took sits
 in the `unacked` hash until acknowledged. AMQP (RabbitMQ): depths by passive declares; the ready messages are
@@ -26,15 +26,13 @@ BROWSE_AT_MOST = 10_000  # messages read per queue on RabbitMQ; a longer queue i
 
 class Transport(ABC):
     @abstractmethod
-    def depths(self) -> dict[str, int | None]:
-        """Messages waiting in each queue (None for all: the broker could not be reached)."""
-
-    @abstractmethod
     def task_ids(self, taken_since: float) -> set[str] | None:
         """Task ids of the messages waiting in any queue, or taken by a worker since `taken_since` (a Unix time)
         where the broker keeps that; None when it cannot tell (recovery then sends nothing again)."""
 
-    def _declared_depths(self) -> dict[str, int | None]:
+    def depths(self) -> dict[str, int | None]:
+        """Messages waiting in each queue, by passive declares (both transports answer them); None for all: the
+        broker could not be reached."""
         depths: dict[str, int | None] = dict.fromkeys(QUEUES)
         try:
             with app.connection_for_read() as conn:
@@ -50,9 +48,6 @@ class Transport(ABC):
 
 
 class RedisTransport(Transport):
-    def depths(self) -> dict[str, int | None]:
-        return self._declared_depths()
-
     def task_ids(self, taken_since: float) -> set[str] | None:
         # A message taken earlier and still unacknowledged belongs to a worker that died before it could claim its
         # job (a live one would have): the broker keeps it for the visibility timeout (hours), so it counts as lost.
@@ -67,9 +62,6 @@ class RedisTransport(Transport):
 
 
 class AmqpTransport(Transport):
-    def depths(self) -> dict[str, int | None]:
-        return self._declared_depths()
-
     def task_ids(self, taken_since: float) -> set[str] | None:
         found: set[str] = set()
         with app.connection_for_read() as conn:
