@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -16,27 +17,20 @@ from convlens.ml.data.cifar import ImageDataset
 from convlens.ml.data.images import resize_all
 from convlens.ml.data.pipeline import make_dataset
 from convlens.ml.data.splits import stratified_subset
-from convlens.ml.explain import conv_layers, unwrap
+from convlens.ml.explain import all_layers, conv_layers, layer_outputs
 from convlens.ml.progress import ProgressEvent, ProgressFn
 
 
 def pooled_features(model: keras.Model, layers: list[str], x: np.ndarray, batch: int = 500) -> list[np.ndarray]:
     """Global-average-pooled activations of each layer, (N, channels) per layer, in one pass over x (resized to
-    the model's input: CIFAR-10 for a model imported at another size); the layers of the model an imported
-    wrapper calls (ml.explain.unwrap), after the wrapper's own rescaling."""
+    the model's input: CIFAR-10 for a model imported at another size). The layers may sit inside nested models
+    (an import's wrapper, a user's backbone): their outputs are caught in the model's own forward pass."""
     x = resize_all(x, model.input_shape[1:3])
-    before, inner = unwrap(model)
-    outs = [keras.layers.GlobalAveragePooling2D()(inner.get_layer(n).output) for n in layers]
-    extractor = keras.Model(inner.inputs, outs)
-    if before:
-        inputs = keras.Input(model.input_shape[1:])
-        y = inputs
-        for layer in before:
-            y = layer(y)
-        extractor = keras.Model(inputs, extractor([y]))
-    feats = extractor.predict(make_dataset(x, None, 0, batch), verbose=0)
-    feats = feats if isinstance(feats, list) else [feats]
-    return [np.asarray(f, np.float32) for f in feats]
+    pooled: list[list[np.ndarray]] = [[] for _ in layers]
+    for images in make_dataset(x, None, 0, batch):
+        for i, out in enumerate(layer_outputs(model, layers, images)):
+            pooled[i].append(np.asarray(tf.reduce_mean(tf.cast(out, tf.float32), axis=(1, 2))))
+    return [np.concatenate(p) for p in pooled]
 
 
 def probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -57,11 +51,10 @@ def layer_probes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """A row per layer: feature count, its own probe accuracy and the accuracy of all layers up to it."""
-    inner = unwrap(model)[1]
-    names = layers or conv_layers(inner)
-    unknown = [n for n in names if n not in {layer.name for layer in inner.layers}]
+    names = layers or conv_layers(model)
+    unknown = [n for n in names if n not in {layer.name for layer in all_layers(model)}]
     if unknown or not names:
-        raise ValueError(f"unknown layers {unknown}; conv layers of this model: {conv_layers(inner)}" if unknown
+        raise ValueError(f"unknown layers {unknown}; conv layers of this model: {conv_layers(model)}" if unknown
                          else f"model {model.name!r} has no convolutional layer to probe")
     tr = stratified_subset(data.y_train, train_limit, seed) if train_limit else np.arange(len(data.y_train))
     te = stratified_subset(data.y_test, test_limit, seed) if test_limit else np.arange(len(data.y_test))

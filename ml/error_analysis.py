@@ -37,7 +37,8 @@ def highest_loss_gallery(
     worst = np.argsort(-loss)[:n]
     images = x[worst]
     cams, pred = compute_cam(model, images.astype(np.float32) / 255.0)
-    titles = [f"{class_names[y[i]]} -> {class_names[p]} ({loss[i]:.1f})" for i, p in zip(worst, pred, strict=True)]
+    titles = [f"true {class_names[y[i]]}\npredicted {class_names[p]}\nloss {loss[i]:.1f}"
+              for i, p in zip(worst, pred, strict=True)]
     save_gallery(images, cams, titles, path)
     return {"gallery": str(path), "images": [
         {"index": int(i), "true": class_names[y[i]], "predicted": class_names[int(p)], "loss": float(loss[i])}

@@ -19,29 +19,6 @@ from PIL import Image
 from convlens.ml.feasible import SPATIAL_CLASSES
 from convlens.ml.pyplot import plt
 
-
-def conv_layers(model: keras.Model) -> list[str]:
-    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-
-
-def wrapped_model(model: keras.Model) -> keras.Model | None:
-    """The model that a wrapper with no conv layer of its own calls as one layer in a chain, as an imported model
-    is (ml.imported: rescaling, the owner's model, maybe a softmax); Grad-CAM looks inside it."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(inner) != 1 or conv_layers(model):
-        return None
-    chain = all(len(node.input_tensors) <= 1 for layer in model.layers for node in layer._inbound_nodes)
-    return inner[0] if chain else None
-
-
-def unwrap(model: keras.Model) -> tuple[list[keras.layers.Layer], keras.Model]:
-    """(the wrapper's layers that run before the model it wraps, that model); ([], model) for any other model."""
-    if (inner := wrapped_model(model)) is None:
-        return [], model
-    return [layer for layer in model.layers[:model.layers.index(inner)]
-            if not isinstance(layer, keras.layers.InputLayer)], inner
-
-
 SPATIAL = tuple(getattr(keras.layers, name) for name in SPATIAL_CLASSES)
 SOFTMAX_HEADS = (keras.layers.Softmax,)
 
@@ -53,6 +30,11 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     for layer in model.layers:
         found += all_layers(layer) if isinstance(layer, keras.Model) else [layer]
     return found
+
+
+def conv_layers(model: keras.Model) -> list[str]:
+    """The Conv2D layers' names anywhere in the model, nested models included (what layer probes fit on)."""
+    return [layer.name for layer in all_layers(model) if isinstance(layer, keras.layers.Conv2D)]
 
 
 def _last_layer(model: keras.Model) -> keras.layers.Layer:
@@ -109,6 +91,26 @@ def _hook(layer: keras.layers.Layer, slot: str, want_input: bool) -> None:
     _slots[layer][slot] = want_input
 
 
+def _forward(model: keras.Model, x: tf.Tensor) -> tuple[tf.Tensor, dict]:
+    """The model's output on x and what the hooked layers recorded during this very pass."""
+    _caught.tensors = {}
+    try:
+        return model(x, training=False), _caught.tensors
+    finally:
+        _caught.tensors = None
+
+
+def layer_outputs(model: keras.Model, layers: list[str], x: tf.Tensor) -> list[tf.Tensor]:
+    """The outputs of the named layers, wherever the model nests them, in one forward pass of the model itself
+    (no second model is built, so nested models whose layer names repeat are no obstacle)."""
+    by_name = {layer.name: layer for layer in all_layers(model)}
+    targets = [by_name[name] for name in layers]
+    for target in targets:
+        _hook(target, "probe", want_input=False)
+    caught = _forward(model, x)[1]
+    return [caught[(id(target), "probe")] for target in targets]
+
+
 class CamModel:
     """Maps images to (activations of `layer`, class logits) in one forward pass of the model itself."""
 
@@ -131,12 +133,7 @@ class CamModel:
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Activations are returned as computed (bf16 under mixed precision) so gradients reach them."""
-        _caught.tensors = {}
-        try:
-            out = self.model(x, training=False)
-            caught = _caught.tensors
-        finally:
-            _caught.tensors = None
+        out, caught = _forward(self.model, x)
         acts = caught[(id(self.target), "output")]
         if self.softmax_dense:
             pre = tf.cast(caught[(id(self.head), "input")], tf.float32)
@@ -207,22 +204,24 @@ def save_overlay(image: np.ndarray, cam: np.ndarray, path: Path) -> Path:
     return path
 
 
-def save_gallery(images: np.ndarray, cams: np.ndarray, titles: list[str], path: Path, cols: int = 8) -> Path:
-    """The overlays tiled into one picture with a title over each: one axes, not one per image (matplotlib lays
-    out and draws each axes on its own, which made a 24-image gallery take seconds)."""
+def save_gallery(images: np.ndarray, cams: np.ndarray, titles: list[str], path: Path, cols: int = 6) -> Path:
+    """The overlays tiled into one picture with a title (up to two lines) over each: one axes, not one per image
+    (matplotlib lays out and draws each axes on its own, which made a 24-image gallery take seconds). Captions
+    are sized to stay legible when the picture is shown a page wide (about 1,000 pixels) or printed."""
     rows = -(-len(images) // cols)
     h, w = images.shape[1:3]
-    gap, title = max(1, w // 16), max(4, h // 4)  # pixels between tiles and above each for its title
+    gap, title = max(1, w // 16), max(8, h // 2)  # pixels between tiles and above each for its title
     cell_h, cell_w = h + title, w + gap
     grid = np.full((rows * cell_h, cols * cell_w - gap, 3), 255, np.uint8)
-    fig = plt.figure(figsize=(2 * cols, 2.3 * rows))
+    width_in = 2 * cols
+    fig = plt.figure(figsize=(width_in, width_in * grid.shape[0] / grid.shape[1]))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     for k, (img, cam, text) in enumerate(zip(images, cams, titles, strict=False)):
         top, left = divmod(k, cols)
         top, left = top * cell_h + title, left * cell_w
         grid[top:top + h, left:left + w] = overlay(img, cam)
-        ax.text(left + w / 2, top - 1, text, ha="center", va="bottom", fontsize=7)
+        ax.text(left + w / 2, top - 1, text, ha="center", va="bottom", fontsize=12, linespacing=1.1)
     ax.imshow(grid, interpolation="nearest", aspect="auto")
     fig.savefig(path, dpi=100)
     plt.close(fig)

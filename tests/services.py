@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,14 +48,45 @@ def drop_pg_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+CLAIM = "convlens-test:claimed-by"  # which test process holds a Redis database index
+
+
+def _claim_alive(owner: bytes | None) -> bool:
+    """Whether the process named by a claim still runs (a claim from another host lives until its expiry)."""
+    if owner is None:
+        return False
+    host, pid, started = owner.decode().split(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        return psutil.Process(int(pid)).create_time() == float(started)
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
 def free_redis_db() -> str:
-    """A Redis database index nobody else is using right now (empty), flushed for this run."""
-    for _ in range(50):
-        n = int.from_bytes(os.urandom(1)) % 14 + 2
-        client = redis.Redis.from_url(f"{REDIS}/{n}")
-        if client.dbsize() == 0:
-            return f"{REDIS}/{n}"
-    raise RuntimeError("no empty Redis database index")
+    """A Redis database index (2-15) claimed for this process and emptied. An index whose claim is held by a
+    process that has ended is taken over, so a run that died or forgot to release one leaves nothing that blocks."""
+    me = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()}"
+    for n in random.sample(range(2, 16), 14):
+        with redis.Redis.from_url(f"{REDIS}/{n}").pipeline() as pipe:
+            try:
+                pipe.watch(CLAIM)
+                if _claim_alive(pipe.get(CLAIM)):
+                    continue
+                pipe.multi()
+                pipe.flushdb()
+                pipe.set(CLAIM, me, ex=6 * 3600)
+                pipe.execute()
+                return f"{REDIS}/{n}"
+            except redis.WatchError:
+                continue  # another process claimed it meanwhile
+    raise RuntimeError("every Redis database index 2-15 is claimed by a running test process")
+
+
+def release_redis_db(url: str) -> None:
+    """Empties a claimed database (the queued jobs nobody consumed) and gives up the claim with them."""
+    redis.Redis.from_url(url).flushdb()
 
 
 def cli(env: dict, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -84,7 +117,7 @@ def private_site(base: Path, root: Path, database: str) -> Iterator[dict]:
     try:
         yield env
     finally:
-        redis.Redis.from_url(env["CONVLENS_BROKER_URL"]).flushdb()  # the queued jobs nobody consumed
+        release_redis_db(env["CONVLENS_BROKER_URL"])
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         if db:

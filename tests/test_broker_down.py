@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import services
 from services import ApiServer, Worker, cli, cli_json, embedded_env, free_redis_db
 
 sys.path.insert(0, str(Path(__file__).parent / "fast"))
@@ -45,3 +46,4 @@ def test_a_submit_with_the_broker_away_is_stored_and_sent_later(tmp_path):
             assert shown["status"] == "succeeded" and shown["result"]["classified"] == 8, shown
     finally:
         worker.stop()
+        services.release_redis_db(up["CONVLENS_BROKER_URL"])

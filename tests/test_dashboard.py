@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 from playwright.sync_api import expect
 
+import services
 from conftest import DATA_DIR
 from folders import make_messy_folder
 from services import ApiServer, Worker, free_redis_db, wait_for
@@ -59,7 +59,7 @@ def site(tmp_path_factory, cifar):
     finally:
         worker.stop()
         api.stop()
-        redis.Redis.from_url(broker).flushdb()
+        services.release_redis_db(broker)
 
 
 class Watched:

@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
+import services
 from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
@@ -132,7 +132,7 @@ def test_full_disk_fails_the_job_with_the_os_reason(tiny_tmpfs, tmp_path):
         if worker is not None:
             worker.stop()
         drop_pg_database(pg)
-        redis.Redis.from_url(broker).flushdb()
+        services.release_redis_db(broker)
 
 
 def test_read_only_home_is_a_clear_error(tmp_path):

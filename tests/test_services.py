@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
+import services
 from conftest import DATA_DIR
 from convlens.db.models import Job, Metric, Prediction, TrainedModelRow
 from convlens.db.session import session_scope
@@ -45,7 +45,7 @@ def cluster(tmp_path_factory, cifar):
     finally:
         for w in workers:
             w.stop()
-        redis.Redis.from_url(broker).flushdb()
+        services.release_redis_db(broker)
         drop_pg_database(pg)
 
 

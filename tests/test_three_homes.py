@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
+import services
 from convlens.ml.data.cifar import export_test_sample
 from services import ApiServer, Worker, cli, cli_json, create_pg_database, drop_pg_database, embedded_env, free_redis_db
 
@@ -27,7 +27,7 @@ def broker(request):
     if request.param == "redis":
         url = free_redis_db()
         yield url
-        redis.Redis.from_url(url).flushdb()
+        services.release_redis_db(url)
         return
     vhost = f"convlens-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", vhost)

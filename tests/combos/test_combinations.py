@@ -1,8 +1,9 @@
 """Features that work alone, tried together (issue 46): each case of tests/combos/cases.py is a real run on tiny
 data: a model made by one source (a train job on the workers, `models import` of a .keras file or a SavedModel,
-a registry alias), used by one consumer (a classify job, with Grad-CAM, a layers job, POST /predict, an export
-checked in its runtime), on one broker, artifact store and database, with a real worker and API. A consumer a
-source cannot serve (Grad-CAM or probes of a SavedModel's hidden layers) must be refused at submit in one line."""
+a sweep's best trial, a registry alias), used by one consumer (a classify job, with Grad-CAM, a layers job, a
+study's Grad-CAM classify of a folder, POST /predict, an export checked in its runtime), on one broker, artifact
+store and database, with a real worker and API. A consumer a source cannot serve (Grad-CAM or probes of a
+SavedModel's hidden layers) must be refused at submit in one line."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from cases import CASES, Case
 from PIL import Image
 
+import services
 from services import ApiServer, Worker, cli, cli_json, create_pg_database, drop_pg_database, embedded_env, free_redis_db
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fast"))
@@ -24,7 +26,7 @@ from helpers import image_folder  # noqa: E402
 pytestmark = [pytest.mark.combos, pytest.mark.services]
 IMAGES = 24  # 12 a class, two classes
 REFS = {"trained": "trained", "imported .keras": "imported", "imported SavedModel": "sm",
-        "registry alias": "imported@champion"}
+        "registry alias": "imported@champion", "sweep best": "swept"}
 HIDDEN = "hides its layers"  # what a SavedModel import answers to Grad-CAM and probes
 
 
@@ -47,7 +49,7 @@ class Site:
 
     def __init__(self, env_key: tuple[str, str, str], files: dict[str, Path]) -> None:
         broker, store, database = env_key
-        self.key, self.files, self.made = env_key, files, set()
+        self.key, self.files, self.made, self.refs = env_key, files, set(), {}
         self.base = files["base"] / f"site-{uuid.uuid4().hex[:6]}"
         self.base.mkdir()
         self.pg = create_pg_database() if database == "PostgreSQL" else None
@@ -83,10 +85,16 @@ class Site:
                     self.made.add("imported .keras")
                 if name == "registry alias":
                     cli(self.env, "models", "alias", "imported:1", "champion")
+            elif name == "sweep best":
+                job = cli_json(self.env, "submit", "sweep", "--dataset", str(f["images"]), "--epochs", "1", "--trials",
+                               "2", "--parallel", "1", "--pruner", "none", "--space", "learning_rate=log:1e-3:1e-2",
+                               "--name", "swept", "--wait", timeout=600)
+                assert job["status"] == "succeeded" and job["result"]["best"], job
+                self.refs[name] = f"{job['id']}:best"
             else:
                 cli(self.env, "models", "import", str(f["savedmodel"]), "--name", "sm", "--classes", "cat,dog")
             self.made.add(name)
-        return REFS[name]
+        return self.refs.get(name, REFS[name])
 
     def http(self):  # noqa: ANN201
         if self.api is None:
@@ -102,6 +110,8 @@ class Site:
             _rabbitmqctl("delete_vhost", self.vhost)
         if self.pg:
             drop_pg_database(self.pg)
+        if self.key[0] == "Redis":
+            services.release_redis_db(self.env["CONVLENS_BROKER_URL"])
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -136,7 +146,18 @@ def _png() -> bytes:
                                               for c in CASES])
 def test_a_source_and_a_consumer_meet(case: Case, sites, files):
     site = sites(case)
-    ref, env, images = site.source(case.source), site.env, str(files["images"])
+    env, images = site.env, str(files["images"])
+    if case.consumer == "study folder":  # the study's own train job is the source
+        job = cli_json(env, "submit", "study", images, "--dataset", images, "--epochs", "1", "--folds", "2",
+                       "--wait", "--timeout", "600", timeout=700)
+        assert job["status"] == "succeeded", job
+        study = job["result"]
+        assert study["classify_accuracy"] is not None and 0 <= study["classify_accuracy"] <= 1, study
+        classify = cli_json(env, "jobs", "show", study["jobs"]["classify"])
+        assert classify["result"]["classified"] == IMAGES and classify["params"]["gradcam"], classify
+        assert classify["params"]["model"] == study["jobs"]["train"], classify["params"]
+        return
+    ref = site.source(case.source)
     hidden = case.source == "imported SavedModel" and case.consumer in ("classify --gradcam", "layers")
     if case.consumer.startswith("classify") or case.consumer == "layers":
         args = (["submit", "classify", images, "--model", ref, *(["--gradcam"] if "gradcam" in case.consumer else [])]

@@ -100,3 +100,24 @@ def test_a_model_without_a_feature_map_is_refused_at_submit(home, tmp_path):
                 check=False)
     assert done.returncode == 2 and "not a .keras archive" in done.stderr, done.stderr
     assert "(no rows)" in _cli(env, "jobs", "list").stdout  # nothing stored
+
+
+def test_layer_probes_find_conv_layers_inside_a_nested_backbone(tmp_path):
+    """A user's backbone inside their model, inside the import wrapper: the probe finds its conv layer and pools
+    exactly what that layer computes on the wrapper's rescaled pixels."""
+    from convlens.ml.analysis import layer_probes, pooled_features
+    from convlens.ml.data.cifar import ImageDataset
+    from convlens.ml.imported import import_model
+    from convlens.ml.saved import load_trained
+
+    model = _nested()
+    model.save(tmp_path / "nested.keras")
+    wrapper = load_trained(import_model(tmp_path / "nested.keras", ["cat", "dog"], "1", tmp_path / "imp").path).model
+    x = np.random.default_rng(5).integers(0, 255, (20, 32, 32, 3)).astype(np.uint8)
+    (ours,) = pooled_features(wrapper, ["c1"], x)
+    backbone = model.get_layer("backbone")
+    theirs = np.asarray(tf.reduce_mean(backbone(x.astype(np.float32)), axis=(1, 2)))  # input scale 1: 0..255
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    y = np.arange(20) % 2
+    rows = layer_probes(wrapper, ImageDataset(x, y, x, y, ["cat", "dog"]), train_limit=None, test_limit=None)["rows"]
+    assert [r["layer"] for r in rows] == ["c1"] and rows[0]["features"] == 6

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from convlens.db.models import Job, Metric
 from convlens.db.session import session_scope
 from convlens.ml import plots
+from convlens.ml.config import TrainConfig, TrainOptions
 from convlens.ml.provenance import Provenance
 from convlens.worker.artifacts import ArtifactMissing, artifact_store
 from convlens.worker.kinds.base import Done
@@ -46,6 +47,23 @@ def _per_class(train_id: str, class_names: list[str]) -> list[dict[str, Any]]:
             for c in class_names]
 
 
+def _thresholded_macro_f1(train_id: str) -> float | None:
+    with session_scope() as s:
+        return s.scalar(select(Metric.value).where(Metric.job_id == train_id, Metric.split == "test_thresholded",
+                                                   Metric.name == "macro_f1", Metric.class_name.is_(None)))
+
+
+def _validation_uses(recipe: dict[str, Any]) -> list[str]:
+    """What the validation split decides in this recipe (the report says only what happened)."""
+    return [*(["early stopping"] if recipe["patience"] else []),
+            *(["learning-rate decisions"] if recipe["schedule"] == "plateau" else []),
+            "the temperature", "the per-class thresholds"]
+
+
+def _kfold_label(name: str) -> str:
+    return f"F1 of {name.removeprefix('f1:')}" if name.startswith("f1:") else {"macro_f1": "macro F1"}.get(name, name)
+
+
 def _provenance(job_id: str) -> Provenance | None:
     with session_scope() as s:
         job = s.get(Job, job_id)
@@ -63,15 +81,17 @@ def write_study_report(path: Path, params: Any, by_kind: dict[str, Done]) -> Pat
         "this layer": [r.probe_accuracy for r in layers.rows],
         "layers up to here": [r.cumulative_accuracy for r in layers.rows]}, "probe accuracy (test)"))
     cm = train.confusion_matrix
+    recipe = TrainConfig(**params.model_dump(include=set(TrainOptions.model_fields))).recipe()
     html = _env.get_template("study_report.html").render(
         params=params, jobs={k: d.job_id for k, d in by_kind.items()}, train=train, kfold=kfold, layers=layers,
         classify=classify, per_class=_per_class(by_kind["train"].job_id, train.class_names), confusion=cm,
         peak=max((v for row in cm for v in row), default=1) or 1, provenance=_provenance(by_kind["train"].job_id),
-        kfold_rows=[(name.removeprefix("f1:"), m) for name, m in kfold.metrics.items()],
+        kfold_rows=[(_kfold_label(name), m) for name, m in kfold.metrics.items()],
+        thresholded_macro_f1=_thresholded_macro_f1(by_kind["train"].job_id), validation_uses=_validation_uses(recipe),
+        keeps_best=bool(recipe["patience"]), folder=by_kind["classify"].params.get("folder", ""),
         figures={"history": png_uri(train.paths.get("history_plot")),
-                 "confusion": png_uri(train.paths.get("confusion_plot")),
                  "reliability": png_uri(train.paths.get("reliability_plot")),
-                 "errors": png_uri(train.paths.get("error_gallery")), "layers": png_uri(layers.plot),
+                 "errors": png_uri(train.paths.get("error_gallery")),
                  "folds": fold_chart, "probes": probe_chart})
     path.write_text(html, encoding="utf-8")
     return path
