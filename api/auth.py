@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from convlens.api import sessions
 from convlens.api.sessions import LoggedIn
 from convlens.api.tokens import Principal, authenticate
+from convlens.worker.audit import current_actor
 
 SESSION_COOKIE = "convlens_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -52,6 +53,12 @@ def session_principal(request: Request) -> Principal | None:
 
 def principal(request: Request,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    who = _principal(request, credentials)
+    current_actor().name = who.name  # what this request changes is recorded under the token's name
+    return who
+
+
+def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is not None:
         who = authenticate(credentials.credentials)
         if who is None:

@@ -9,6 +9,7 @@ from typing import NoReturn
 import typer
 
 from convlens.api.cli_artifacts import artifacts_app
+from convlens.api.cli_audit import audit
 from convlens.api.cli_jobs import run_app, submit_app
 from convlens.api.cli_models import models_app
 from convlens.api.cli_query import jobs_app, results_app
@@ -23,6 +24,7 @@ for sub, name in ((run_app, "run"), (submit_app, "submit"), (jobs_app, "jobs"), 
                   (artifacts_app, "artifacts")):
     app.add_typer(sub, name=name)
 app.registered_commands += services_app.registered_commands
+app.command("audit")(audit)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
 from convlens.worker.kinds.layers import LayersParams
-from convlens.worker.labels import JobLabels
+from convlens.worker.labels import PRIORITY_HELP, JobLabels, PriorityName
 
 run_app = typer.Typer(help="Run a job in this process (recorded in the database like a queued one).",
                       no_args_is_help=True)
@@ -40,6 +40,7 @@ After = Annotated[list[str] | None, typer.Option(
 Name = Annotated[str | None, typer.Option("--name", help="a name for the run")]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="a tag to find the run by (repeatable)")]
 Note = Annotated[str | None, typer.Option("--note", help="free text: why it was run")]
+Priority = Annotated[PriorityName, typer.Option("--priority", help=PRIORITY_HELP)]
 
 
 def wait_for_job(job_id: str, as_json: bool, timeout: float | None) -> None:
@@ -230,7 +231,8 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
     """Registers `run KIND` or `submit KIND` with one option per field of `model` (after `leading` ones)."""
     labels = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
               for n, a in (("name", Name), ("tag", Tags), ("note", Note))]
-    queued = [inspect.Parameter("after", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=After),
+    queued = [inspect.Parameter("priority", inspect.Parameter.KEYWORD_ONLY, default="normal", annotation=Priority),
+              inspect.Parameter("after", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=After),
               inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait),
               inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Timeout)]
     json_opt = inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Json)
@@ -240,7 +242,8 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
         params = _params_from(model, values)
         params = to_params(params | values) if to_params else params
         try:
-            tags = JobLabels(name=values["name"], tags=values["tag"] or [], note=values["note"])
+            tags = JobLabels(name=values["name"], tags=values["tag"] or [], note=values["note"],
+                             priority=values.get("priority", "normal"))
         except ValidationError as exc:
             fail("; ".join(f"--{str(e['loc'][0]).removesuffix('s')}: {e['msg']}" for e in exc.errors()))
         execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],

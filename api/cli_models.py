@@ -9,7 +9,8 @@ import typer
 
 from convlens.api.cli_jobs import Json
 from convlens.api.output import emit, fail, print_json, ready_database, require_tensorflow
-from convlens.worker import registry
+from convlens.worker import audit, registry
+from convlens.worker.kinds.base import number
 from convlens.worker.paths import REF_HELP
 
 models_app = typer.Typer(help="The model registry: every train job's model as NAME:VERSION (NAME from --name; "
@@ -41,7 +42,9 @@ def show(ref: Annotated[str, typer.Argument(help=REF_HELP)], as_json: Json = Fal
         print_json(v.model_dump(mode="json"))
         return
     for key, value in v.model_dump().items():
-        typer.echo(f"{key:16} {', '.join(map(str, value)) if isinstance(value, list) else value}")
+        shown = (", ".join(number(x) if isinstance(x, float) else str(x) for x in value) if isinstance(value, list)
+                 else number(value) if isinstance(value, float) else value)
+        typer.echo(f"{key:16} {shown}")
 
 
 @models_app.command("import")
@@ -93,6 +96,8 @@ def export(
     trained = load_trained(model.path, model.registered)
     images = _check_images(trained.input_size, check_folder, check_images)
     report = export(trained, format_, out or Path(f"{view.ref.replace(':', '-')}-{format_}"), images)
+    audit.record(audit.Action.EXPORT, view.ref, format=format_, path=str(report.path),
+                 top1_agreement=report.top1_agreement)
     if as_json:
         print_json({"model": view.ref, **{k: str(v) if isinstance(v, Path) else v
                                           for k, v in vars(report).items()}})

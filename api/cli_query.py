@@ -15,6 +15,7 @@ from convlens.api.schemas import JobView
 from convlens.db.models import JOB_STATUSES
 from convlens.worker.job_ids import resolve_id
 from convlens.worker.kinds import KINDS
+from convlens.worker.labels import PriorityName
 
 jobs_app = typer.Typer(help="List, show, wait for and cancel jobs.", no_args_is_help=True)
 results_app = typer.Typer(help="Query metrics and predictions.", no_args_is_help=True)
@@ -66,14 +67,17 @@ def jobs_edit(job_id: str,
               add_tag: Annotated[list[str] | None, typer.Option("--add-tag", help="repeatable")] = None,
               remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag", help="repeatable")] = None,
               note: Annotated[str | None, typer.Option(help="a new note (\"\" clears it)")] = None,
+              priority: Annotated[PriorityName | None, typer.Option(help="low | normal | high: its place within "
+                                                                   "its owner's share")] = None,
               json_out: Json = False) -> None:
-    """Rename, tag, untag or annotate a job."""
+    """Rename, tag, untag, annotate or reprioritise a job."""
     from pydantic import ValidationError
 
     from convlens.worker.labels import LabelEdit, edit_labels
 
     try:
-        edit = LabelEdit(name=name, note=note, add_tags=add_tag or [], remove_tags=remove_tag or [])
+        edit = LabelEdit(name=name, note=note, add_tags=add_tag or [], remove_tags=remove_tag or [],
+                         priority=priority)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-').removesuffix('s')}: {e['msg']}" for e in exc.errors()))
     ready_database()
@@ -83,8 +87,8 @@ def jobs_edit(job_id: str,
     if json_out:
         print_json(edited.model_dump(mode="json"))
     else:
-        typer.echo(f"job {job.id}: name {edited.name or '-'}, tags {' '.join(edited.tags) or '-'}"
-                   + (f", note {edited.note!r}" if edited.note else ""))
+        typer.echo(f"job {job.id}: name {edited.name or '-'}, tags {' '.join(edited.tags) or '-'}, priority "
+                   f"{edited.priority}" + (f", note {edited.note!r}" if edited.note else ""))
 
 
 @jobs_app.command("show")

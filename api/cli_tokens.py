@@ -17,10 +17,13 @@ tokens_app = typer.Typer(help="API tokens: read (list and read jobs, results, ar
 
 @tokens_app.command("create")
 def create(name: str, scope: Annotated[str, typer.Option(help="read | submit | admin")] = "read",
+           max_jobs: Annotated[int | None, typer.Option(help="a quota: at most this many of its jobs unfinished "
+                                                        "(waiting, queued or running) at once; children do not count")]
+           = None,
            as_json: Json = False) -> None:
     """Create a token; it is shown this once (the last line ends with it), only its hash is kept."""
     ready_database()
-    new = create_token(name, scope)
+    new = create_token(name, scope, max_jobs)
     if as_json:
         print_json(new.model_dump(mode="json"))
     else:
@@ -33,8 +36,8 @@ def create(name: str, scope: Annotated[str, typer.Option(help="read | submit | a
 def list_(as_json: Json = False) -> None:
     """Every token's name, scope and dates (never the secret)."""
     ready_database()
-    emit([t.model_dump(mode="json") for t in list_tokens()], as_json, False, ["name", "scope", "created_at",
-                                                                             "revoked_at"])
+    emit([t.model_dump(mode="json") for t in list_tokens()], as_json, False, ["name", "scope", "max_jobs",
+                                                                             "created_at", "revoked_at"])
 
 
 @tokens_app.command("revoke")

@@ -359,5 +359,7 @@ def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLRespon
     by_worker: dict[str, list[JobView]] = {}
     for job in running:
         by_worker.setdefault(job.worker or "(unknown)", []).append(job)
-    return render(request, who, "_workers.html" if fragment else "workers.html", workers=live_workers(),
-                  queues=queue_depths(), by_worker=by_worker, queued=queries.count_jobs("queued", top_level=False))
+    depths = queue_depths()  # no worker can answer through a broker that is away: not asked then
+    return render(request, who, "_workers.html" if fragment else "workers.html",
+                  workers=[] if depths.unreachable else live_workers(), depths=depths, by_worker=by_worker,
+                  queued=queries.count_jobs("queued", top_level=False))

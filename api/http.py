@@ -20,8 +20,9 @@ from convlens.api.auth import clean, problem
 from convlens.api.dashboard import render_error
 from convlens.api.deps import LOGIN_HELP, MAX_REQUEST_BYTES
 from convlens.api.login import router as login_router
-from convlens.api.routes import jobs, models, predict, results, service, tokens
+from convlens.api.routes import audit, jobs, models, predict, results, service, tokens
 from convlens.ml.errors import ConvlensError
+from convlens.worker.audit import Actor, acting_as
 from convlens.worker.kinds import KINDS
 
 app = FastAPI(title="convlens", version="0.1.0",
@@ -78,6 +79,25 @@ class BodyLimit:
 app.add_middleware(BodyLimit)
 
 
+class AuditActor:
+    """Says who asks for each request's changes (worker.audit): the client's address now, the token's name once
+    authentication knows it (api.auth fills it into the same object)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        with acting_as(Actor(address=client[0] if client else None)):
+            await self.app(scope, receive, send)
+
+
+app.add_middleware(AuditActor)
+
+
 def _is_page(request: Request) -> bool:
     return request.url.path == "/" or request.url.path.startswith("/ui/")
 
@@ -87,7 +107,7 @@ app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
 
 
 for router in (service.router, jobs.router, results.router, models.router, predict.router, tokens.router,
-               dashboard.router, login_router):
+               audit.router, dashboard.router, login_router):
     app.include_router(router)
 
 

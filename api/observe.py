@@ -47,7 +47,7 @@ class JobsCollector:
         yield durations
         depth = GaugeMetricFamily("convlens_queue_depth", "Messages waiting in each broker queue (absent: broker "
                                   "unreachable)", labels=["queue"])
-        for queue, n in queue_depths().items():
+        for queue, n in queue_depths().counts.items():
             if n is not None:
                 depth.add_metric([queue], n)
         yield depth

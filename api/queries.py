@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from convlens.api.job_search import JobSearch, SearchError, json_value
 from convlens.api.schemas import JobView, PredictionFilter
-from convlens.db.models import Artifact, Job, Metric, Prediction, TrainedModelRow
+from convlens.db.models import Artifact, Job, JobPriority, Metric, Prediction, TrainedModelRow
 from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
@@ -36,6 +36,7 @@ def job_view(job: Job, with_result: bool = True) -> JobView:
                    note=job.note, metrics=job.summary, progress=job.progress, params=params,
                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                    worker=job.worker, submitted_by=job.submitted_by, error=job.error, waits_for=job.waits_for,
+                   priority=JobPriority(job.priority).name.lower(),
                    provenance=job.provenance,
                    parent_id=job.parent_id,
                    part=job.part, result=result)

@@ -13,7 +13,7 @@ from convlens.db.rows import ArtifactRow, MetricRow, PredictionRow
 from convlens.ml.progress import ProgressEvent
 from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS
-from convlens.worker.labels import JobLabels
+from convlens.worker.labels import PRIORITY_HELP, JobLabels, PriorityName
 
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
@@ -41,6 +41,7 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     worker: str | None = Field(None, description="the Celery worker (or inline@host) that ran it last")
     submitted_by: str | None = Field(None, description="the name of the API token that submitted it (None: the CLI)")
+    priority: PriorityName = Field("normal", description=PRIORITY_HELP)
     error: str | None = Field(None, description="why it failed")
     waits_for: list[str] | None = Field(None, description="jobs that must succeed before it is queued")
     provenance: Provenance | None = Field(None, description="versions, machine, precision, seed, data fingerprint")
@@ -144,6 +145,8 @@ class TokenRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
     scope: Scope = "read"
+    max_jobs: int | None = Field(None, ge=1, le=1_000_000, description="at most this many of its jobs unfinished "
+                                 "(waiting, queued or running) at once; children and parts do not count")
 
 
 class Session(BaseModel):

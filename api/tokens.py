@@ -11,13 +11,14 @@ import re
 import secrets
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from convlens.db.models import SCOPES, Token, utcnow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
+from convlens.worker import audit
 
 PREFIX = "cl_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -36,6 +37,7 @@ class TokenNotFound(TokenError):
 class TokenView(BaseModel):
     name: str
     scope: str
+    max_jobs: int | None = Field(None, description="at most this many of its jobs unfinished at once (None: no limit)")
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -63,20 +65,24 @@ def digest(secret: str) -> str:
 
 
 def _view(t: Token) -> TokenView:
-    return TokenView(name=t.name, scope=t.scope, created_at=t.created_at, revoked_at=t.revoked_at)
+    return TokenView(name=t.name, scope=t.scope, max_jobs=t.max_jobs, created_at=t.created_at,
+                     revoked_at=t.revoked_at)
 
 
-def create_token(name: str, scope: str) -> NewToken:
+def create_token(name: str, scope: str, max_jobs: int | None = None) -> NewToken:
     if not NAME.fullmatch(name):
         raise TokenError(f"{name!r}: a token name is 1-64 letters, digits or _.@- (starting with a letter or digit)")
     if scope not in SCOPES:
         raise TokenError(f"{scope!r}: the scope is one of {', '.join(SCOPES)}")
+    if max_jobs is not None and max_jobs < 1:
+        raise TokenError(f"--max-jobs {max_jobs}: a quota is at least 1 unfinished job")
     secret = PREFIX + secrets.token_urlsafe(32)
     try:
         with session_scope() as s:
-            row = Token(name=name, hash=digest(secret), scope=scope)
+            row = Token(name=name, hash=digest(secret), scope=scope, max_jobs=max_jobs)
             s.add(row)
             s.flush()
+            audit.record(audit.Action.TOKEN_CREATE, name, s, scope=scope, max_jobs=max_jobs)
             return NewToken(**_view(row).model_dump(), token=secret)
     except IntegrityError:
         raise TokenError(f"a token named {name!r} exists or existed (names are never reused)") from None
@@ -94,6 +100,7 @@ def revoke_token(name: str) -> TokenView:
             raise TokenNotFound(f"no token named {name!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            audit.record(audit.Action.TOKEN_REVOKE, name, s)
         return _view(row)
 
 

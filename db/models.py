@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +22,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class JobPriority(IntEnum):
+    """Order within one owner's share: high before normal before low (owners take turns whatever these are)."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
 
 
 class JobStatus(StrEnum):
@@ -102,6 +110,11 @@ class Job(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # A sweep trial's Optuna record beside its params and history: its pruner's attributes, `pruned` once it was.
     trial: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Fair share (worker.scheduler): its rank within its owner's share (a JobPriority), inherited by its children
+    # and parts; the queue a worker slot takes it from; the Celery task running it now (what a cancel stops).
+    priority: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    queue: Mapped[str | None] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def tags(self) -> list[str]:
@@ -203,6 +216,21 @@ class Token(Base):
     scope: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # At most this many of its top-level jobs unfinished at once (waiting, queued or running); None: no limit.
+    max_jobs: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuditEvent(Base):
+    """Who did what, when, from where: appended by every change a person makes, never updated or deleted."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), index=True)  # the token's name; None: the local CLI
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))  # a job id, model reference or token name
+    detail: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    address: Mapped[str | None] = mapped_column(String(64))  # the client's address (HTTP); None: the local CLI
 
 
 class TrainedModelRow(Base):

@@ -21,3 +21,9 @@ class AlreadyFinished(JobError):
 
 class AmbiguousId(JobError):
     """A short id that more than one job's id starts with."""
+
+
+class QuotaExceeded(ConvlensError):
+    """A token already has as many unfinished jobs as its quota allows."""
+
+    http_status = 429

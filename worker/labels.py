@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from convlens.db.models import Job, JobTag
+from convlens.db.models import FINISHED, Job, JobPriority, JobTag
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
 from convlens.ml.params import value_problem
@@ -26,6 +26,8 @@ Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,63}$",
                            description="1-64 letters, digits or _.:=+- (starting with a letter or digit)")]
 Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_text)]
 Note = Annotated[str, Field(max_length=4000), AfterValidator(_text)]
+PriorityName = Literal["low", "normal", "high"]
+PRIORITY_HELP = "its place within its owner's share: high before normal before low (owners take turns regardless)"
 
 
 class JobLabels(BaseModel):
@@ -36,9 +38,10 @@ class JobLabels(BaseModel):
     name: Name | None = Field(None, description="a name for the run (need not be unique)")
     tags: list[Tag] = Field([], max_length=MAX_TAGS, description="tags to find it by (e.g. lr-sweep)")
     note: Note | None = Field(None, description="free text: why it was run, what it showed")
+    priority: PriorityName = Field("normal", description=PRIORITY_HELP + "; its children and parts inherit it")
 
     def apply(self, job: Job) -> None:
-        job.name, job.note = self.name, self.note
+        job.name, job.note, job.priority = self.name, self.note, JobPriority[self.priority.upper()]
         job.tag_rows = [JobTag(tag=t) for t in dict.fromkeys(self.tags)]
 
 
@@ -51,6 +54,14 @@ class LabelEdit(BaseModel):
     note: Note | None = None
     add_tags: list[Tag] = Field([], max_length=MAX_TAGS)
     remove_tags: list[Tag] = Field([], max_length=MAX_TAGS)
+    priority: PriorityName | None = Field(None, description=PRIORITY_HELP + " (raising it: admin tokens only); "
+                                          "its unfinished children and parts follow")
+
+    def raises_priority_of(self, job_id: str) -> bool:
+        with session_scope() as s:
+            job = s.get(Job, job_id)
+            return job is not None and self.priority is not None and \
+                JobPriority[self.priority.upper()] > job.priority
 
     def apply(self, job: Job) -> None:
         if self.name is not None:
@@ -65,8 +76,17 @@ class LabelEdit(BaseModel):
 
 
 def edit_labels(job_id: str, edit: LabelEdit) -> None:
+    from convlens.worker import audit
+    from convlens.worker.lifecycle import descendants
+
     with session_scope() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
         edit.apply(job)
+        if edit.priority is not None:
+            rank = JobPriority[edit.priority.upper()]
+            for row in [job, *descendants(s, job_id)]:
+                if row.status not in FINISHED:
+                    row.priority = rank
+        audit.record(audit.Action.EDIT, job_id, s, **edit.model_dump(exclude_defaults=True))

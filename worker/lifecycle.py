@@ -56,12 +56,13 @@ def _runner_is_dead(runner: str | None) -> bool:
     return False
 
 
-def start(job_id: str, hostname: str | None) -> Job | None:
+def start(job_id: str, hostname: str | None, task_id: str | None = None) -> Job | None:
     """Claims the job and marks it running; None when it ended or another live process runs it.
 
     The claim is a compare-and-set on `lease`, so two deliveries of one job (a re-sent message, a broker
     restoring an unacknowledged one) never run it at once. A running job can be claimed when its heartbeat is
     stale or the process holding it is known dead: a redelivery after a killed pool child resumes at once.
+    `task_id`: the Celery task that runs it now (what cancelling it stops).
     """
     with session_scope() as s:
         job = s.get(Job, job_id)
@@ -75,12 +76,29 @@ def start(job_id: str, hostname: str | None) -> Job | None:
         now = utcnow()
         claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == job.lease, Job.status == job.status)
                             .values(status="running", worker=hostname_or_inline(hostname), error=None,
-                                    runner=this_runner(), heartbeat_at=now, lease=job.lease + 1,
+                                    runner=this_runner(), heartbeat_at=now, lease=job.lease + 1, task_id=task_id,
                                     started_at=job.started_at or now))
         if claimed.rowcount != 1:
             return None
         s.refresh(job)
         return job
+
+
+def kind_of(job_id: str) -> str | None:
+    """The job's kind; None when there is no such job (deleted since its message was sent)."""
+    with session_scope() as s:
+        return s.scalar(select(Job.kind).where(Job.id == job_id))
+
+
+def task_of(job_id: str) -> str | None:
+    """The Celery task that last claimed the job."""
+    with session_scope() as s:
+        return s.scalar(select(Job.task_id).where(Job.id == job_id))
+
+
+def tasks_of(job_ids: list[str]) -> list[str]:
+    with session_scope() as s:
+        return [t for t in s.scalars(select(Job.task_id).where(Job.id.in_(job_ids))) if t]
 
 
 def is_stale(at: datetime | None, cutoff: datetime | None = None) -> bool:

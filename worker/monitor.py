@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kombu.exceptions import OperationalError
 
 from convlens.worker.app import app
-from convlens.worker.transport import transport
+from convlens.worker.transport import QueueDepths, transport
 
 
 @dataclass
@@ -24,8 +24,8 @@ class WorkerInfo:
     pid: int | None = None
 
 
-def queue_depths() -> dict[str, int | None]:
-    """Messages waiting in each queue (None: the broker could not be reached)."""
+def queue_depths() -> QueueDepths:
+    """Messages waiting in each queue, or why the broker could not be reached."""
     return transport().depths()
 
 

@@ -3,7 +3,8 @@
 - A running job whose heartbeat went stale (its whole worker was killed, its machine vanished) is re-queued and
   resumes from its checkpoint; after `max_attempts` it fails with the reason.
 - A fanned-out job whose parts all succeeded but whose aggregation never ran gets it sent again.
-- A queued job whose message is in no broker queue (the broker lost it) is sent again.
+- A queue holding fewer messages than queued units (the broker lost some) gets its stale units sent again (a
+  message is a ticket for any unit on its queue: worker.scheduler).
 
 Several workers may reconcile at once: each change is a compare-and-set on the job's lease, and a duplicate
 message is harmless because a job is claimed by one process only (`lifecycle.start`).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from datetime import timedelta
 
 from celery.signals import worker_ready
@@ -24,7 +26,7 @@ from convlens.ml.settings import settings
 from convlens.worker import lifecycle, tasks
 from convlens.worker.broker import ensure_embedded_redis
 from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
-from convlens.worker.transport import transport
+from convlens.worker.transport import Held, transport
 
 log = logging.getLogger("convlens.recovery")
 def recover() -> dict[str, int]:
@@ -70,19 +72,43 @@ def recover() -> dict[str, int]:
         tasks.send_advance(job_id)
         counts["advanced"] += 1
     # None: the broker holds more than can be read, and nothing is sent twice on a guess.
-    waiting = transport().task_ids(cutoff.timestamp()) if queued or aggregate else None
-    if waiting is not None:
-        for job in queued:
-            if job.id not in waiting:
-                _send(job)
-                counts["resent"] += 1
+    held = transport().held(cutoff.timestamp()) if queued or aggregate else None
+    if held is not None:
+        counts["resent"] = _top_up(held, queued)
+        ids = {h.id for h in held}
         for job_id in aggregate:
-            if tasks.aggregate_task_id(job_id) not in waiting:
+            if tasks.aggregate_task_id(job_id) not in ids:
                 tasks.send_aggregate(job_id)
                 counts["aggregated"] += 1
     if any(counts.values()):
         log.warning("recovery: %s", counts)
     return counts
+
+
+def _top_up(held: list[Held], stale: list[Job]) -> int:
+    """Sends a message for queued units that have none: a message is a ticket for any unit on its queue
+    (worker.scheduler), so a queue needs as many messages as it has queued units; the stale ones, oldest first,
+    are sent again for those missing."""
+    tickets = Counter(h.queue for h in held if h.task in (tasks.job.name, tasks.part.name))
+    with session_scope() as s:
+        needed = Counter(_queue_of(kind, queue) for kind, queue in
+                         s.execute(select(Job.kind, Job.queue).where(Job.status == "queued")).all())
+    missing = {q: n - tickets[q] for q, n in needed.items() if n > tickets[q]}
+    sent = 0
+    for job in sorted(stale, key=lambda j: j.created_at):
+        q = _queue_of(job.kind, job.queue)
+        if missing.get(q, 0) > 0:
+            _send(job)
+            missing[q] -= 1
+            sent += 1
+    return sent
+
+
+def _queue_of(kind: str, queue: str | None) -> str:
+    """The queue a unit is sent to (rows from before fair share do not name it)."""
+    if queue is not None:
+        return queue
+    return PART_KINDS[kind].queue if kind in PART_KINDS else get_kind(kind).entry_queue
 
 
 def _is_composite(job: Job) -> bool:

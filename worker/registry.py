@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from convlens.db.models import Job, ModelAlias, TrainedModelRow
 from convlens.db.session import session_scope
 from convlens.ml.errors import ConvlensError
+from convlens.worker import audit
 from convlens.worker.artifacts import ModelFile, artifact_store, resolve_model
 from convlens.worker.errors import JobError
 from convlens.worker.job_ids import expand
@@ -204,6 +205,7 @@ def set_alias(ref: str, alias: str) -> ModelView:
         else:
             existing.version = row.version
         s.flush()
+        audit.record(audit.Action.ALIAS, f"{row.name}@{alias}", s, version=row.version)
         return _view(s, row)
 
 

@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, utcnow
+from convlens.db.models import FINISHED, Artifact, Job, JobStatus, Metric, Prediction, Token, utcnow
 from convlens.db.rows import STORED_COLUMNS
 from convlens.db.session import session_scope
 from convlens.ml.model_layout import model_files
 from convlens.ml.progress import ProgressEvent
-from convlens.worker import dependencies, lifecycle, registry, sweeps
+from convlens.worker import audit, dependencies, lifecycle, registry, sweeps
 from convlens.worker.artifacts import artifact_store
 from convlens.worker.children import child_view
-from convlens.worker.errors import JobError
+from convlens.worker.errors import JobError, QuotaExceeded
 from convlens.worker.kinds import get_kind
 from convlens.worker.kinds.base import Context, Done, Output
 from convlens.worker.labels import JobLabels
@@ -49,9 +49,28 @@ def create_job(kind: str, params: dict[str, Any], strict_paths: bool = False, su
     if labels is not None:
         labels.apply(job)
     with session_scope() as s:
+        if submitted_by is not None:
+            check_quota(s, submitted_by)
         s.add(job)
         s.flush()
+        audit.record(audit.Action.IMPORT if kind == "import" else audit.Action.SUBMIT, job.id, s, kind=kind,
+                     name=job.name, priority=labels.priority if labels is not None else None)
         return job.id
+
+
+def check_quota(s: Session, token: str) -> None:
+    """QuotaExceeded when the token has as many unfinished top-level jobs as its `max_jobs` (children and parts
+    do not count). The token's row is written first, which serialises its submits on both databases (a row lock on
+    PostgreSQL, the write lock on SQLite), so two at once cannot both take the last place."""
+    s.execute(update(Token).where(Token.name == token).values(max_jobs=Token.max_jobs))
+    limit = s.scalar(select(Token.max_jobs).where(Token.name == token))
+    if limit is None:
+        return
+    in_flight = s.scalar(select(func.count()).select_from(Job).where(
+        Job.submitted_by == token, Job.parent_id.is_(None), Job.status.not_in(FINISHED)))
+    if in_flight >= limit:
+        raise QuotaExceeded(f"token {token!r} may have at most {limit} unfinished jobs (waiting, queued or "
+                            f"running) and has {in_flight}: wait for one to end, or cancel one")
 
 
 def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submitted_by: str | None = None,
@@ -68,7 +87,7 @@ def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submi
         raise dependencies.DependencyRefused(f"job {waits[0]} has not finished; `convlens submit` can wait for it, "
                                              "a job run here cannot")
     return Job(kind=kind, params=validated, status=JobStatus.WAITING if waits else JobStatus.QUEUED,
-               submitted_by=submitted_by, waits_for=waits or None, **row)
+               submitted_by=submitted_by, waits_for=waits or None, queue=get_kind(kind).entry_queue, **row)
 
 
 def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
@@ -107,9 +126,9 @@ def insert_predictions(s: Session, rows: list[tuple[Any, ...]]) -> None:
 
 
 @guarded
-def begin(job_id: str, hostname: str | None = None) -> list[str]:
+def begin(job_id: str, hostname: str | None = None, task_id: str | None = None) -> list[str]:
     """Runs a job that runs whole; for one that fans out, creates its parts (once) and returns their ids."""
-    job = lifecycle.start(job_id, hostname)
+    job = lifecycle.start(job_id, hostname, task_id)
     if job is None:
         return []
     record_provenance(job_id, job.params)
@@ -131,7 +150,8 @@ def begin(job_id: str, hostname: str | None = None) -> list[str]:
     with session_scope() as s:
         parts = lifecycle.children(s, job_id)
         if not parts:
-            parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i, size=kind.part_size(p))
+            parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i, size=kind.part_size(p),
+                         submitted_by=job.submitted_by, priority=job.priority, queue=kind.queue)
                      for i, p in enumerate(plans)]
             s.add_all(parts)
             total = sum(p.size for p in parts)
@@ -156,9 +176,9 @@ def _parts_progress(part_name: str | None, done: int, total: int) -> dict:
 
 
 @guarded
-def run_part(part_id: str, hostname: str | None = None) -> str | None:
+def run_part(part_id: str, hostname: str | None = None, task_id: str | None = None) -> str | None:
     """Runs one part; returns its parent's id when every part has now succeeded (time to aggregate)."""
-    part = lifecycle.start(part_id, hostname)
+    part = lifecycle.start(part_id, hostname, task_id)
     if part is None:
         return None
     with session_scope() as s:
@@ -244,7 +264,7 @@ def _advance_once(job_id: str) -> Advanced | None:
             job.error = f"{kind.stages[bad.part or 0]} stage: {bad.kind} job {bad.id} {bad.status}{why}"
         if job.status != JobStatus.RUNNING:
             return Advanced(cancel=lifecycle.cancel_descendants(s, job_id))
-        lease, submitted_by = job.lease, job.submitted_by
+        lease, submitted_by, priority = job.lease, job.submitted_by, job.priority
         ctx = Context(job_id, kind.parse(job.params), job_dir(job_id), Reporter(job_id))
         seen = [child_view(c) for c in kids]
     step = kind.next(ctx, seen)
@@ -262,8 +282,8 @@ def _advance_once(job_id: str) -> Advanced | None:
         return Advanced()
     # Two children ending together send two advances: both may make rows (next() is repeatable), but only the
     # one whose lease bump commits together with them stores any.
-    rows = [new_job(c.kind, c.params, submitted_by=submitted_by, parent_id=job_id, part=c.part, trial=c.trial)
-            for c in step.children]
+    rows = [new_job(c.kind, c.params, submitted_by=submitted_by, parent_id=job_id, part=c.part, trial=c.trial,
+                    priority=priority) for c in step.children]
     progress = step.progress.with_fraction().model_dump(exclude_none=True) if step.progress else None
     with session_scope() as s:
         claimed = s.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")

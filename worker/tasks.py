@@ -1,12 +1,15 @@
 """Celery tasks, generic over job kinds: a job's first step, its parts, its aggregation.
 
-Task ids are job ids, so revoking a job revokes exactly its task. Queues are chosen per kind when sending.
+A job or part message is a ticket for the next unit fair share picks on its queue (worker.scheduler); each
+message has its own task id, and a unit's row names the task running it, which is what a cancel stops. Queues are
+chosen per kind when sending.
 The part that finishes last sends the aggregation (not a chord): a part re-sent by recovery, which a chord
 would not count, still leads to it; aggregating twice is harmless.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +19,10 @@ from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy.exc import OperationalError
 
 from convlens.db.models import JobStatus
-from convlens.worker import dependencies, lifecycle, steps
+from convlens.worker import audit, dependencies, lifecycle, scheduler, steps
 from convlens.worker.app import app
 from convlens.worker.broker import broker_url, ensure_embedded_redis
-from convlens.worker.kinds import get_kind
+from convlens.worker.kinds import PART_KINDS, get_kind
 from convlens.worker.labels import JobLabels
 
 # Transient database and broker errors: retried with exponential back-off.
@@ -33,24 +36,46 @@ RETRY = {
 
 @app.task(name="convlens.job", bind=True, **RETRY)
 def job(self, job_id: str, kind_name: str) -> None:
-    try:
-        for part_id in steps.begin(job_id, self.request.hostname):
-            send_part(part_id, kind_name)
-        if get_kind(kind_name).composite:
-            run_advance(job_id, self.request.hostname)
-    finally:
-        ended(job_id)
+    take_turn(job_id, self.request.hostname, self.request.id)
 
 
 @app.task(name="convlens.part", bind=True, **RETRY)
 def part(self, part_id: str) -> None:
+    take_turn(part_id, self.request.hostname, self.request.id)
+
+
+def take_turn(offered: str, hostname: str | None, task_id: str) -> None:
+    """A message is a ticket for one unit of work on its queue: runs the unit fair share picks for this slot
+    (worker.scheduler), or the next one when another slot claimed it first."""
+    for unit_id in scheduler.choices(offered):
+        if run_unit(unit_id, hostname, task_id):
+            return
+
+
+def run_unit(unit_id: str, hostname: str | None, task_id: str) -> bool:
+    """Runs a unit as what it is (a part of a fan-out, or a job of its own); False when it was not this task's
+    to run (claimed by another process, or no longer queued)."""
+    kind = lifecycle.kind_of(unit_id)
+    if kind is None:
+        return False
+    if kind in PART_KINDS:
+        try:
+            parent_id = steps.run_part(unit_id, hostname, task_id)
+        except Exception:
+            ended(unit_id)  # a failed part failed its parent: what waited for that fails too
+            raise
+        if parent_id is not None:
+            send_aggregate(parent_id)
+        return lifecycle.task_of(unit_id) == task_id
     try:
-        parent_id = steps.run_part(part_id, self.request.hostname)
-    except Exception:
-        ended(part_id)  # a failed part failed its parent: what waited for that fails too
-        raise
-    if parent_id is not None:
-        send_aggregate(parent_id)
+        for part_id in steps.begin(unit_id, hostname, task_id):
+            send_part(part_id, kind)
+        ran = lifecycle.task_of(unit_id) == task_id
+        if ran and get_kind(kind).composite:
+            run_advance(unit_id, hostname)
+        return ran
+    finally:
+        ended(unit_id)
 
 
 @app.task(name="convlens.aggregate", bind=True, **RETRY)
@@ -76,7 +101,7 @@ def run_advance(job_id: str, hostname: str | None) -> None:
     for child_id, kind_name in advanced.send:
         send_job(child_id, kind_name)
     if advanced.cancel:
-        app.control.revoke(advanced.cancel, terminate=True)
+        stop_tasks(advanced.cancel)
 
 
 def ended(job_id: str) -> None:
@@ -86,12 +111,19 @@ def ended(job_id: str) -> None:
         send_advance(composite)
 
 
+def ticket_id(unit_id: str) -> str:
+    """Each message its own task id: a message may run another unit than the one it was sent with, so revoking
+    by a unit's id could stop the wrong work; a cancel stops the task a unit's row names (lifecycle.start)."""
+    return f"{unit_id}-{uuid.uuid4().hex[:8]}"
+
+
 def send_job(job_id: str, kind_name: str, **options: Any) -> None:
-    job.apply_async(args=[job_id, kind_name], task_id=job_id, queue=get_kind(kind_name).entry_queue, **options)
+    job.apply_async(args=[job_id, kind_name], task_id=ticket_id(job_id), queue=get_kind(kind_name).entry_queue,
+                    **options)
 
 
 def send_part(part_id: str, kind_name: str) -> None:
-    part.apply_async(args=[part_id], task_id=part_id, queue=get_kind(kind_name).queue)
+    part.apply_async(args=[part_id], task_id=ticket_id(part_id), queue=get_kind(kind_name).queue)
 
 
 def aggregate_task_id(job_id: str) -> str:
@@ -145,9 +177,17 @@ def submit(kind_name: str, params: dict, strict_paths: bool = False, submitted_b
     return Submitted(job_id)
 
 
+def stop_tasks(unit_ids: list[str]) -> None:
+    """Stops the tasks running these (just cancelled) units; a queued one's message stays, a ticket for others."""
+    task_ids = lifecycle.tasks_of(unit_ids)
+    if task_ids:
+        app.control.revoke(task_ids, terminate=True)
+
+
 def cancel(job_id: str) -> list[str]:
     ids = lifecycle.mark_cancelled(job_id)
+    audit.record(audit.Action.CANCEL, job_id, stopped=len(ids))
     ensure_embedded_redis()
-    app.control.revoke(ids, terminate=True)
+    stop_tasks(ids)
     ended(job_id)
     return ids

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from kombu.exceptions import ChannelError, OperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from convlens.worker.app import app
 from convlens.worker.queues import QUEUES
@@ -24,46 +26,69 @@ PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priority levels in li
 BROWSE_AT_MOST = 10_000  # messages read per queue on RabbitMQ; a longer queue is counted as holding them all
 
 
+@dataclass(frozen=True)
+class Held:
+    """A message the broker holds: its queue, task name and task id."""
+
+    queue: str
+    task: str | None
+    id: str | None
+
+    @classmethod
+    def of(cls, queue: str, message: dict) -> Held:
+        headers = message.get("headers") or {}
+        return cls(queue, headers.get("task"), headers.get("id"))
+
+
+@dataclass(frozen=True)
+class QueueDepths:
+    counts: dict[str, int | None]  # None: not known (the broker could not be reached)
+    unreachable: str | None = None  # why, in one line naming the broker
+
+
 class Transport(ABC):
     @abstractmethod
-    def task_ids(self, taken_since: float) -> set[str] | None:
-        """Task ids of the messages waiting in any queue, or taken by a worker since `taken_since` (a Unix time)
-        where the broker keeps that; None when it cannot tell (recovery then sends nothing again)."""
+    def held(self, taken_since: float) -> list[Held] | None:
+        """The messages waiting in any queue, or taken by a worker since `taken_since` (a Unix time) where the
+        broker keeps that; None when it cannot tell (recovery then sends nothing again)."""
 
-    def depths(self) -> dict[str, int | None]:
-        """Messages waiting in each queue, by passive declares (both transports answer them); None for all: the
-        broker could not be reached."""
-        depths: dict[str, int | None] = dict.fromkeys(QUEUES)
+    def depths(self) -> QueueDepths:
+        """Messages waiting in each queue, by passive declares (both transports answer them); with the reason
+        when the broker could not be reached (asked once, without kombu's back-off, so a page says it at once)."""
+        counts: dict[str, int | None] = dict.fromkeys(QUEUES)
         try:
             with app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1)
+                conn.ensure_connection(max_retries=0, timeout=2)
                 for name in QUEUES:
                     try:
-                        depths[name] = conn.default_channel.queue_declare(queue=name, passive=True).message_count
+                        counts[name] = conn.default_channel.queue_declare(queue=name, passive=True).message_count
                     except ChannelError:  # the broker has never seen the queue: nothing waits in it
-                        depths[name] = 0
-        except (OperationalError, OSError, ConnectionError):
-            return dict.fromkeys(QUEUES)
-        return depths
+                        counts[name] = 0
+        except (OperationalError, OSError, ConnectionError) as exc:
+            why = str(exc).splitlines()[0].rstrip(".") if str(exc) else "no answer"
+            return QueueDepths(dict.fromkeys(QUEUES), f"the broker ({maybe_sanitize_url(app.conf.broker_url)}) "
+                                                       f"cannot be reached: {why}")
+        return QueueDepths(counts)
 
 
 class RedisTransport(Transport):
-    def task_ids(self, taken_since: float) -> set[str] | None:
+    def held(self, taken_since: float) -> list[Held] | None:
         # A message taken earlier and still unacknowledged belongs to a worker that died before it could claim its
         # job (a live one would have): the broker keeps it for the visibility timeout (hours), so it counts as lost.
         with app.connection_for_read() as conn:
             client = conn.default_channel.client
-            messages = [json.loads(m) for q in QUEUES for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9)))
-                        for m in client.lrange(key, 0, -1)]
+            found = [Held.of(q, json.loads(m)) for q in QUEUES
+                     for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9))) for m in client.lrange(key, 0, -1)]
             tags = client.zrangebyscore("unacked_index", taken_since, "+inf")  # kombu's delivery times
-            if tags:
-                messages += [json.loads(v)[0] for v in client.hmget("unacked", tags) if v]  # [message, exchange, key]
-        return {m.get("headers", {}).get("id") for m in messages}
+            if tags:  # each [message, exchange, routing key]: the routing key is the queue's name
+                found += [Held.of(entry[2], entry[0]) for v in client.hmget("unacked", tags) if v
+                          for entry in [json.loads(v)]]
+        return found
 
 
 class AmqpTransport(Transport):
-    def task_ids(self, taken_since: float) -> set[str] | None:
-        found: set[str] = set()
+    def held(self, taken_since: float) -> list[Held] | None:
+        found: list[Held] = []
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()  # its own: closing it hands every browsed message back
@@ -77,7 +102,7 @@ class AmqpTransport(Transport):
                             break
                         if message is None:
                             break
-                        found.add((message.headers or {}).get("id"))
+                        found.append(Held.of(name, {"headers": message.headers}))
                     else:
                         return None  # more than we browse: too many to tell
             finally:

@@ -80,5 +80,7 @@ def edit_job(job: ExistingJob, edit: LabelEdit, who: Submitter) -> JobView:
     if job.submitted_by != who.name and not who.allows("admin"):
         raise problem(403, f"job {job.id} was not submitted by token {who.name!r}; only admin tokens edit "
                            "others' jobs")
+    if not who.allows("admin") and edit.priority is not None and edit.raises_priority_of(job.id):
+        raise problem(403, f"only admin tokens raise a job's priority (job {job.id} is {job.priority})")
     edit_labels(job.id, edit)
     return queries.get_job(job.id)

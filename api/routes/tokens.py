@@ -21,7 +21,7 @@ def get_tokens(_: Admin) -> TokenList:
     **BODY_ERRORS, 409: error_doc("that name is taken (names are never reused)")})
 def post_token(req: TokenRequest, _: Admin) -> NewToken:
     """A new token; its secret is in this response only."""
-    return create_token(req.name, req.scope)
+    return create_token(req.name, req.scope, req.max_jobs)
 
 
 @router.delete("/tokens/{name}", response_model=TokenView, responses=NOT_FOUND)

@@ -195,3 +195,12 @@ def test_cancelling_an_ended_job_changes_nothing_and_says_so(client):
                          text=True, timeout=120)  # the fixture's CONVLENS_HOME
     assert cli.returncode == 2 and cli.stderr.strip() == f"error: {said}"
     assert client.get(f"/jobs/{done}").json()["status"] == "succeeded"
+
+
+def test_the_workers_page_says_why_the_broker_is_away_at_once(client, monkeypatch):
+    from convlens.worker.app import app as celery_app
+
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://:secret@127.0.0.1:1/0")
+    page = client.get("/ui/workers")
+    assert page.status_code == 200 and "cannot be reached: Error 111 connecting to 127.0.0.1:1" in page.text, page.text
+    assert "secret" not in page.text and "Workers cannot be asked while the broker is away" in page.text

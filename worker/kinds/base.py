@@ -251,11 +251,17 @@ def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None, wi
     return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [columns, *cells]]
 
 
+def number(v: float) -> str:
+    """A figure for people: four significant digits (0.6996, 0.0513, 3e-05), whole numbers from 1,000 up
+    (images_per_s 1,937), never a float's full repr."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return number(v)
     if isinstance(v, list | dict):
         return json.dumps(v)
     return str(v)
