@@ -19,18 +19,19 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from convlens.api import queries
-from convlens.api.auth import Reader, problem, session_of
+from convlens.api.auth import Admin, Reader, problem, session_of
 from convlens.api.deps import MAX_FILE_BYTES, MAX_FILES, job_or_404, page_cursor, page_filters
 from convlens.api.files import artifact_response
 from convlens.api.forms import form_fields
 from convlens.api.job_search import JobSearch, Key, cell, parse_columns
 from convlens.api.schemas import JobView, KindName, Status
-from convlens.api.tokens import Principal
+from convlens.api.tokens import Principal, list_tokens
 from convlens.db.models import FINISHED, JOB_STATUSES, Job, Prediction
 from convlens.db.rows import MetricRow
 from convlens.db.session import session_scope
 from convlens.ml import plots
 from convlens.ml.progress import history_columns
+from convlens.worker.audit import Action, events
 from convlens.worker.kinds import KINDS, PART_KINDS
 from convlens.worker.kinds.train import TrainResult
 from convlens.worker.paths import JOB_ID, local, overlay_path
@@ -363,3 +364,16 @@ def workers(request: Request, who: Reader, fragment: bool = False) -> HTMLRespon
     return render(request, who, "_workers.html" if fragment else "workers.html",
                   workers=[] if depths.unreachable else live_workers(), depths=depths, by_worker=by_worker,
                   queued=queries.count_jobs("queued", top_level=False))
+
+
+AUDIT_PAGE = 100
+
+
+@router.get("/ui/audit")
+def audit_page(request: Request, who: Admin, actor: Annotated[str | None, Query(max_length=64)] = None,
+               action: Action | None = None, before: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    """Who changed what (admin tokens only), newest first, a page at a time."""
+    rows = events(actor or None, action, before=before, limit=AUDIT_PAGE)
+    return render(request, who, "audit.html", events=rows, actions=list(Action), actor=actor or "", action=action,
+                  next_before=rows[-1].id if len(rows) == AUDIT_PAGE else None,
+                  tokens=[t.name for t in list_tokens()])

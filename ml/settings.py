@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="times a job whose worker went silent is re-queued")
     decode_megapixels: float = Field(100.0, gt=0, description="megapixels one process decodes at once (memory)")
     task_time_limit: int = Field(86400, ge=60, description="seconds after which a worker abandons a task")
+    fair_share: bool = Field(True, description="owners take turns for free worker slots (false: first come, first "
+                                               "served, as each message was sent)")
     artifact_store: str = Field("home", pattern=r"^(home|database|[a-z][a-z0-9+.-]*://.+)$", description=(
         "where models, plots and overlays are kept for every machine: home (files under HOME, shared by mount), "
         "database (in the results database) or an fsspec URL (s3://bucket/prefix)"))

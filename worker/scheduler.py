@@ -22,6 +22,7 @@ from sqlalchemy import func, or_, select
 
 from convlens.db.models import Job, JobStatus
 from convlens.db.session import session_scope
+from convlens.ml.settings import settings
 from convlens.worker.kinds import KINDS
 
 CANDIDATES = 500  # queued units read per choice, oldest first: enough to see every owner that waits
@@ -43,6 +44,8 @@ def parent_kinds() -> list[str]:
 def choices(offered: str) -> list[str]:
     """The units the slot that took `offered`'s message should try to claim, best first. Only `offered` itself
     when it is not queued (a redelivery resuming it after a crash, or one that ended) or predates fair share."""
+    if not settings().fair_share:
+        return [offered]
     with session_scope() as s:
         row = s.execute(select(Job.status, Job.queue).where(Job.id == offered)).one_or_none()
         if row is None or row.status != JobStatus.QUEUED or row.queue is None:

@@ -12,7 +12,7 @@ from convlens.api.auth import Reader, Submitter, problem
 from convlens.api.deps import BODY_ERRORS, ERRORS, MAX_OFFSET, NOT_FOUND, ExistingJob, QueryText, error_doc
 from convlens.api.job_search import MAX_LENGTH, JobSearch
 from convlens.api.schemas import JobList, JobRequest, JobView, KindName, Status
-from convlens.worker.labels import MAX_TAGS, JobLabels, LabelEdit, edit_labels
+from convlens.worker.labels import MAX_TAGS, LabelEdit, edit_labels
 from convlens.worker.paths import JOB_ID
 
 router = APIRouter(tags=["jobs"])
@@ -26,8 +26,9 @@ def create_job(req: JobRequest, who: Submitter, response: Response) -> JobView:
     from convlens.worker.tasks import submit
 
     try:
+        # The request is its own labels (a JobRequest is the JobLabels plus kind, params and after).
         submitted = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after,
-                        labels=JobLabels(name=req.name, tags=req.tags, note=req.note))
+                           labels=req)
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
