@@ -55,10 +55,14 @@ def one_mode(base: Path, fair: bool, args: argparse.Namespace) -> dict:
         for _ in range(args.small):
             small.append(b.submit("train", dataset=str(base / "small"), epochs=1))
             time.sleep(args.every)
-        waits = [(j.started_at - j.created_at).total_seconds() for j in (b.wait(s, timeout=3600) for s in small)]
+        b_jobs = [b.wait(s, timeout=3600) for s in small]
         done = a.wait(big, timeout=3600)
-        assert done.status == "succeeded", done.error
-        return {"b_waits": waits, "a_total": (done.finished_at - done.created_at).total_seconds()}
+        assert done.status == "succeeded" and all(j.status == "succeeded" for j in b_jobs), done.error
+        shards = a.job(big).children or []
+        return {"b_waits": [(j.started_at - j.created_at).total_seconds() for j in b_jobs],
+                "b_run": sum((j.finished_at - j.started_at).total_seconds() for j in b_jobs),
+                "a_total": (done.finished_at - done.created_at).total_seconds(),
+                "a_shards": sum((c.finished_at - c.started_at).total_seconds() for c in shards)}
     finally:
         worker.stop()
         api.stop()
@@ -92,12 +96,13 @@ def main() -> None:
     print(f"# bench_fairness: {datetime.now(UTC):%Y-%m-%d}, {cpu()}, convlens {commit.strip()}")
     print(f"# python bench/bench_fairness.py --images {args.images} --shard {args.shard} --small {args.small} "
           f"--every {args.every:g}; one worker (concurrency 1), embedded SQLite, Redis")
-    print(f"| scheduling | B's waits, s ({args.small} one-epoch trains) | B's longest wait, s | A's total, s "
-          f"({args.images} images, Grad-CAM, {-(-args.images // args.shard)} shards) |")
-    print("|---|---|---|---|")
+    shards = -(-args.images // args.shard)
+    print(f"| scheduling | B's waits, s ({args.small} one-epoch trains) | B's longest wait, s | B's jobs' run, s | "
+          f"A's total, s ({args.images} images, Grad-CAM, {shards} shards) | A's shards' run, s |")
+    print("|---|---|---|---|---|---|")
     for mode, r in results.items():
         print(f"| {mode} | {', '.join(f'{w:.1f}' for w in r['b_waits'])} | {max(r['b_waits']):.1f} | "
-              f"{r['a_total']:.1f} |")
+              f"{r['b_run']:.1f} | {r['a_total']:.1f} | {r['a_shards']:.1f} |")
 
 
 if __name__ == "__main__":

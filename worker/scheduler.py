@@ -42,13 +42,14 @@ def parent_kinds() -> list[str]:
 
 
 def choices(offered: str) -> list[str]:
-    """The units the slot that took `offered`'s message should try to claim, best first. Only `offered` itself
-    when it is not queued (a redelivery resuming it after a crash, or one that ended) or predates fair share."""
+    """The units the slot that took `offered`'s message should try to claim, best first. `offered` comes first
+    when it is not queued (a redelivery resumes it after a crash), then the queued ones: a message whose own unit
+    has ended or runs elsewhere is still a ticket for another. Only `offered` for a row from before fair share."""
     if not settings().fair_share:
         return [offered]
     with session_scope() as s:
         row = s.execute(select(Job.status, Job.queue).where(Job.id == offered)).one_or_none()
-        if row is None or row.status != JobStatus.QUEUED or row.queue is None:
+        if row is None or row.queue is None:
             return [offered]
         queued = s.execute(select(Job.id, Job.submitted_by, Job.priority, Job.created_at, Job.part)
                            .where(Job.status == JobStatus.QUEUED, Job.queue == row.queue)
@@ -67,4 +68,4 @@ def choices(offered: str) -> list[str]:
                 unit.created_at, unit.part or 0)
 
     ranked = [u.id for u in sorted(queued, key=turn)]
-    return ranked if offered in ranked else [offered, *ranked]
+    return ranked if row.status == JobStatus.QUEUED and offered in ranked else [offered, *ranked]
