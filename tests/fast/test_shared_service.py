@@ -61,8 +61,9 @@ def api(home, tmp_path, monkeypatch):
 def test_a_quota_a_priority_and_an_audit_trail(api):
     admin, alice, bob = api("root", "admin"), api("alice", "submit", max_jobs=2), api("bob", "submit")
     train = {"kind": "train", "params": {"epochs": 1, "limit": 100}}
+    # 202 where this process's broker is another test's embedded Redis: stored as queued all the same.
     codes = [alice.post("/jobs", json=train).status_code for _ in range(3)]
-    assert codes == [201, 201, 429], codes
+    assert codes[0] in (201, 202) and codes[1] in (201, 202) and codes[2] == 429, codes
     refused = alice.post("/jobs", json=train).json()["detail"]["message"]
     assert refused == ("token 'alice' may have at most 2 unfinished jobs (waiting, queued or running) and has 2: "
                        "wait for one to end, or cancel one")
@@ -70,7 +71,7 @@ def test_a_quota_a_priority_and_an_audit_trail(api):
         {"root": None, "alice": 2, "bob": None}
     first = alice.get("/jobs").json()["jobs"][-1]["id"]
     assert alice.post(f"/jobs/{first}/cancel").status_code == 200
-    assert alice.post("/jobs", json=train).status_code == 201  # a place came free
+    assert alice.post("/jobs", json=train).status_code in (201, 202)  # a place came free
     low = bob.post("/jobs", json={**train, "priority": "low"}).json()
     assert low["priority"] == "low"
     assert bob.patch(f"/jobs/{low['id']}", json={"priority": "high"}).status_code == 403  # raising: admins only
