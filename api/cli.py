@@ -13,6 +13,7 @@ from convlens.api.cli_audit import audit
 from convlens.api.cli_jobs import run_app, submit_app
 from convlens.api.cli_models import models_app
 from convlens.api.cli_query import jobs_app, results_app
+from convlens.api.cli_queues import queues_app
 from convlens.api.cli_services import db_app, embedded_app, services_app
 from convlens.api.cli_tokens import tokens_app
 from convlens.api.output import error
@@ -21,7 +22,7 @@ app = typer.Typer(help="convlens: train, evaluate, explain and apply CNN image c
                   no_args_is_help=True, pretty_exceptions_enable=False)
 for sub, name in ((run_app, "run"), (submit_app, "submit"), (jobs_app, "jobs"), (results_app, "results"),
                   (db_app, "db"), (embedded_app, "services"), (tokens_app, "tokens"), (models_app, "models"),
-                  (artifacts_app, "artifacts")):
+                  (artifacts_app, "artifacts"), (queues_app, "queues")):
     app.add_typer(sub, name=name)
 app.registered_commands += services_app.registered_commands
 app.command("audit")(audit)

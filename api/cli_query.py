@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -175,6 +176,7 @@ def results_predictions(
     wide: Annotated[bool, typer.Option("--wide", help="whole paths, the prediction sets, top-k and overlays")] = False,
     json_out: Json = False,
     csv_out: Csv = False,
+    parquet: Annotated[Path | None, typer.Option(help="write every selected row to this Parquet file instead")] = None,
 ) -> None:
     ready_database()
     from pydantic import ValidationError
@@ -189,6 +191,11 @@ def results_predictions(
                                    set_size=set_size, min_set_size=min_set_size)
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+    if parquet is not None:  # every row, a page at a time (no --limit)
+        from convlens.api.predictions_parquet import write_parquet
+
+        typer.echo(f"{write_parquet(job_id, filters, parquet)} rows written to {parquet}")
+        return
     rows = queries.predictions(job_id, filters, limit)
     if json_out:
         print_json([r.model_dump(mode="json") for r in rows])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,10 @@ from services import (
 pytestmark = pytest.mark.services
 
 FAST_RECOVERY = {"CONVLENS_HEARTBEAT_S": "1", "CONVLENS_STALE_AFTER_S": "6", "CONVLENS_DATA_DIR": str(DATA_DIR)}
+
+
+sys.path.insert(0, str(Path(__file__).parent / "fast"))
+from helpers import image_folder, saved_model  # noqa: E402
 
 
 def _embedded_env(home: Path) -> dict[str, str]:
@@ -103,6 +108,28 @@ def test_queued_job_lost_by_the_broker_is_sent_again(tmp_path, trained, cifar):
         paths = _count(tmp_path, select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
         assert paths == n + len(bad)  # every file exactly once
         assert "recovery" in worker.log.read_text()
+    finally:
+        worker.stop()
+        _stop_embedded(env)
+
+
+def test_purged_queues_lose_no_job(tmp_path):
+    """`convlens queues purge` drops the broker's messages through the adapter; the job, stored as queued, is sent
+    again by recovery and runs."""
+    env = _embedded_env(tmp_path)
+    n = image_folder(tmp_path / "images", per_class=6)
+    model = saved_model(tmp_path / "m.keras", ["cat", "dog"])
+    job_id = cli(env, "submit", "classify", str(tmp_path / "images"), "--model", str(model)).stdout.strip()
+    assert {q["queue"]: q["messages"] for q in cli_json(env, "queues", "list")} == {"gpu": 0, "cpu": 1}
+    refused = cli(env, "queues", "purge", check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert cli(env, "queues", "purge", "--yes").stdout.strip() == "dropped 1 messages from gpu, cpu"
+    assert [q["messages"] for q in cli_json(env, "queues", "list")] == [0, 0]
+    worker = Worker(env, "after-purge@convlens-test", tmp_path)
+    try:
+        worker.wait_ready()
+        done = cli_json(env, "jobs", "wait", job_id, "--timeout", "300", timeout=400)
+        assert done["status"] == "succeeded" and done["result"]["classified"] == n, done
     finally:
         worker.stop()
         _stop_embedded(env)

@@ -5,9 +5,11 @@ A's every prediction as a DataFrame."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import services
@@ -62,6 +64,12 @@ def test_a_small_job_is_not_starved_by_a_large_one(tmp_path, cifar):
             set(cifar.class_names)
         assert len(alice.predictions(big, label=rows["predicted"].iloc[0])) == (rows["predicted"] ==
                                                                                 rows["predicted"].iloc[0]).sum()
+        # The same rows as Parquet, streamed over HTTP and written by the CLI: typed columns, lists kept.
+        streamed = pd.read_parquet(io.BytesIO(admin.get(f"/jobs/{big}/predictions.parquet").content))
+        assert list(streamed["path"]) == list(rows["path"]) and list(streamed["set_size"]) == list(rows["set_size"])
+        assert cli(env, "results", "predictions", big, "--parquet", str(tmp_path / "a.parquet")).stdout.strip() == \
+            f"{IMAGES} rows written to {tmp_path / 'a.parquet'}"
+        assert pd.read_parquet(tmp_path / "a.parquet").equals(streamed)
         events = admin.get("/audit?action=submit").json()["events"]
         assert {(e["actor"], e["target"]) for e in events} == {("alice", big), ("bob", small)}
     finally:

@@ -71,6 +71,21 @@ class Transport(ABC):
         return QueueDepths(counts)
 
 
+    def purge(self, queues: tuple[str, ...] = QUEUES) -> int:
+        """Drops every message waiting in these queues; returns how many. Queued units stay queued in the database
+        and recovery sends them again once they are stale, so nothing a user submitted is lost: what goes is the
+        spare tickets (a mass cancel leaves one per cancelled unit) and anything not convlens's."""
+        dropped = 0
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=0, timeout=5)
+            for name in queues:
+                try:
+                    dropped += conn.default_channel.queue_purge(name) or 0
+                except ChannelError:  # never declared: nothing waits in it
+                    continue
+        return dropped
+
+
 class RedisTransport(Transport):
     def held(self, taken_since: float) -> list[Held] | None:
         # A message taken earlier and still unacknowledged belongs to a worker that died before it could claim its

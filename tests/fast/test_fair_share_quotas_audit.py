@@ -1,5 +1,5 @@
 """A service many people share (issue 50), in-process over SQLite: fair-share order, priorities, quotas, the audit
-log and the Python client's local mode. tests/test_shared_service.py runs the same with real workers."""
+log and the Python client's local mode. tests/test_shared_service.py runs it with real workers."""
 
 from __future__ import annotations
 
