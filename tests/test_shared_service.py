@@ -66,7 +66,8 @@ def test_a_small_job_is_not_starved_by_a_large_one(tmp_path, cifar):
                                                                                 rows["predicted"].iloc[0]).sum()
         # The same rows as Parquet, streamed over HTTP and written by the CLI: typed columns, lists kept.
         streamed = pd.read_parquet(io.BytesIO(admin.get(f"/jobs/{big}/predictions.parquet").content))
-        assert list(streamed["path"]) == list(rows["path"]) and list(streamed["set_size"]) == list(rows["set_size"])
+        assert list(streamed["path"]) == list(rows["path"]) and list(streamed["predicted"]) == list(rows["predicted"])
+        assert (streamed["confidence"] == rows["confidence"]).all()
         assert cli(env, "results", "predictions", big, "--parquet", str(tmp_path / "a.parquet")).stdout.strip() == \
             f"{IMAGES} rows written to {tmp_path / 'a.parquet'}"
         assert pd.read_parquet(tmp_path / "a.parquet").equals(streamed)
