@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
 
 from convlens.api import queries
 from convlens.api.auth import Admin, Reader, problem, session_of
@@ -372,8 +373,12 @@ AUDIT_PAGE = 100
 @router.get("/ui/audit")
 def audit_page(request: Request, who: Admin, actor: Annotated[str | None, Query(max_length=64)] = None,
                action: Action | None = None, before: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
-    """Who changed what (admin tokens only), newest first, a page at a time."""
+    """The tokens with their quotas, and who changed what (admin tokens only), newest first, a page at a time."""
     rows = events(actor or None, action, before=before, limit=AUDIT_PAGE)
+    tokens = list_tokens()
+    with session_scope() as s:  # each token's unfinished top-level jobs: what its quota counts
+        unfinished = dict(s.execute(select(Job.submitted_by, func.count()).where(
+            Job.parent_id.is_(None), Job.status.not_in(FINISHED)).group_by(Job.submitted_by)).all())
     return render(request, who, "audit.html", events=rows, actions=list(Action), actor=actor or "", action=action,
-                  next_before=rows[-1].id if len(rows) == AUDIT_PAGE else None,
-                  tokens=[t.name for t in list_tokens()])
+                  next_before=rows[-1].id if len(rows) == AUDIT_PAGE else None, tokens=tokens,
+                  unfinished=unfinished)

@@ -88,6 +88,7 @@ def test_a_quota_a_priority_and_an_audit_trail(api):
     assert alice.get("/audit").status_code == 403
     page = admin.get("/ui/audit?actor=alice&action=cancel")
     assert page.status_code == 200 and page.text.count("<td>cancel</td>") == 1 and f"/ui/jobs/{first}" in page.text
+    assert "<tr><td>alice</td><td>submit</td><td>2</td><td>2</td>" in page.text  # the quota and what it counts
     assert alice.get("/ui/audit").status_code == 403 and 'href="/ui/audit"' not in alice.get("/").text
 
 
