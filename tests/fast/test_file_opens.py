@@ -23,6 +23,7 @@ ALLOWED = {
     "api/cli_services.py:api:os.fdopen": OWN + " (the first login URL, created 0600)",
     "api/cli_services.py:api:os.open": OWN + " (the first login URL, created 0600)",
     "api/demo.py:_start_worker:log.open": OWN + " (the demo worker's log)",
+    "api/predictions_parquet.py:write_parquet:path.open": "the Parquet file, written where the CLI's user asked",
     "api/files.py:confined_response:os.fdopen": CONFINED,
     "api/routes/predict.py:_classify:Path(r['overlay']).read_bytes": PRIVATE + " (the request's overlay)",
     "api/routes/predict.py:_classify:paths[-1].write_bytes": PRIVATE + " (an upload, under a numbered name)",
