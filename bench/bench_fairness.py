@@ -59,7 +59,9 @@ def one_mode(base: Path, fair: bool, args: argparse.Namespace) -> dict:
         done = a.wait(big, timeout=3600)
         assert done.status == "succeeded" and all(j.status == "succeeded" for j in b_jobs), done.error
         shards = a.job(big).children or []
-        return {"b_waits": [(j.started_at - j.created_at).total_seconds() for j in b_jobs],
+        rows = a.predictions(big)  # every page, as a DataFrame, through the client
+        assert len(rows) == args.images, len(rows)
+        return {"rows": len(rows), "b_waits": [(j.started_at - j.created_at).total_seconds() for j in b_jobs],
                 "b_run": sum((j.finished_at - j.started_at).total_seconds() for j in b_jobs),
                 "a_total": (done.finished_at - done.created_at).total_seconds(),
                 "a_shards": sum((c.finished_at - c.started_at).total_seconds() for c in shards)}
@@ -94,6 +96,7 @@ def main() -> None:
                                                                                  "fair share")}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     print(f"# bench_fairness: {datetime.now(UTC):%Y-%m-%d}, {cpu()}, convlens {commit.strip()}")
+    print(f"# every run checked: A's {args.images} prediction rows read back by convlens.client.Client as a DataFrame")
     print(f"# python bench/bench_fairness.py --images {args.images} --shard {args.shard} --small {args.small} "
           f"--every {args.every:g}; one worker (concurrency 1), embedded SQLite, Redis")
     shards = -(-args.images // args.shard)
