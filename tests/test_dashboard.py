@@ -198,7 +198,7 @@ def test_submit_train_from_the_form_and_watch_it_live(site):
     per_class = w.page.locator("#train-result table.metrics").nth(1).locator("tbody tr")
     assert per_class.count() == 10
     assert w.page.locator("table.confusion tbody tr").count() == 10
-    assert w.images_loaded() >= 5  # the F1 chart, curves, reliability, confusion, error gallery
+    assert w.images_loaded() >= 4  # the F1 chart, the curves, reliability, the error gallery (each figure once)
     model = w.page.locator("a", has_text="Download the model")
     with w.page.expect_download() as download:
         model.click()

@@ -86,13 +86,15 @@ def test_overlays_and_galleries(tmp_path, trained, images):
     hot, cold = np.unravel_index(cam_big.argmax(), cam_big.shape), np.unravel_index(cam_big.argmin(), cam_big.shape)
     lift = over.astype(int) - (big.astype(int) * 0.55).astype(int)
     assert lift[hot][0] > lift[hot][2] and lift[cold][2] > lift[cold][0]
-    path = save_gallery((images[0][:6] * 255).astype(np.uint8), np.stack([cam] * 6), ["x"] * 6,
+    path = save_gallery((images[0][:4] * 255).astype(np.uint8), np.stack([cam] * 4), ["true x\npredicted y"] * 4,
                         tmp_path / "g.png")
-    # One row of 8 panels of 2 x 2.3 inches at 100 dpi, six of them drawn (not blank).
+    # One row of 6 cells 2 inches wide at 100 dpi (a 32-pixel image, 2 pixels apart, under a 16-pixel title, kept
+    # in proportion), four of them drawn (not blank).
     gallery = np.asarray(Image.open(path).convert("RGB"))
-    assert gallery.shape == (230, 1600, 3)
-    panels = [gallery[30:210, 200 * i + 20:200 * i + 180] for i in range(8)]
-    assert [int(p.std() > 10) for p in panels] == [1] * 6 + [0] * 2
+    cell, title = 1200 / 202 * 34, 1200 / 202 * 16
+    assert gallery.shape == (round(1200 * 48 / 202), 1200, 3)
+    panels = [gallery[int(title) + 10:-10, int(cell * i) + 20:int(cell * i) + 170] for i in range(6)]
+    assert [int(p.std() > 10) for p in panels] == [1] * 4 + [0] * 2
 
 
 def test_error_analysis(tmp_path, trained, cifar):
