@@ -80,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     import keras
     from helpers import image_folder
+    from PIL import Image
 
     from convlens.ml.data.cifar import export_test_sample, load_cifar10
     from convlens.ml.settings import settings
@@ -88,7 +89,10 @@ def main() -> None:
     args.classes = ",".join(data.class_names)
     with tempfile.TemporaryDirectory(prefix="bench-fairness-") as tmp:
         base = Path(tmp)
-        export_test_sample(data, args.images, base / "photos")
+        export_test_sample(data, min(args.images, len(data.y_test)), base / "photos")
+        for i in range(len(data.y_test), args.images):  # more than the test set: its images again, under new names
+            j = i % len(data.y_test)
+            Image.fromarray(data.x_test[j]).save(base / "photos" / data.class_names[data.y_test[j]] / f"again-{i}.png")
         image_folder(base / "small", per_class=8)
         keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]).save(base / "tiny.keras")
