@@ -25,7 +25,7 @@ from convlens.db.session import session_scope
 from convlens.ml.settings import settings
 from convlens.worker import lifecycle, tasks
 from convlens.worker.broker import ensure_embedded_redis
-from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind
+from convlens.worker.kinds import PART_KINDS, UnknownKind, get_kind, unit_queue
 from convlens.worker.transport import Held, transport
 
 log = logging.getLogger("convlens.recovery")
@@ -106,9 +106,7 @@ def _top_up(held: list[Held], stale: list[Job]) -> int:
 
 def _queue_of(kind: str, queue: str | None) -> str:
     """The queue a unit is sent to (rows from before fair share do not name it)."""
-    if queue is not None:
-        return queue
-    return PART_KINDS[kind].queue if kind in PART_KINDS else get_kind(kind).entry_queue
+    return queue or unit_queue(kind)
 
 
 def _is_composite(job: Job) -> bool:

@@ -24,7 +24,7 @@ from convlens.worker import audit, dependencies, lifecycle, registry, sweeps
 from convlens.worker.artifacts import artifact_store
 from convlens.worker.children import child_view
 from convlens.worker.errors import JobError, QuotaExceeded
-from convlens.worker.kinds import get_kind
+from convlens.worker.kinds import get_kind, unit_queue
 from convlens.worker.kinds.base import Context, Done, Output
 from convlens.worker.labels import JobLabels
 from convlens.worker.lifecycle import Reporter, guarded
@@ -87,7 +87,7 @@ def new_job(kind: str, params: dict[str, Any], strict_paths: bool = False, submi
         raise dependencies.DependencyRefused(f"job {waits[0]} has not finished; `convlens submit` can wait for it, "
                                              "a job run here cannot")
     return Job(kind=kind, params=validated, status=JobStatus.WAITING if waits else JobStatus.QUEUED,
-               submitted_by=submitted_by, waits_for=waits or None, queue=get_kind(kind).entry_queue, **row)
+               submitted_by=submitted_by, waits_for=waits or None, queue=unit_queue(kind), **row)
 
 
 def store(s: Session, job_id: str, part: int | None, out: Output) -> None:
@@ -151,7 +151,8 @@ def begin(job_id: str, hostname: str | None = None, task_id: str | None = None) 
         parts = lifecycle.children(s, job_id)
         if not parts:
             parts = [Job(kind=kind.part_kind, params=p, parent_id=job_id, part=i, size=kind.part_size(p),
-                         submitted_by=job.submitted_by, priority=job.priority, queue=kind.queue)
+                         submitted_by=job.submitted_by, priority=job.priority,
+                         queue=unit_queue(kind.part_kind))
                      for i, p in enumerate(plans)]
             s.add_all(parts)
             total = sum(p.size for p in parts)

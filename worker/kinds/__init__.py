@@ -29,3 +29,9 @@ def get_kind(name: str) -> JobKind:
     if kind is None:
         raise UnknownKind(f"unknown job kind {name!r}; known kinds: {', '.join(KINDS)}")
     return kind
+
+
+def unit_queue(kind_name: str) -> str:
+    """The queue a row of this kind is sent to: a part's, its fan-out kind's work queue; a job's, its entry queue."""
+    kind = get_kind(kind_name)
+    return kind.queue if kind_name in PART_KINDS else kind.entry_queue
