@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/datasets)
 export CONVLENS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock test test-fast test-cifar test-services test-combos test-browser lint demo bench clean
+.PHONY: install lock test test-fast test-cifar test-services test-combos test-browser lint docs demo bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11, 3.12 or 3.13 on PATH (or make PYTHON=/path/to/python)"; exit 1; }
@@ -28,6 +28,11 @@ lock: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(CURDIR)/site
+
+# The guides under docs/ as a site in site/ (`$(VENV)/bin/mkdocs serve` to browse them live).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(CURDIR)/site
 
 # No PostgreSQL, no CIFAR-10, no worker processes: about half a minute.
 test-fast: install lint
