@@ -120,7 +120,8 @@ def _chart(job_id: str, finished_at: str, which: str) -> str:
         return svg_uri(plots.bars_svg(names, series, "F1 (test)"))
     if which == "folds":
         f1 = {k.split(":", 1)[1]: v for k, v in r["metrics"].items() if k.startswith("f1:")}
-        return svg_uri(plots.bars_svg(list(f1), {"F1": [v["mean"] for v in f1.values()]}, "F1, mean ± std over folds",
+        return svg_uri(plots.bars_svg(list(f1), {"F1": [v["mean"] for v in f1.values()]},
+                                      "F1, mean ± sample s.d. over the folds",
                                       errors={"F1": [v["std"] for v in f1.values()]}))
     if which == "layers":
         rows = r["rows"]
@@ -161,6 +162,7 @@ def classify_context(job: JobView, request: Request) -> dict[str, Any]:
 def sweep_context(job: JobView, request: Request) -> dict[str, Any]:
     """The trials so far (its result once it ended), sorted as asked, with the optimisation history,
     importances and parallel coordinates."""
+    from convlens.ml.search_space import distributions
     from convlens.worker.sweeps import sweep_view
 
     view = sweep_view(job.id)
@@ -188,7 +190,10 @@ def sweep_context(job: JobView, request: Request) -> dict[str, Any]:
         context["history_chart"] = svg_uri(plots.lines_svg([str(t.number) for t in rows], {
             "trial": [t.value for t in rows], "best so far": best_so_far}, view.metric))
         finished = {f"trial {t.number}": {**t.params, view.metric: t.value} for t in rows if t.state == "complete"}
-        context["parallel_chart"] = svg_uri(plots.parallel_svg(finished, [*params, view.metric], view.metric))
+        searched = distributions(job.params.get("space") or [])
+        context["parallel_chart"] = svg_uri(plots.parallel_svg(
+            finished, [*params, view.metric], view.metric,
+            log_axes={n for n, d in searched.items() if getattr(d, "log", False)}))
     if view.importances:
         context["importance_chart"] = svg_uri(plots.bars_svg(list(view.importances), {
             "importance": list(view.importances.values())}, "importance"))

@@ -110,19 +110,44 @@ def lines_svg(labels: list[str], series: dict[str, list[float | None]], ylabel: 
     return _svg(fig)
 
 
-def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str], color_by: str) -> str:
-    """Parallel coordinates: one line per run across `axes` (numbers scaled to each axis's range, text as evenly
-    spaced categories), coloured by the figure `color_by`, as an SVG document. Drawn with matplotlib: pandas'
-    version would add pandas for one chart."""
+def log_scaled(values: list[float | str | None]) -> bool:
+    """Whether numbers are best read on a log axis: all positive and spanning at least two decades (learning
+    rates, weight decays), where a linear axis would crowd all but the largest into one end."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return bool(numbers) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
+
+
+def number_axis(numbers: list[float], log: bool) -> tuple[dict[float, float], list[tuple[float, str]]]:
+    """Each number's height on a 0-1 axis (linear, or log10 for positive numbers) and the axis's ticks: its ends,
+    and on a log axis the powers of ten between them, so the scale reads as logarithmic."""
+    at = np.log10 if log else (lambda v: v)
+    lo, hi = float(at(min(numbers))), float(at(max(numbers)))
+    if hi <= lo:
+        return {v: 0.5 for v in numbers}, [(0.5, f"{min(numbers):.4g}")]
+    ticks = [(0.0, f"{min(numbers):.4g}"), (1.0, f"{max(numbers):.4g}")]
+    if log:
+        ticks += [((k - lo) / (hi - lo), f"1e{k}") for k in range(int(np.ceil(lo)), int(np.floor(hi)) + 1)
+                  if 0.08 < (k - lo) / (hi - lo) < 0.92]
+    return {v: (float(at(v)) - lo) / (hi - lo) for v in numbers}, ticks
+
+
+def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str], color_by: str,
+                 log_axes: set[str] | None = None) -> str:
+    """Parallel coordinates: one line per run across `axes` (numbers scaled to each axis's range, on a log
+    scale for the axes in `log_axes` (default: those `log_scaled` picks), text as evenly spaced categories),
+    coloured by the figure `color_by`, as an SVG document. Drawn with matplotlib: pandas' version has no log
+    axes."""
+    log_axes = {a for a in axes if log_scaled([runs[r].get(a) for r in runs])} if log_axes is None else log_axes
+    axes = list(axes)  # labels gain "(log)" below
     fig, ax = plt.subplots(figsize=(max(7.0, 2.2 * len(axes)), 4.0), layout="constrained")
     scaled: dict[str, list[float]] = {r: [] for r in runs}
     for i, name in enumerate(axes):
         values = [runs[r].get(name) for r in runs]
         numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         if numbers and len(numbers) == len([v for v in values if v is not None]):
-            lo, hi = min(numbers), max(numbers)
-            position = {v: (v - lo) / (hi - lo) if hi > lo else 0.5 for v in numbers}
-            ticks = [(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")] if hi > lo else [(0.5, f"{lo:.4g}")]
+            log = name in log_axes and min(numbers) > 0
+            position, ticks = number_axis(numbers, log)
+            axes[i] = f"{name} (log)" if log else name
         else:
             levels = sorted({str(v) for v in values if v is not None})
             position = {lv: (k / (len(levels) - 1) if len(levels) > 1 else 0.5) for k, lv in enumerate(levels)}

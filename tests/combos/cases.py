@@ -4,7 +4,7 @@ broker, store and database; cases are chosen greedily, each covering the most pa
 covering generator of twenty lines against a dependency for it (allpairspy). A study trains the model its folder
 is classified with, so "study folder" meets only the "trained" source (the pairs it cannot form are not asked).
 
-`python tests/combos/cases.py` prints the matrix the README shows.
+`python tests/combos/cases.py` prints the matrix docs/getting-started.md shows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""kfold: stratified k-fold over the training data, one part per fold (any worker), then mean ± std."""
+"""kfold: stratified k-fold over the training data, one part per fold (any worker), then mean ± sample s.d.."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class KfoldResult(BaseModel):
 
 class Kfold(JobKind, name="kfold", params=KfoldParams, result=KfoldResult, part="fold", part_result=TrainResult,
             template="_kfold.html", part_template="_train.html",
-            title="stratified k-fold over the training data: one job per fold, then mean ± std"):
+            title="stratified k-fold over the training data: one job per fold, then mean ± sample s.d."):
 
     def validate(self, params: dict[str, Any], strict_paths: bool) -> dict[str, Any]:
         from convlens.ml.feasible import folds_problem

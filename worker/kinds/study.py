@@ -39,10 +39,16 @@ class StudyResult(BaseModel):
     accuracy: float
     macro_f1: float
     kfold_accuracy: float
-    kfold_accuracy_std: float
+    kfold_accuracy_std: float = Field(description="the sample standard deviation over the folds (ddof=1)")
+    kfold_folds: int | None = Field(None, description="the folds `kfold_accuracy_std` is taken over")
     best_probe: str | None = None
     best_probe_accuracy: float | None = None
     classify_accuracy: float | None = Field(None, description="on the classified folder, when it is labelled")
+
+
+def _spread(result: StudyResult) -> str:
+    over = f"s.d. over {result.kfold_folds} folds" if result.kfold_folds else "sample s.d. over the folds"
+    return f"{result.kfold_accuracy:.4f} ± {result.kfold_accuracy_std:.4f} ({over})"
 
 
 def _training(p: StudyParams) -> dict[str, Any]:
@@ -105,18 +111,18 @@ class Study(JobKind, name="study", params=StudyParams, result=StudyResult, stage
         best = max(layers.rows, key=lambda r: r.probe_accuracy, default=None)
         result = StudyResult(report=str(report), jobs={d.kind: d.job_id for d in done}, accuracy=train.accuracy,
                              macro_f1=train.macro_f1, kfold_accuracy=kfold.metrics["accuracy"].mean,
-                             kfold_accuracy_std=kfold.metrics["accuracy"].std,
+                             kfold_accuracy_std=kfold.metrics["accuracy"].std, kfold_folds=kfold.folds,
                              best_probe=best.layer if best else None,
                              best_probe_accuracy=best.probe_accuracy if best else None,
                              classify_accuracy=classify.accuracy)
         return Output(result=result, artifacts=[ArtifactRow(kind="report", path=str(report))])
 
     def headline(self, result: StudyResult) -> str | None:
-        return f"accuracy {result.accuracy:.4f}, k-fold {result.kfold_accuracy:.4f} ± {result.kfold_accuracy_std:.4f}"
+        return f"accuracy {result.accuracy:.4f}, k-fold {_spread(result)}"
 
     def describe(self, result: StudyResult) -> list[str]:
         lines = [f"test accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f}",
-                 f"k-fold accuracy {result.kfold_accuracy:.4f} ± {result.kfold_accuracy_std:.4f}"]
+                 f"k-fold accuracy {_spread(result)}"]
         if result.best_probe:
             lines.append(f"best probe {result.best_probe} {result.best_probe_accuracy:.4f}")
         if result.classify_accuracy is not None:

@@ -60,8 +60,13 @@ def _validation_uses(recipe: dict[str, Any]) -> list[str]:
             "the temperature", "the per-class thresholds"]
 
 
+KFOLD_LABELS = {"macro_f1": "macro F1", "coverage_lac": "coverage of the LAC sets",
+                "coverage_aps": "coverage of the APS sets", "mean_set_size_lac": "mean LAC set size",
+                "mean_set_size_aps": "mean APS set size"}
+
+
 def _kfold_label(name: str) -> str:
-    return f"F1 of {name.removeprefix('f1:')}" if name.startswith("f1:") else {"macro_f1": "macro F1"}.get(name, name)
+    return f"F1 of {name.removeprefix('f1:')}" if name.startswith("f1:") else KFOLD_LABELS.get(name, name)
 
 
 def _provenance(job_id: str) -> Provenance | None:
