@@ -21,7 +21,7 @@ from convlens.api.follow import follow, follow_in_background
 from convlens.api.output import fail, print_json, ready_database, require_tensorflow
 from convlens.api.schemas import JobView
 from convlens.ml.config import TrainOptions
-from convlens.ml.errors import ConvlensError
+from convlens.ml.errors import ConvlensError, one_line
 from convlens.ml.provenance import Provenance
 from convlens.worker.kinds import KINDS, get_kind
 from convlens.worker.kinds.kfold import KfoldParams
@@ -89,7 +89,7 @@ def execute(kind: str, params: dict[str, Any], mode: str, wait: bool, as_json: b
             if submitted.unsent:
                 typer.echo(f"job {job_id}: {submitted.unsent}", err=True)
     except ValidationError as exc:
-        fail(f"bad {kind} options: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        fail(f"bad {kind} options: " + one_line(exc))
     _say_resolved_model(params.get("model"), job_id)
     if mode == "run":
         thread, stop = follow_in_background(job_id, quiet=as_json)
@@ -245,7 +245,7 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
             tags = JobLabels(name=values["name"], tags=values["tag"] or [], note=values["note"],
                              priority=values.get("priority", "normal"))
         except ValidationError as exc:
-            fail("; ".join(f"--{str(e['loc'][0]).removesuffix('s')}: {e['msg']}" for e in exc.errors()))
+            fail(one_line(exc, as_options=True))
         execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],
                 values.get("timeout"), values.get("after"), tags)
 

@@ -14,6 +14,7 @@ from convlens.api.job_search import JobSearch, cell, parse_columns
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
 from convlens.api.schemas import JobView
 from convlens.db.models import JOB_STATUSES
+from convlens.ml.errors import one_line, problems
 from convlens.worker.job_ids import resolve_id
 from convlens.worker.kinds import KINDS
 from convlens.worker.labels import PriorityName
@@ -80,7 +81,7 @@ def jobs_edit(job_id: str,
         edit = LabelEdit(name=name, note=note, add_tags=add_tag or [], remove_tags=remove_tag or [],
                          priority=priority)
     except ValidationError as exc:
-        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-').removesuffix('s')}: {e['msg']}" for e in exc.errors()))
+        fail(one_line(exc, as_options=True))
     ready_database()
     job = existing_job(job_id)
     edit_labels(job.id, edit)
@@ -190,7 +191,7 @@ def results_predictions(
                                    misclassified=misclassified, uncertain=uncertain, errors=True if errors else None,
                                    set_size=set_size, min_set_size=min_set_size)
     except ValidationError as exc:
-        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+        fail("; ".join(f"--{p.field.replace('_', '-')}: {p.message}" for p in problems(exc)))
     if parquet is not None:  # every row, a page at a time (no --limit)
         from convlens.api.predictions_parquet import write_parquet
 

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, ValidationError
 from convlens.api import queries
 from convlens.api.auth import problem
 from convlens.api.schemas import ErrorBody, JobView, PredictionFilter, parse_cursor
+from convlens.ml.errors import one_line
 from convlens.ml.params import value_problem
 from convlens.worker.job_ids import resolve_id
 
@@ -67,8 +68,7 @@ def page_filters(request: Request) -> PredictionFilter:
         return PredictionFilter.model_validate({k: v for k, v in q.items()
                                                 if k in PredictionFilter.model_fields and v != ""})
     except ValidationError as exc:
-        raise problem(422, "bad filter: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                      for e in exc.errors())) from None
+        raise problem(422, "bad filter: " + one_line(exc)) from None
 
 
 def page_cursor(after: str | None = Query(None, max_length=40, description="the previous page's next_after: "

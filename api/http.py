@@ -21,7 +21,7 @@ from convlens.api.dashboard import render_error
 from convlens.api.deps import LOGIN_HELP, MAX_REQUEST_BYTES
 from convlens.api.login import router as login_router
 from convlens.api.routes import audit, jobs, models, predict, results, service, tokens
-from convlens.ml.errors import ConvlensError
+from convlens.ml.errors import ConvlensError, problems
 from convlens.worker.audit import Actor, acting_as
 from convlens.worker.kinds import KINDS
 
@@ -134,7 +134,7 @@ def _user_error(request: Request, exc: ConvlensError) -> Response:
 
 @app.exception_handler(RequestValidationError)
 def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()]
+    errors = [{"field": p.field, "message": p.message} for p in problems(exc)]
     message = "bad request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     if _is_page(request):
         return render_error(request, 422, clean(message))

@@ -6,6 +6,40 @@ line and exits 2 (api/cli.py), HTTP answers `http_status` with it in the error b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: the field at fault (dotted, "" for the input as a whole) and why."""
+
+    field: str
+    message: str
+
+    @property
+    def option(self) -> str:
+        """The field as the CLI option that sets it (add_tags -> --add-tag)."""
+        return "--" + self.field.split(".")[0].replace("_", "-").removesuffix("s")
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def problems(exc: ValidationError) -> list[Problem]:
+    """pydantic's errors as Problems: the one formatter every edge (CLI, HTTP, client) shows them through.
+    "body" (FastAPI's name for the request) and pydantic's "Value error, " prefix say nothing to a user."""
+    return [Problem(".".join(str(p) for p in e["loc"] if p != "body"), e["msg"].removeprefix("Value error, "))
+            for e in exc.errors()]
+
+
+def one_line(exc: ValidationError, as_options: bool = False) -> str:
+    """Every problem on one line; `as_options` names the fields as CLI options."""
+    return "; ".join(f"{p.option}: {p.message}" if as_options else str(p) for p in problems(exc))
+
 
 class ConvlensError(Exception):
     """An error a user can act on; `field` names the request field at fault, when one is."""

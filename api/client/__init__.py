@@ -125,12 +125,12 @@ class _Local(_Backend):
     def _do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from pydantic import ValidationError
 
-        from convlens.ml.errors import ConvlensError
+        from convlens.ml.errors import ConvlensError, one_line
 
         try:
             return fn(*args, **kwargs)
         except ValidationError as exc:
-            raise Invalid("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+            raise Invalid(one_line(exc)) from None
         except ConvlensError as exc:
             raise _error(exc.http_status, str(exc)) from None
 

@@ -12,6 +12,7 @@ from convlens.api.auth import Reader, Submitter, problem
 from convlens.api.deps import BODY_ERRORS, ERRORS, MAX_OFFSET, NOT_FOUND, ExistingJob, QueryText, error_doc
 from convlens.api.job_search import MAX_LENGTH, JobSearch
 from convlens.api.schemas import JobList, JobRequest, JobView, KindName, Status
+from convlens.ml.errors import problems
 from convlens.worker.labels import MAX_TAGS, LabelEdit, edit_labels
 from convlens.worker.paths import JOB_ID
 
@@ -30,8 +31,7 @@ def create_job(req: JobRequest, who: Submitter, response: Response) -> JobView:
         submitted = submit(req.kind, req.params, strict_paths=True, submitted_by=who.name, after=req.after,
                            labels=req)
     except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])) or "params", "message": e["msg"].removeprefix("Value error, ")}
-                  for e in exc.errors()]
+        errors = [{"field": p.field or "params", "message": p.message} for p in problems(exc)]
         raise problem(422, f"bad params for a {req.kind} job: " + "; ".join(
             f"{e['field']}: {e['message']}" for e in errors), errors) from None
     if submitted.unsent:  # stored, not yet sent: accepted, with what happened

@@ -93,13 +93,49 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _realpath_cached(path: str) -> str:
+    """os.path.realpath of a folder, remembered per thread for the last few (files of one folder come in runs,
+    and realpath's component-by-component lstat cost more than decoding a small PNG). A folder swapped for a
+    symlink after it was resolved is not followed: the walk below refuses symlinks and checks where it got."""
+    cache = getattr(_last, "real", None)
+    if cache is None:
+        cache = _last.real = {}
+    real = cache.get(path)
+    if real is None:
+        if len(cache) >= 64:
+            cache.clear()
+        real = cache[path] = os.path.realpath(path)
+    return real
+
+
+_home_of: list = [None, ""]  # [the settings object, its home resolved]: Path.resolve per file cost as much
+
+
+def _home() -> str:
+    s = settings()
+    if _home_of[0] is not s:
+        _home_of[:] = [s, os.fspath(s.home_dir)]
+    return _home_of[1]
+
+
+class _Symlink(Exception):
+    """The file named is itself a symlink: resolve it in full and open its target instead."""
+
+
 def open_confined(path: str | os.PathLike[str], within: str | os.PathLike[str] | None = None) -> int:
     """A read-only, non-blocking descriptor of the regular file at path, which must lie under `within` (when
     given) once every symlink is resolved. Raises FileRefused with the reason otherwise."""
     name = os.fspath(path)
-    real = os.path.realpath(name)
+    folder, base = os.path.split(os.path.abspath(name))
+    try:  # the folder resolved (cached), the file itself opened without following it
+        return _open_real(name, os.path.join(_realpath_cached(folder), base), within, link_is_error=False)
+    except _Symlink:
+        return _open_real(name, os.path.realpath(name), within, link_is_error=True)
+
+
+def _open_real(name: str, real: str, within: str | os.PathLike[str] | None, link_is_error: bool) -> int:
     if within is not None:
-        root = os.path.realpath(within)  # a relative one would be resolved against the process's folder
+        root = _realpath_cached(os.fspath(within))  # a relative one would be resolved against the process's folder
         if os.path.commonpath([real, root]) != root:
             raise FileRefused(name, f"lies outside {root} (a symlink out of the folder); not read")
     folder, base = os.path.split(real)
@@ -113,11 +149,13 @@ def open_confined(path: str | os.PathLike[str], within: str | os.PathLike[str] |
         raise FileRefused(name, _reason(exc)) from None
     try:
         st = os.fstat(handle)
+        if stat.S_ISLNK(st.st_mode) and not link_is_error:
+            raise _Symlink
         if stat.S_ISDIR(st.st_mode):
             raise FileRefused(name, "a folder reached through a symlink; not entered")
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(name, "not a regular file (a FIFO, socket or device); not read")
-        if (st.st_nlink > 1 or real.startswith(os.fspath(settings().home_dir))) \
+        if (st.st_nlink > 1 or real.startswith(_home())) \
                 and (st.st_dev, st.st_ino) in _own_inodes():
             raise FileRefused(name, "is one of convlens's own files (database or broker); not read")
         where = _where(handle)
