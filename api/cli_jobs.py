@@ -32,6 +32,8 @@ run_app = typer.Typer(help="Run a job in this process (recorded in the database 
                       no_args_is_help=True)
 submit_app = typer.Typer(help="Queue a job for the workers; prints its id.", no_args_is_help=True)
 
+# The label fields whose CLI option is not the field's name: a list set by a repeatable, singular option.
+LABEL_OPTIONS = {"tags": "--tag", "add_tags": "--add-tag", "remove_tags": "--remove-tag"}
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 Wait = Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar until it ends")]
 Timeout = Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds (exit code 3)")]
@@ -245,7 +247,7 @@ def kind_command(sub: typer.Typer, kind: str, mode: str, model: type[BaseModel],
             tags = JobLabels(name=values["name"], tags=values["tag"] or [], note=values["note"],
                              priority=values.get("priority", "normal"))
         except ValidationError as exc:
-            fail(one_line(exc, as_options=True))
+            fail(one_line(exc, LABEL_OPTIONS))
         execute(kind, params, mode, values.get("wait", False) or mode == "run", values["json_out"],
                 values.get("timeout"), values.get("after"), tags)
 

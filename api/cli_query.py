@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from convlens.api import queries
-from convlens.api.cli_jobs import Json, Timeout, show_job, wait_for_job
+from convlens.api.cli_jobs import LABEL_OPTIONS, Json, Timeout, show_job, wait_for_job
 from convlens.api.follow import describe
 from convlens.api.job_search import JobSearch, cell, parse_columns
 from convlens.api.output import emit, fail, print_json, print_table, ready_database
 from convlens.api.schemas import JobView
 from convlens.db.models import JOB_STATUSES
-from convlens.ml.errors import one_line, problems
+from convlens.ml.errors import one_line
 from convlens.worker.job_ids import resolve_id
 from convlens.worker.kinds import KINDS
 from convlens.worker.labels import PriorityName
@@ -81,7 +81,7 @@ def jobs_edit(job_id: str,
         edit = LabelEdit(name=name, note=note, add_tags=add_tag or [], remove_tags=remove_tag or [],
                          priority=priority)
     except ValidationError as exc:
-        fail(one_line(exc, as_options=True))
+        fail(one_line(exc, LABEL_OPTIONS))
     ready_database()
     job = existing_job(job_id)
     edit_labels(job.id, edit)
@@ -191,7 +191,7 @@ def results_predictions(
                                    misclassified=misclassified, uncertain=uncertain, errors=True if errors else None,
                                    set_size=set_size, min_set_size=min_set_size)
     except ValidationError as exc:
-        fail("; ".join(f"--{p.field.replace('_', '-')}: {p.message}" for p in problems(exc)))
+        fail(one_line(exc, options={}))
     if parquet is not None:  # every row, a page at a time (no --limit)
         from convlens.api.predictions_parquet import write_parquet
 

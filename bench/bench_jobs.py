@@ -37,7 +37,6 @@ from _report import Table, write
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -186,8 +185,6 @@ def queued(svc: Services, model: str, folder: Path, warm: Path, gradcam: bool, w
 
 def _table(table: list[dict], rates: dict) -> Table:
     """One row per path and case, each beside the in-process baseline of the same run."""
-    from _report import Table
-
     rows = [[f"{line['n']:,}", "yes" if line["gradcam"] else "no", path, f"{v:,.0f}", f"{line['in-process']:,.0f}",
              f"{v / line['in-process']:.0%}"] for line in table for path, v in line.items()
             if path not in ("n", "gradcam", "in-process")]

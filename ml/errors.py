@@ -6,6 +6,7 @@ line and exits 2 (api/cli.py), HTTP answers `http_status` with it in the error b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,6 @@ class Problem:
     field: str
     message: str
 
-    @property
-    def option(self) -> str:
-        """The field as the CLI option that sets it (add_tags -> --add-tag)."""
-        return "--" + self.field.split(".")[0].replace("_", "-").removesuffix("s")
-
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 
@@ -36,9 +32,17 @@ def problems(exc: ValidationError) -> list[Problem]:
             for e in exc.errors()]
 
 
-def one_line(exc: ValidationError, as_options: bool = False) -> str:
-    """Every problem on one line; `as_options` names the fields as CLI options."""
-    return "; ".join(f"{p.option}: {p.message}" if as_options else str(p) for p in problems(exc))
+def one_line(exc: ValidationError, options: Mapping[str, str] | None = None) -> str:
+    """Every problem on one line. Given `options`, each field is named as the CLI option that sets it: the one
+    `options` names for it (a list field's singular option: tags -> --tag), else `--` and the field with dashes."""
+    if options is None:
+        return "; ".join(map(str, problems(exc)))
+
+    def option(field: str) -> str:
+        head = field.split(".")[0]
+        return options.get(head, "--" + head.replace("_", "-"))
+
+    return "; ".join(f"{option(p.field)}: {p.message}" for p in problems(exc))
 
 
 class ConvlensError(Exception):

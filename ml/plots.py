@@ -110,10 +110,14 @@ def lines_svg(labels: list[str], series: dict[str, list[float | None]], ylabel: 
     return _svg(fig)
 
 
+def _numbers(values: list[float | str | None]) -> list[float]:
+    return [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
 def log_scaled(values: list[float | str | None]) -> bool:
     """Whether numbers are best read on a log axis: all positive and spanning at least two decades (learning
     rates, weight decays), where a linear axis would crowd all but the largest into one end."""
-    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    numbers = _numbers(values)
     return bool(numbers) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
 
 
@@ -143,7 +147,7 @@ def parallel_svg(runs: dict[str, dict[str, float | str | None]], axes: list[str]
     scaled: dict[str, list[float]] = {r: [] for r in runs}
     for i, name in enumerate(axes):
         values = [runs[r].get(name) for r in runs]
-        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = _numbers(values)
         if numbers and len(numbers) == len([v for v in values if v is not None]):
             log = name in log_axes and min(numbers) > 0
             position, ticks = number_axis(numbers, log)
